@@ -1,0 +1,425 @@
+"""The Deep Image Prior optimisation loop, as a generator of :class:`Step` records.
+
+One :class:`DIPFit` fits a freshly initialised :class:`~.nets.SkipNet` to one 2D image
+(with any number of channels).  ``DIPFit.steps()`` is a generator: it yields a
+:class:`Step` every ``params.yield_every`` iterations and returns a :class:`FitResult`.
+A consumer that stops iterating (a cancelled napari worker) can still call
+:meth:`DIPFit.result` to get what was computed so far.
+
+Early stopping is ES-WMV (Wang, Li, Zhuang, Sun, TMLR 2023): the windowed moving variance
+of the last ``es_window`` raw outputs; its running minimum (after a start floor) is the
+candidate stop, and the run ends once no new minimum appeared for ``es_patience`` steps.
+All per-step statistics stay on the device and are read only when a Step is yielded, so
+the loop never synchronises with a GPU between yields.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Generator
+
+import numpy as np
+import torch
+
+from .nets import SkipNet, make_input, min_padded_side, required_multiple
+from .params import DIPParams, NetParams
+
+__all__ = ["Step", "History", "FitResult", "DIPFit", "estimate_fit_bytes", "padded_shape"]
+
+#: Frames above this many elements are subsampled (strided) for the ES-WMV statistic.
+_ES_MAX_ELEMENTS = 1 << 18
+_POISSON_EPS = 1e-6
+
+
+@dataclass
+class Step:
+    """Progress of a fit, yielded every few iterations.
+
+    Attributes
+    ----------
+    iteration : int
+        Iterations done in the current plane.
+    iterations : int
+        Maximum iterations of the current plane.
+    loss : float
+        Data-term loss at ``iteration``.
+    es_variance : float or None
+        ES-WMV statistic (windowed variance of the outputs), once the window is full.
+    es_best_iteration : int or None
+        Iteration of the current early-stopping candidate (running variance minimum).
+    preview : ndarray or None
+        Current estimate, shape (H, W, C), float32, normalised to [0, 1]; only every
+        ``params.preview_every`` iterations.
+    elapsed : float
+        Seconds since the plane's fit started.
+    plane, n_planes : int
+        Index of the plane being fitted and number of planes (nD stacks).
+    backtracked : bool
+        The fit diverged since the last Step and the last good weights were restored.
+    """
+
+    iteration: int
+    iterations: int
+    loss: float
+    es_variance: float | None = None
+    es_best_iteration: int | None = None
+    preview: np.ndarray | None = None
+    elapsed: float = 0.0
+    plane: int = 0
+    n_planes: int = 1
+    backtracked: bool = False
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in [0, 1] across all planes (assuming full iteration counts)."""
+        return (self.plane + self.iteration / max(self.iterations, 1)) / max(self.n_planes, 1)
+
+
+@dataclass
+class History:
+    """Snapshots of the estimate during a fit.
+
+    Attributes
+    ----------
+    frames : ndarray, shape (F, H, W, C), float32 in [0, 1]
+    iterations : ndarray, shape (F,), int
+    losses : ndarray, shape (F,), float
+    """
+
+    frames: np.ndarray
+    iterations: np.ndarray
+    losses: np.ndarray
+
+
+@dataclass
+class FitResult:
+    """Outcome of one fit.
+
+    Attributes
+    ----------
+    image : ndarray, shape (H, W, C), float32 in [0, 1]
+        The estimate at ``iteration`` (the early-stopping choice, or the last step).
+    iteration : int
+        Iteration the returned image comes from.
+    iterations_run : int
+        Steps actually taken.
+    stopped_early : bool
+        The run ended because the early stop was certain.
+    losses : ndarray, shape (iterations_run,)
+        Loss of every step.
+    es_variances : ndarray, shape (iterations_run,)
+        ES-WMV statistic of every step (NaN until the window is full).
+    history : History or None
+    seed : int
+    """
+
+    image: np.ndarray
+    iteration: int
+    iterations_run: int
+    stopped_early: bool
+    losses: np.ndarray
+    es_variances: np.ndarray
+    history: History | None
+    seed: int
+    state_dict: dict | None = field(default=None, repr=False)
+
+
+def padded_shape(net: NetParams, height: int, width: int) -> tuple[int, int]:
+    """Size of the network input for an image of ``height`` x ``width`` (no pixel is cropped away)."""
+    mult = required_multiple(net)
+    lo = min_padded_side(net)
+    return (max(lo, -(-height // mult) * mult), max(lo, -(-width // mult) * mult))
+
+
+def history_iterations(params: DIPParams) -> np.ndarray:
+    """The iterations at which history frames are saved (empty when the history is off)."""
+    t = params.iterations
+    if params.history_every <= 0 or (params.history_spacing == "log" and params.history_frames <= 0):
+        return np.zeros(0, dtype=np.int64)
+    if params.history_spacing == "log":
+        its = np.unique(np.round(np.geomspace(1, t, params.history_frames)).astype(np.int64))
+    else:
+        its = np.arange(params.history_every, t + 1, params.history_every, dtype=np.int64)
+        if its.size == 0 or its[-1] != t:
+            its = np.append(its, t)
+    return its
+
+
+_ACT_CACHE: dict[tuple, float] = {}
+
+
+def _activation_elements_per_pixel(net: NetParams, channels: int) -> float:
+    """Elements of all layer outputs of one forward, per padded input pixel (measured once)."""
+    key = (net, channels)
+    if key not in _ACT_CACHE:
+        side = min_padded_side(net)
+        model = SkipNet.from_params(net, channels)
+        total = 0
+
+        def hook(_m, _i, out):
+            nonlocal total
+            total += out.numel()
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+        with torch.no_grad():
+            model(torch.zeros(1, net.in_channels, side, side))
+        for h in handles:
+            h.remove()
+        _ACT_CACHE[key] = total / float(side * side)
+    return _ACT_CACHE[key]
+
+
+def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int) -> int:
+    """Estimated peak memory of one fit, in bytes (activations, gradients, optimiser, buffers)."""
+    hp, wp = padded_shape(params.net, height, width)
+    act = _activation_elements_per_pixel(params.net, channels) * hp * wp
+    n_params = sum(p.numel() for p in SkipNet.from_params(params.net, channels).parameters())
+    n_img = height * width * channels
+    es = min(n_img, _ES_MAX_ELEMENTS) * params.es_window
+    frames = len(history_iterations(params)) * n_img
+    # activations are kept for backward and their gradients are live at the same time (x2);
+    # weights, gradients and two Adam moments (x4, twice for the backtracking copy);
+    # target, mask, averages, early-stopping candidate (~6 images); z and its jitter.
+    elems = 2.0 * act + 8 * n_params + 6 * n_img + es + 2 * params.net.in_channels * hp * wp
+    return int(4 * elems + 4 * frames)
+
+
+def _checkpoint(net, opt, avg):
+    return (
+        {k: v.detach().clone() for k, v in net.state_dict().items()},
+        copy.deepcopy(opt.state_dict()),
+        None if avg is None else avg.clone(),
+    )
+
+
+class DIPFit:
+    """One Deep Image Prior fit of a 2D image.
+
+    Parameters
+    ----------
+    target : ndarray, shape (H, W, C), float32
+        The corrupted image, normalised to [0, 1].
+    known : ndarray of bool, shape (H, W), optional
+        True where the pixel is known (inpainting); holes are False. None: all known.
+    params : DIPParams
+    device : torch.device
+    seed : int
+        Seeds z, the weights and the jitter: the same seed gives the same result on the CPU.
+    counts_scale : float
+        For the Poisson loss: counts per unit of ``target`` (target * counts_scale are the
+        photon counts).
+    init_state : dict, optional
+        Network weights to start from (warm start from a neighbouring plane).
+    """
+
+    def __init__(self, target: np.ndarray, *, known: np.ndarray | None = None,
+                 params: DIPParams, device: torch.device, seed: int,
+                 counts_scale: float = 1.0, init_state: dict | None = None):
+        if target.ndim != 3:
+            raise ValueError(f"target must have shape (H, W, C), got {target.shape}")
+        self.target = np.ascontiguousarray(target, dtype=np.float32)
+        self.known = None if known is None else np.asarray(known, dtype=bool)
+        self.params = params
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.counts_scale = float(counts_scale)
+        self.init_state = init_state
+        h, w, _ = self.target.shape
+        self.padded = padded_shape(params.net, h, w)
+        self.offset = ((self.padded[0] - h) // 2, (self.padded[1] - w) // 2)
+        self.history_its = history_iterations(params)
+        # state shared with result()
+        self._t = 0
+        self._cand: torch.Tensor | None = None
+        self._best: torch.Tensor | None = None
+        self._best_iter: torch.Tensor | None = None
+        self._losses: list[np.ndarray] = []
+        self._vars: list[np.ndarray] = []
+        self._frames: np.ndarray | None = None
+        self._n_frames = 0
+        self._frame_losses = np.zeros(len(self.history_its), dtype=np.float64)
+        self._stopped_early = False
+        self._net: SkipNet | None = None
+
+    # -- helpers ---------------------------------------------------------------------
+    def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
+        return t[0].detach().float().permute(1, 2, 0).cpu().numpy()
+
+    def _jitter_generator(self) -> torch.Generator | None:
+        try:
+            return torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        except (RuntimeError, TypeError):  # a backend without device generators
+            return None
+
+    # -- the loop --------------------------------------------------------------------
+    def steps(self) -> Generator[Step, None, FitResult]:
+        """Run the fit, yielding a :class:`Step` every ``params.yield_every`` iterations."""
+        p = self.params
+        dev = self.device
+        h, w, c = self.target.shape
+        top, left = self.offset
+        t0 = time.perf_counter()
+
+        cpu_gen = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = SkipNet.from_params(p.net, c)
+        if self.init_state is not None:
+            net.load_state_dict(self.init_state)
+        net = net.to(dev)
+        net.train()
+        self._net = net
+        z = make_input(p.net, *self.padded, generator=cpu_gen, device=dev)
+        jit_gen = self._jitter_generator()
+
+        x = torch.from_numpy(self.target).permute(2, 0, 1)[None].to(dev)
+        if self.known is not None:
+            m = torch.from_numpy(self.known.astype(np.float32))[None, None].to(dev)
+            n_known = float(self.known.sum()) * c
+        else:
+            m = None
+            n_known = float(h * w * c)
+        poisson = p.loss == "poisson"
+        s = self.counts_scale
+        y_counts = x * s if poisson else None
+
+        opt = torch.optim.Adam(net.parameters(), lr=p.lr)
+
+        T = p.iterations
+        losses = torch.zeros(T, device=dev)
+        variances = torch.full((T,), float("nan"), device=dev)
+        # ES-WMV ring buffer on a strided view of the output
+        stride = max(1, math.ceil(math.sqrt(h * w * c / _ES_MAX_ELEMENTS)))
+        es_n = len(range(0, h, stride)) * len(range(0, w, stride)) * c
+        ring = torch.zeros(p.es_window, es_n, device=dev)
+        best_var = torch.tensor(float("inf"), device=dev)
+        self._best_iter = torch.tensor(0, device=dev, dtype=torch.long)
+        es_from = max(p.es_window, p.es_start, 1)
+
+        if len(self.history_its):
+            self._frames = np.zeros((len(self.history_its), h, w, c), dtype=np.float32)
+        hist_set = {int(i): k for k, i in enumerate(self.history_its)}
+
+        avg = None
+        ckpt = None
+        last_fit_psnr = None
+        backtracked = False
+
+        for t in range(1, T + 1):
+            zin = z
+            if p.reg_noise_std > 0:
+                noise = (torch.randn(z.shape, generator=jit_gen, device=dev) if jit_gen is not None
+                         else torch.randn(z.shape, generator=cpu_gen).to(dev))
+                zin = z + p.reg_noise_std * noise
+            out = net(zin)[:, :, top:top + h, left:left + w]
+            if poisson:
+                lam = out * s + _POISSON_EPS
+                nll = lam - y_counts * torch.log(lam)
+                loss = ((nll * m).sum() / n_known if m is not None else nll.mean()) / s
+            else:
+                sq = (out - x) ** 2
+                loss = (sq * m).sum() / n_known if m is not None else sq.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+            with torch.no_grad():
+                o = out.detach()
+                losses[t - 1] = loss.detach()
+                if p.exp_weight is not None:
+                    if avg is None:
+                        avg = o.clone()
+                    else:
+                        decay = p.exp_weight
+                        if p.ema_warmup:
+                            decay = min(decay, (1.0 + t) / (10.0 + t))
+                        avg.mul_(decay).add_(o, alpha=1.0 - decay)
+                    cand = avg
+                else:
+                    cand = o
+                self._cand = cand
+                ring[(t - 1) % p.es_window] = o[:, :, ::stride, ::stride].reshape(-1)
+                if t >= p.es_window:
+                    var = ring.var(dim=0, unbiased=False).mean()
+                    variances[t - 1] = var
+                    if t >= es_from:
+                        better = var < best_var
+                        best_var = torch.where(better, var, best_var)
+                        self._best_iter = torch.where(better, torch.tensor(t, device=dev),
+                                                      self._best_iter)
+                        if self._best is None:
+                            self._best = cand.clone()
+                        else:
+                            self._best = torch.where(better, cand, self._best)
+                if t in hist_set:
+                    k = hist_set[t]
+                    self._frames[k] = self._to_hwc(cand)
+                    self._frame_losses[k] = float(loss)
+                    self._n_frames = k + 1
+            self._t = t
+
+            if t % p.yield_every == 0 or t == T:
+                lo = len(self._losses) and sum(len(a) for a in self._losses)
+                self._losses.append(losses[lo:t].cpu().numpy())
+                self._vars.append(variances[lo:t].cpu().numpy())
+                with torch.no_grad():
+                    if m is not None:
+                        fit_mse = float((((o - x) ** 2) * m).sum() / n_known)
+                    else:
+                        fit_mse = float(((o - x) ** 2).mean())
+                fit_psnr = -10.0 * math.log10(max(fit_mse, 1e-12))
+                if (p.backtrack and last_fit_psnr is not None and ckpt is not None
+                        and fit_psnr < last_fit_psnr - p.backtrack_db):
+                    net.load_state_dict(ckpt[0])
+                    opt.load_state_dict(ckpt[1])
+                    if ckpt[2] is not None:
+                        avg = ckpt[2].clone()
+                        self._cand = avg
+                    backtracked = True
+                else:
+                    last_fit_psnr = fit_psnr
+                    if p.backtrack:
+                        ckpt = _checkpoint(net, opt, avg)
+                best_it = int(self._best_iter) if self._best is not None else None
+                var_now = float(variances[t - 1]) if t >= p.es_window else None
+                preview = None
+                if p.preview_every and (t // p.yield_every) % max(1, p.preview_every // p.yield_every) == 0:
+                    preview = self._to_hwc(self._cand)
+                yield Step(
+                    iteration=t, iterations=T, loss=float(losses[t - 1]),
+                    es_variance=var_now, es_best_iteration=best_it, preview=preview,
+                    elapsed=time.perf_counter() - t0, backtracked=backtracked,
+                )
+                backtracked = False
+                if p.early_stop and best_it is not None and t - best_it >= p.es_patience:
+                    self._stopped_early = True
+                    break
+        return self.result()
+
+    def result(self) -> FitResult:
+        """What has been computed so far (callable after a cancelled run too)."""
+        if self._cand is None:
+            raise RuntimeError("the fit has not taken a step yet: nothing to return")
+        p = self.params
+        if p.early_stop and self._best is not None:
+            image, it = self._best, int(self._best_iter)
+        else:
+            image, it = self._cand, self._t
+        history = None
+        if self._frames is not None:
+            n = self._n_frames
+            history = History(self._frames[:n].copy(), self.history_its[:n].copy(),
+                              self._frame_losses[:n].copy())
+        losses = np.concatenate(self._losses) if self._losses else np.zeros(0)
+        variances = np.concatenate(self._vars) if self._vars else np.zeros(0)
+        state = None
+        if self._net is not None:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self._net.state_dict().items()}
+        return FitResult(
+            image=self._to_hwc(image), iteration=it, iterations_run=self._t,
+            stopped_early=self._stopped_early, losses=losses, es_variances=variances,
+            history=history, seed=self.seed, state_dict=state,
+        )

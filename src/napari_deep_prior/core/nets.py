@@ -1,0 +1,135 @@
+"""The Deep Image Prior "skip" encoder-decoder (Ulyanov, Vedaldi, Lempitsky 2018).
+
+Layer order follows the published architecture (REFERENCE.md section 1): per level a
+strided down block, an optional 1x1 skip branch, and an up block; reflection padding;
+a 1x1 output convolution and a sigmoid.  Written as an explicit loop over levels rather
+than the nested ``Sequential`` of the reference code, with the same layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .params import NetParams
+
+__all__ = ["SkipNet", "make_input", "required_multiple", "min_padded_side"]
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+    # Reflection padding inside the convolution: the same arithmetic as the reference's
+    # ReflectionPad2d + Conv2d, one module fewer, and no no-op pad before 1x1 convs.
+    pad = k // 2
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad,
+                     padding_mode="reflect" if pad else "zeros", bias=True)
+
+
+def _cba(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
+    return [_conv(cin, cout, k, stride), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+
+
+class SkipNet(nn.Module):
+    """Encoder-decoder with skip connections, as in Deep Image Prior.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input z.
+    out_channels : int
+        Channels of the image being fitted.
+    net : NetParams
+        Widths, kernels, up-sampling mode.
+
+    Notes
+    -----
+    Spatial input sizes must be multiples of :func:`required_multiple` (the fit pads z
+    and crops the output, so images of any size are handled without losing pixels).
+
+    References
+    ----------
+    .. [1] D. Ulyanov, A. Vedaldi, V. Lempitsky, "Deep Image Prior", CVPR 2018.
+
+    Examples
+    --------
+    >>> from napari_deep_prior.core.params import NetParams
+    >>> net = SkipNet(32, 3, NetParams((16,) * 3, (16,) * 3, (4,) * 3))
+    >>> net(torch.rand(1, 32, 64, 64)).shape
+    torch.Size([1, 3, 64, 64])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, net: NetParams):
+        super().__init__()
+        self.params = net
+        n = net.depth
+        self.down = nn.ModuleList()
+        self.skip = nn.ModuleList()
+        self.up = nn.ModuleList()
+        cin = in_channels
+        for i in range(n):
+            d, s, u = net.channels_down[i], net.channels_skip[i], net.channels_up[i]
+            self.down.append(nn.Sequential(
+                *_cba(cin, d, net.kernel_down, stride=2),
+                *_cba(d, d, net.kernel_down),
+            ))
+            self.skip.append(nn.Sequential(*_cba(cin, s, net.kernel_skip)) if s else nn.Identity())
+            deeper = net.channels_up[i + 1] if i + 1 < n else d
+            layers: list[nn.Module] = [nn.BatchNorm2d(s + deeper), *_cba(s + deeper, u, net.kernel_up)]
+            if net.need_1x1_up:
+                layers += _cba(u, u, 1)
+            self.up.append(nn.Sequential(*layers))
+            cin = d
+        self.out = nn.Conv2d(net.channels_up[0], out_channels, 1)
+        self.upsample_mode = net.upsample
+
+    @classmethod
+    def from_params(cls, net: NetParams, out_channels: int) -> "SkipNet":
+        """Build the network for ``out_channels`` image channels."""
+        return cls(net.in_channels, out_channels, net)
+
+    def _up2(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample_mode == "bilinear":
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        inputs = []
+        x = z
+        for down in self.down:
+            inputs.append(x)
+            x = down(x)
+        # x: output of the deepest down block; walk back up.
+        for i in reversed(range(len(self.down))):
+            x = self._up2(x)
+            if self.params.channels_skip[i]:
+                x = torch.cat([self.skip[i](inputs[i]), x], dim=1)
+            x = self.up[i](x)
+        return torch.sigmoid(self.out(x))
+
+
+def required_multiple(net: NetParams) -> int:
+    """Spatial sizes the network accepts are multiples of this (2 ** depth)."""
+    return 2 ** net.depth
+
+
+def min_padded_side(net: NetParams) -> int:
+    """Smallest padded side: reflection padding needs more pixels than the pad at the deepest level."""
+    pad = max(net.kernel_down, net.kernel_up) // 2
+    return required_multiple(net) * (pad + 1)
+
+
+def make_input(net: NetParams, height: int, width: int, *, generator: torch.Generator,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """The fixed network input z of shape (1, C, height, width).
+
+    Uniform noise U(0, 0.1) with ``input_depth`` channels, or a 2-channel meshgrid in [0, 1].
+    The noise is drawn on the CPU from ``generator`` so a seed gives the same z on every device.
+    """
+    if net.input_kind == "meshgrid":
+        ys = torch.linspace(0, 1, height)
+        xs = torch.linspace(0, 1, width)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        z = torch.stack([xx, yy])[None]
+    else:
+        z = torch.rand(1, net.input_depth, height, width, generator=generator) * 0.1
+    return z.to(device)

@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+from napari_deep_prior.core.params import DIPParams, NetParams
+
+
+@pytest.fixture
+def tiny_params():
+    """A small, fast network for tests: 3 levels of 16 channels."""
+    return DIPParams(
+        net=NetParams((16,) * 3, (16,) * 3, (4,) * 3, input_depth=8),
+        iterations=30, es_window=10, es_patience=10, es_start=10,
+        history_every=10, yield_every=5, preview_every=10,
+    )
+
+
+@pytest.fixture
+def smooth_image():
+    """A smooth 32x32 grey test image in [0.1, 0.9]."""
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    return (0.5 + 0.4 * np.sin(3 * x) * np.cos(2 * y)).astype(np.float64)

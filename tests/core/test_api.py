@@ -1,0 +1,263 @@
+import numpy as np
+import pytest
+from skimage import data, transform
+from skimage.metrics import peak_signal_noise_ratio as psnr
+
+import napari_deep_prior
+from napari_deep_prior import denoise, inpaint
+from napari_deep_prior.core import api
+from napari_deep_prior.core.api import ImageTooLargeError, prepare_denoise, prepare_inpaint
+
+
+def _run_fast(fn, *args, tiny, **kw):
+    return fn(*args, params=tiny, seed=0, **kw)
+
+
+# -- dtype policy ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, expected", [
+    (np.uint8, np.uint8), (np.uint16, np.uint16), (np.int16, np.int16), (np.int32, np.int32),
+    (np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64),
+])
+def test_dtype_policy(dtype, expected, tiny_params, smooth_image):
+    if np.dtype(dtype).kind in "ui":
+        info = np.iinfo(dtype)
+        span = min(1000, int(info.max) // 2)
+        lo = -span // 3 if info.min < 0 else 0
+        img = (lo + smooth_image * span).astype(dtype)
+    else:
+        img = (smooth_image * 7.5 - 2).astype(dtype)  # floats keep their (any) range
+    out = _run_fast(denoise, img, tiny=tiny_params)
+    assert out.dtype == expected and out.shape == img.shape
+    ref = img.astype(np.float64)
+    assert ref.min() - 1e-3 <= out.min() and out.max() <= ref.max() + 1e-3
+    # the result lives in the input's range, close to the input
+    assert np.abs(out.astype(np.float64) - ref).mean() < 0.25 * (ref.max() - ref.min())
+
+
+def test_integer_results_are_rounded_and_clipped(tiny_params):
+    img = np.zeros((32, 32), np.uint8)
+    img[:, 16:] = 255
+    out = _run_fast(denoise, img, tiny=tiny_params)
+    assert out.dtype == np.uint8 and out.min() >= 0 and out.max() <= 255
+
+
+# -- layouts ----------------------------------------------------------------------------
+
+def test_rgb_channel_last_and_first(tiny_params, smooth_image):
+    rgb = np.stack([smooth_image, smooth_image[::-1], smooth_image.T], axis=-1)
+    out = _run_fast(denoise, rgb, tiny=tiny_params, channel_axis=-1)
+    assert out.shape == rgb.shape
+    first = np.moveaxis(rgb, -1, 0)
+    out0 = _run_fast(denoise, first, tiny=tiny_params, channel_axis=0)
+    assert out0.shape == first.shape
+    np.testing.assert_allclose(np.moveaxis(out0, 0, -1), out, atol=1e-6)
+
+
+def test_many_channels(tiny_params, smooth_image):
+    img = np.stack([smooth_image * k for k in range(1, 6)], axis=-1)
+    assert _run_fast(denoise, img, tiny=tiny_params, channel_axis=-1).shape == (32, 32, 5)
+
+
+def test_rgba_alpha_untouched(tiny_params, smooth_image):
+    rgba = (np.stack([smooth_image] * 4, axis=-1) * 255).astype(np.uint8)
+    rgba[..., 3] = np.arange(32, dtype=np.uint8)[None, :] * 7
+    out = _run_fast(denoise, rgba, tiny=tiny_params, channel_axis=-1)
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
+    # explicitly four colour channels: alpha is fitted too
+    out4 = _run_fast(denoise, rgba, tiny=tiny_params, channel_axis=-1, has_alpha=False)
+    assert not np.array_equal(out4[..., 3], rgba[..., 3])
+
+
+def test_stack_is_processed_plane_by_plane(tiny_params, smooth_image):
+    # the planes share one value range, so the stack's normalisation equals each plane's
+    stack = np.stack([smooth_image, smooth_image[::-1], smooth_image.T])
+    steps = []
+    out, full = denoise(stack, params=tiny_params, seed=0, callback=steps.append, return_history=True)
+    assert out.shape == stack.shape
+    assert {s.plane for s in steps} == {0, 1, 2} and all(s.n_planes == 3 for s in steps)
+    fr = [s.fraction for s in steps]
+    assert fr == sorted(fr) and fr[-1] == pytest.approx(1.0)
+    assert full.history.shape == (3,) + stack.shape
+    assert full.history_losses.shape == (3, 3) and full.planes_done == 3
+    # each plane is fitted on its own: the same as running it alone
+    alone = denoise(stack[1], params=tiny_params, seed=0)
+    np.testing.assert_allclose(out[1], alone, atol=1e-6)
+
+
+def test_warm_start_changes_later_planes_only(tiny_params, smooth_image):
+    stack = np.stack([smooth_image, smooth_image])
+    cold = denoise(stack, params=tiny_params, seed=0)
+    warm = denoise(stack, params=tiny_params, seed=0, warm_start=True)
+    np.testing.assert_array_equal(cold[0], warm[0])
+    assert not np.array_equal(cold[1], warm[1])
+
+
+def test_input_is_never_modified(tiny_params, smooth_image):
+    img = smooth_image.copy()
+    mask = np.zeros(img.shape, bool)
+    mask[10:14, 10:14] = True
+    before, mbefore = img.copy(), mask.copy()
+    _run_fast(denoise, img, tiny=tiny_params)
+    _run_fast(inpaint, img, mask, tiny=tiny_params)
+    np.testing.assert_array_equal(img, before)
+    np.testing.assert_array_equal(mask, mbefore)
+
+
+def test_history_is_returned_in_the_input_layout(tiny_params, smooth_image):
+    img = (np.stack([smooth_image] * 3, -1) * 255).astype(np.uint8)
+    out, full = denoise(img, params=tiny_params, channel_axis=-1, seed=0, return_history=True)
+    assert full.history.shape == (3, 32, 32, 3) and full.history.dtype == np.uint8
+    assert list(full.history_iterations) == [10, 20, 30]
+    assert full.seed == 0 and full.iterations_run == [30]
+
+
+def test_seed_none_is_reported_and_reproducible(tiny_params, smooth_image):
+    out, full = denoise(smooth_image, params=tiny_params, return_history=True)
+    again = denoise(smooth_image, params=tiny_params, seed=full.seed)
+    np.testing.assert_array_equal(out, again)
+
+
+# -- real fits: quality must improve ----------------------------------------------------
+
+def test_real_denoise_improves_psnr():
+    clean = transform.resize(data.camera(), (64, 64), anti_aliasing=True)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
+    out = denoise(noisy, iterations=300, seed=0)  # the default preset
+    p0, p1 = psnr(clean, noisy, data_range=1), psnr(clean, out, data_range=1)
+    assert p1 > p0 + 3.0, (p0, p1)
+
+
+def test_real_inpaint_improves_psnr_and_keeps_known_pixels():
+    clean = data.camera()[100:164, 300:364].astype(np.float64) / 255
+    mask = np.zeros(clean.shape, bool)
+    mask[::8, :] = True  # scratches
+    mask[20:28, 30:38] = True
+    damaged = np.where(mask, 0.0, clean)
+    out = inpaint(damaged, mask, iterations=300, seed=0)
+    np.testing.assert_array_equal(out[~mask], damaged[~mask])
+    err0 = np.mean((damaged - clean)[mask] ** 2)
+    err1 = np.mean((out - clean)[mask] ** 2)
+    assert err1 < 0.2 * err0, (err0, err1)
+
+
+def test_inpaint_stack_with_2d_mask(tiny_params, smooth_image):
+    stack = np.stack([smooth_image, smooth_image[::-1]])
+    mask = np.zeros((32, 32), np.int32)
+    mask[5:9, 5:9] = 3  # label values: nonzero = fill
+    out = inpaint(stack, mask, params=tiny_params, seed=0)
+    assert out.shape == stack.shape
+    np.testing.assert_array_equal(out[:, mask == 0], stack[:, mask == 0])
+
+
+def test_inpaint_per_plane_mask_skips_planes_without_holes(tiny_params, smooth_image):
+    stack = np.stack([smooth_image, smooth_image])
+    mask = np.zeros(stack.shape, bool)
+    mask[0, 3:6, 3:6] = True
+    out, full = inpaint(stack, mask, params=tiny_params, seed=0, return_history=True)
+    np.testing.assert_array_equal(out[1], stack[1])
+    assert full.iterations_run == [30, 0]
+
+
+# -- bad input: each gets a clear error -------------------------------------------------
+
+@pytest.fixture
+def img():
+    return np.random.default_rng(0).random((32, 32))
+
+
+def test_wrong_mask_shape(img):
+    with pytest.raises(ValueError, match=r"mask has shape \(31, 32\) but image is \(32, 32\)"):
+        prepare_inpaint(img, np.ones((31, 32), bool))
+
+
+def test_mask_without_holes(img):
+    with pytest.raises(ValueError, match="marks no pixel to fill"):
+        prepare_inpaint(img, np.zeros((32, 32), bool))
+
+
+def test_mask_all_holes(img):
+    with pytest.raises(ValueError, match="every pixel as a hole"):
+        prepare_inpaint(img, np.ones((32, 32), bool))
+
+
+def test_missing_mask(img):
+    with pytest.raises(ValueError, match="needs a mask"):
+        prepare_inpaint(img, None)
+
+
+def test_mask_bad_dtype(img):
+    with pytest.raises(TypeError, match="mask has dtype"):
+        prepare_inpaint(img, np.full((32, 32), "a"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_inf(img, bad):
+    img = img.copy()
+    img[3, 4] = bad
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        prepare_denoise(img)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 32), (1, 1), (32, 4), (1,), ()])
+def test_empty_or_tiny(shape):
+    with pytest.raises(ValueError, match="empty|pixels|dimensions"):
+        prepare_denoise(np.zeros(shape))
+
+
+@pytest.mark.parametrize("dtype", [bool, np.complex64, object])
+def test_unsupported_dtype(dtype):
+    with pytest.raises(TypeError, match="not supported"):
+        prepare_denoise(np.zeros((32, 32), dtype=dtype))
+
+
+@pytest.mark.parametrize("it, exc", [(0, ValueError), (-3, ValueError), (1.5, TypeError)])
+def test_bad_iterations(img, it, exc):
+    with pytest.raises(exc, match="iterations"):
+        prepare_denoise(img, iterations=it)
+
+
+def test_too_large_for_memory(monkeypatch):
+    from napari_deep_prior.core import device
+
+    monkeypatch.setattr(device, "available_memory", lambda dev: 512 * 2**20)
+    # a zero-stride view: no memory is taken by the test itself
+    huge = np.broadcast_to(np.zeros((1, 1), np.float32), (8192, 8192))
+    with pytest.raises(ImageTooLargeError, match=r"needs about .* GiB but only 0\.5 GiB"):
+        prepare_denoise(huge)
+
+
+def test_bad_device_and_seed(img):
+    with pytest.raises(ValueError, match="device"):
+        prepare_denoise(img, device="tpu")
+    with pytest.raises(TypeError, match="seed"):
+        prepare_denoise(img, seed="abc")
+
+
+def test_bad_channel_axis(img):
+    with pytest.raises(ValueError, match="out of range"):
+        prepare_denoise(img, channel_axis=3)
+    with pytest.raises(ValueError, match="needs at least 3 dimensions"):
+        prepare_denoise(img, channel_axis=-1)
+
+
+def test_poisson_needs_non_negative_counts(img):
+    with pytest.raises(ValueError, match="non-negative photon counts"):
+        prepare_denoise(img - 0.5, loss="poisson")
+
+
+def test_poisson_denoise_on_counts(tiny_params, smooth_image):
+    counts = np.random.default_rng(0).poisson(smooth_image * 30).astype(np.uint16)
+    out = denoise(counts, params=tiny_params.replace(loss="poisson"), seed=0)
+    assert out.dtype == np.uint16 and out.shape == counts.shape
+
+
+def test_package_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_deep_prior; "
+            "assert 'torch' not in sys.modules and 'qtpy' not in sys.modules; "
+            "print(napari_deep_prior.__version__)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert callable(napari_deep_prior.denoise) and napari_deep_prior.denoise is api.denoise

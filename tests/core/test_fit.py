@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_deep_prior.core.fit import DIPFit, estimate_fit_bytes, history_iterations, padded_shape
+
+
+def _fit(img, params, seed=0, **kw):
+    return DIPFit(img[..., None].astype(np.float32), params=params, device=torch.device("cpu"),
+                  seed=seed, **kw)
+
+
+def _drain(fit):
+    steps = []
+    gen = fit.steps()
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            return steps, stop.value
+
+
+def test_steps_history_and_statistics(tiny_params, smooth_image):
+    p = tiny_params.replace(early_stop=False)
+    steps, res = _drain(_fit(smooth_image, p))
+    assert [s.iteration for s in steps] == [5, 10, 15, 20, 25, 30]
+    assert all(s.iterations == 30 for s in steps)
+    assert steps[0].es_variance is None and steps[-1].es_variance is not None
+    assert [s.preview is not None for s in steps] == [False, True, False, True, False, True]
+    assert steps[1].preview.shape == (32, 32, 1)
+    assert res.iterations_run == 30 and res.iteration == 30 and not res.stopped_early
+    assert res.losses.shape == (30,) and np.isfinite(res.losses).all()
+    assert np.isnan(res.es_variances[:9]).all() and np.isfinite(res.es_variances[9:]).all()
+    assert list(res.history.iterations) == [10, 20, 30]
+    assert res.history.frames.shape == (3, 32, 32, 1)
+    # the last history frame is the returned estimate (output averaging on)
+    np.testing.assert_array_equal(res.history.frames[-1], res.image)
+    assert res.losses[-1] < res.losses[0]
+
+
+def test_log_spaced_history(tiny_params):
+    p = tiny_params.replace(iterations=1000, history_spacing="log", history_frames=12)
+    its = history_iterations(p)
+    assert its[0] == 1 and its[-1] == 1000 and np.all(np.diff(its) > 0) and len(its) <= 12
+    assert history_iterations(tiny_params.replace(history_every=0)).size == 0
+
+
+def test_early_stop_returns_the_estimate_at_the_variance_minimum(tiny_params, smooth_image):
+    # strong input jitter keeps the outputs fluctuating, so the variance minimum settles
+    p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=None, es_patience=20,
+                            history_every=1)
+    steps, res = _drain(_fit(smooth_image, p))
+    assert res.stopped_early
+    assert res.iterations_run < 400
+    assert res.iteration == steps[-1].es_best_iteration
+    assert res.iterations_run - res.iteration >= 20
+    assert res.iteration >= p.es_start
+    best = np.nanargmin(res.es_variances[p.es_start - 1:]) + p.es_start
+    assert best == res.iteration
+    np.testing.assert_array_equal(res.history.frames[res.iteration - 1], res.image)
+
+
+def test_same_seed_same_result(tiny_params, smooth_image):
+    a = _drain(_fit(smooth_image, tiny_params, seed=3))[1]
+    b = _drain(_fit(smooth_image, tiny_params, seed=3))[1]
+    c = _drain(_fit(smooth_image, tiny_params, seed=4))[1]
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_backtracking_restores_weights_after_divergence(tiny_params, smooth_image):
+    p = tiny_params.replace(iterations=40, early_stop=False, reg_noise_std=0.0)
+    fit = _fit(smooth_image, p)
+    gen = fit.steps()
+    first = next(gen)
+    second = next(gen)
+    assert not first.backtracked and not second.backtracked
+    with torch.no_grad():  # wreck the network, as a diverging step would
+        for prm in fit._net.parameters():
+            prm.add_(torch.randn_like(prm) * 50)
+    third = next(gen)
+    assert third.backtracked
+    rest = list(gen)
+    res = fit.result()
+    assert res.iterations_run == 40 and not any(s.backtracked for s in rest)
+    # the fit is back on track: the data term is below the one seen before the damage
+    assert res.losses[-1] < res.losses[second.iteration - 1] * 1.5
+
+
+def test_cancel_keeps_partial_result(tiny_params, smooth_image):
+    fit = _fit(smooth_image, tiny_params.replace(iterations=500))
+    gen = fit.steps()
+    next(gen), next(gen)
+    gen.close()  # what a cancelled worker does
+    res = fit.result()
+    assert res.iterations_run == 10 and res.image.shape == (32, 32, 1)
+    with pytest.raises(RuntimeError, match="not taken a step"):
+        _fit(smooth_image, tiny_params).result()
+
+
+def test_odd_sizes_are_padded_not_cropped(tiny_params):
+    img = np.random.default_rng(0).random((37, 45))
+    fit = _fit(img, tiny_params.replace(iterations=5, history_every=0))
+    assert fit.padded[0] >= 37 and fit.padded[0] % 8 == 0 and fit.padded[1] % 8 == 0
+    res = _drain(fit)[1]
+    assert res.image.shape == (37, 45, 1) and res.history is None
+
+
+def test_memory_estimate_grows_with_size(tiny_params):
+    small = estimate_fit_bytes(tiny_params, 64, 64, 3)
+    big = estimate_fit_bytes(tiny_params, 256, 256, 3)
+    assert 10 * small < big < 20 * small
+    assert padded_shape(tiny_params.net, 33, 8) == (40, 16)
+
+
+def test_poisson_loss_runs(tiny_params, smooth_image):
+    p = tiny_params.replace(loss="poisson", early_stop=False)
+    res = _drain(_fit(smooth_image, p, counts_scale=20.0))[1]
+    assert np.isfinite(res.losses).all() and res.losses[-1] < res.losses[0]
