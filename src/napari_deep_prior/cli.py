@@ -169,9 +169,10 @@ def _report(out, t0: float) -> None:
 
 def _restore(args, task: str) -> int:
     from .core.api import prepare_denoise, prepare_inpaint
-    from .io import read_image, write_history_tiff, write_image
+    from .io import check_output, read_image, write_history_tiff, write_image
 
     image = read_image(args.input)
+    check_output(args.output, np.float32 if image.dtype == np.float16 else image.dtype, image.shape)
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(preset=args.preset, channel_axis=ca, iterations=args.iterations, lr=args.lr,
               early_stop=False if args.no_early_stop else None, device=args.device, seed=args.seed,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "write_image", "write_history_tiff", "read_history_tiff", "TIFF_SUFFIXES"]
+__all__ = ["read_image", "write_image", "check_output", "write_history_tiff", "read_history_tiff", "TIFF_SUFFIXES"]
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -40,28 +40,42 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"could not read {path} as an image: {exc}") from exc
 
 
-def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write ``image``; PNG takes uint8/uint16, JPEG uint8, TIFF any dtype."""
+def check_output(path: str | Path, dtype, shape: tuple[int, ...]) -> str:
+    """Raise before any work is done if an image of this dtype and shape cannot be written to ``path``."""
     path = Path(path)
     suffix = _check_suffix(path, writing=True)
-    image = np.asarray(image)
-    if path.parent and not path.parent.exists():
+    dtype = np.dtype(dtype)
+    if not path.parent.exists():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    if suffix in TIFF_SUFFIXES:
+        return suffix
+    allowed = (np.uint8,) if suffix in (".jpg", ".jpeg") else (np.uint8, np.uint16)
+    if dtype not in allowed:
+        raise ValueError(
+            f"cannot write a {dtype} image to {suffix}: "
+            f"{'JPEG takes uint8' if suffix != '.png' else 'PNG takes uint8 or uint16'}; "
+            "write a .tif to keep the data as it is"
+        )
+    if suffix == ".png" and dtype == np.uint16 and len(shape) == 3:
+        raise ValueError(
+            "16-bit PNG output is supported for grey images only; write a .tif to keep "
+            "16-bit colour"
+        )
+    if len(shape) not in (2, 3):
+        raise ValueError(f"cannot write an image of shape {tuple(shape)} to {suffix}; use .tif for stacks")
+    return suffix
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write ``image``; PNG takes uint8 (and uint16 grey), JPEG uint8, TIFF any dtype."""
+    image = np.asarray(image)
+    suffix = check_output(path, image.dtype, image.shape)
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
         photometric = "rgb" if image.ndim >= 3 and image.shape[-1] in (3, 4) else "minisblack"
         tifffile.imwrite(path, image, photometric=photometric)
         return
-    allowed = (np.uint8,) if suffix in (".jpg", ".jpeg") else (np.uint8, np.uint16)
-    if image.dtype not in allowed:
-        raise ValueError(
-            f"cannot write a {image.dtype} image to {suffix}: "
-            f"{'JPEG takes uint8' if suffix != '.png' else 'PNG takes uint8 or uint16'}; "
-            "write a .tif to keep the data as it is"
-        )
-    if image.ndim not in (2, 3):
-        raise ValueError(f"cannot write an image of shape {image.shape} to {suffix}; use .tif for stacks")
     import imageio.v3 as iio
 
     iio.imwrite(path, image)

@@ -246,7 +246,8 @@ class DIPFit:
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
-        return t[0].detach().float().permute(1, 2, 0).cpu().numpy()
+        # a copy: the estimate tensors are updated in place while the fit runs
+        return t[0].detach().float().permute(1, 2, 0).cpu().numpy().copy()
 
     def _jitter_generator(self) -> torch.Generator | None:
         try:

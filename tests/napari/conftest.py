@@ -1,0 +1,53 @@
+"""Fixtures of the napari widget tests (real viewers under Xvfb via pytest-xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_deep_prior.core.params import DIPParams, NetParams  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread: the test machine's two cores are shared, and tiny nets do not scale."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fast_params():
+    """A tiny network that fits a 32x32 image in a few milliseconds per step."""
+    return DIPParams(
+        net=NetParams((16,) * 3, (16,) * 3, (4,) * 3, input_depth=8),
+        iterations=30, es_window=10, es_patience=10, es_start=10,
+        history_every=10, yield_every=5, preview_every=5,
+    )
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Record the notifications the widget shows (error / warning / info)."""
+    from napari_deep_prior._napari import _dip_widget
+
+    rec: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(_dip_widget, "show_error", lambda m: rec["error"].append(str(m)))
+    monkeypatch.setattr(_dip_widget, "show_warning", lambda m: rec["warning"].append(str(m)))
+    monkeypatch.setattr(_dip_widget, "show_info", lambda m: rec["info"].append(str(m)))
+    return rec
+
+
+@pytest.fixture
+def grey_image():
+    """A noisy smooth 32x32 uint8 image."""
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    clean = 0.5 + 0.35 * np.sin(3 * x) * np.cos(2 * y)
+    rng = np.random.default_rng(0)
+    return np.clip(np.rint(255 * (clean + 0.08 * rng.standard_normal(clean.shape))), 0, 255).astype(np.uint8)

@@ -1,0 +1,105 @@
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_deep_prior.cli import main
+from napari_deep_prior.io import read_history_tiff
+
+FAST = ["--iterations", "20", "--history-every", "5", "-q"]
+
+
+@pytest.fixture
+def noisy_png(tmp_path):
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:32, 0:40]
+    clean = (120 + 80 * np.sin(x / 5.0) * np.cos(y / 7.0)).astype(np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "clean.png", clean)
+    iio.imwrite(tmp_path / "noisy.png", noisy)
+    return tmp_path
+
+
+def test_denoise_png_with_history_and_reference(noisy_png, capsys):
+    d = noisy_png
+    rc = main(["denoise", str(d / "noisy.png"), "-o", str(d / "out.png"), "--history", str(d / "h.tif"),
+               "--reference", str(d / "clean.png"), *FAST])
+    assert rc == 0
+    out = iio.imread(d / "out.png")
+    assert out.shape == (32, 40) and out.dtype == np.uint8
+    frames, its, losses = read_history_tiff(d / "h.tif")
+    assert frames.shape == (4, 32, 40) and its == [5, 10, 15, 20] and len(losses) == 4
+    text = capsys.readouterr().out
+    assert "PSNR" in text and "SSIM" in text and "dB ->" in text
+
+
+def test_inpaint_16bit_with_inverted_mask(tmp_path):
+    img = (np.random.default_rng(1).random((32, 32)) * 60000).astype(np.uint16)
+    known = np.full((32, 32), 255, np.uint8)
+    known[10:15, 10:20] = 0  # 255 = known, 0 = hole: the reference masks' convention
+    iio.imwrite(tmp_path / "img.png", img)
+    iio.imwrite(tmp_path / "mask.png", known)
+    rc = main(["inpaint", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
+               "--invert-mask", "-o", str(tmp_path / "out.png"), *FAST])
+    assert rc == 0
+    out = iio.imread(tmp_path / "out.png")
+    assert out.dtype == np.uint16 and out.shape == img.shape
+    np.testing.assert_array_equal(out[known > 0], img[known > 0])
+
+
+def test_float_tiff_stack_round_trip(tmp_path):
+    stack = np.random.default_rng(2).random((2, 24, 24)).astype(np.float32) * 5 - 1
+    tifffile.imwrite(tmp_path / "s.tif", stack)
+    assert main(["denoise", str(tmp_path / "s.tif"), "-o", str(tmp_path / "o.tif"), *FAST]) == 0
+    out = tifffile.imread(tmp_path / "o.tif")
+    assert out.shape == stack.shape and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["denoise", "{d}/missing.png", "-o", "{d}/o.png"], "no such image file"),
+    (["denoise", "{d}/noisy.png", "-o", "{d}/o.bmp"], "unsupported file type .bmp"),
+    (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--iterations", "0"], "iterations must be a positive"),
+    (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--history", "{d}/h.png"], "multi-page TIFF"),
+    (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--device", "cuda:7"], "cuda"),
+    (["inpaint", "{d}/noisy.png", "--mask", "{d}/small.png", "-o", "{d}/o.png"], "mask has shape (8, 8)"),
+    (["inpaint", "{d}/noisy.png", "--mask", "{d}/zeros.png", "-o", "{d}/o.png"], "marks no pixel to fill"),
+])
+def test_bad_input_exits_2_with_one_line(noisy_png, capsys, args, msg):
+    d = noisy_png
+    iio.imwrite(d / "small.png", np.full((8, 8), 255, np.uint8))
+    iio.imwrite(d / "zeros.png", np.zeros((32, 40), np.uint8))
+    rc = main([a.format(d=d) for a in args] + ["-q"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert msg in err and err.startswith("napari-deep-prior: error:")
+    assert err.strip().count("\n") == 0
+
+
+def test_16bit_colour_png_output_is_refused(tmp_path, capsys):
+    img = (np.random.default_rng(1).random((24, 24, 3)) * 60000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", img, photometric="rgb")
+    rc = main(["denoise", str(tmp_path / "c.tif"), "-o", str(tmp_path / "o.png"), *FAST])
+    assert rc == 2 and "write a .tif" in capsys.readouterr().err
+    assert main(["denoise", str(tmp_path / "c.tif"), "-o", str(tmp_path / "o.tif"), *FAST]) == 0
+    assert tifffile.imread(tmp_path / "o.tif").dtype == np.uint16
+
+
+def test_float_result_to_png_is_refused(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "f.tif", np.random.default_rng(0).random((24, 24)).astype(np.float32))
+    rc = main(["denoise", str(tmp_path / "f.tif"), "-o", str(tmp_path / "o.png"), *FAST])
+    assert rc == 2 and "write a .tif" in capsys.readouterr().err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["inpaint", "x.png", "-o", "y.png"])  # --mask is required
+    assert exc.value.code == 2
+
+
+def test_demo_writes_result_and_reports_psnr(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "-o", str(out), "--size", "48", "--iterations", "30", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "PSNR" in text and "->" in text
+    assert iio.imread(out).shape == (48, 48, 3)
+    assert (tmp_path / "demo_noisy.png").exists()
