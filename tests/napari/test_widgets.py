@@ -483,3 +483,30 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, fast_params, 
               f"result layers: max gap {end.max() if len(end) else 0:.1f} ms")
     assert "big [DIP denoised]" in viewer.layers
     assert fit.max() < 1000 and gaps.max() < 1000
+
+
+def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, fast_params, grey_image,
+                                              notes, monkeypatch):
+    """A torch RuntimeError (e.g. out of memory) mid-run reaches the user; the widget recovers."""
+    from napari_deep_prior.core import fit as core_fit
+
+    real_steps = core_fit.DIPFit.steps
+
+    def failing_steps(self):
+        gen = real_steps(self)
+        yield next(gen)
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(core_fit.DIPFit, "steps", failing_steps)
+    viewer = make_napari_viewer()
+    src = viewer.add_image(grey_image, name="noisy")
+    before = src.data.copy()
+    w = _widget(DenoiseWidget, viewer, fast_params, iterations=40, early_stop=False)
+    worker = w.run(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
+        worker.start()
+    qtbot.wait(10)
+    assert any("out of memory (simulated)" in m for m in notes["error"]), notes
+    assert w.run_button.enabled and not w.cancel_button.enabled
+    assert not _layers(viewer, "result") and not _layers(viewer, "preview")
+    np.testing.assert_array_equal(src.data, before)

@@ -39,6 +39,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from . import layers as L
+from ._workers import WorkerError, unwrap
 from ._plot import LossPlot
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +70,8 @@ def iterate_steps(steps):
             step = next(steps)
         except StopIteration as stop:
             return stop.value
+        except RuntimeError as exc:  # torch errors; superqt would swallow them silently
+            raise WorkerError(exc) from exc
         if step.preview is not None:
             step.preview = np.array(step.preview, dtype=np.float32, copy=True)
         yield step
@@ -693,8 +696,9 @@ class DIPWidget(Container):
         if not self._alive():
             return
         self._remove_preview(run)
+        exc = unwrap(exc)
         self.status.value = f"Failed: {exc}"
-        # the napari worker reports the exception itself in the notification area
+        show_error(f"DIP {self.task}: {exc}")
 
     def _on_finished(self) -> None:
         run = self._run
