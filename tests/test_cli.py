@@ -103,3 +103,36 @@ def test_demo_writes_result_and_reports_psnr(tmp_path, capsys):
     assert "PSNR" in text and "->" in text
     assert iio.imread(out).shape == (48, 48, 3)
     assert (tmp_path / "demo_noisy.png").exists()
+
+
+def test_colorize_levin_from_hints_csv(tmp_path, capsys):
+    grey = np.tile(np.linspace(40, 200, 48).astype(np.uint8), (40, 1))
+    iio.imwrite(tmp_path / "grey.png", grey)
+    (tmp_path / "hints.csv").write_text("row,col,color\n10,5,#c03020\n30,40,#2040c0\n")
+    rc = main(["colorize", str(tmp_path / "grey.png"), "-o", str(tmp_path / "c.png"),
+               "--method", "levin", "--hints", str(tmp_path / "hints.csv")])
+    assert rc == 0, capsys.readouterr().err
+    rgb = iio.imread(tmp_path / "c.png")
+    assert rgb.shape == (40, 48, 3) and rgb.dtype == np.uint8
+    assert rgb[10, 5, 0] > rgb[10, 5, 2]  # red hint stays reddish
+    assert rgb[30, 40, 2] > rgb[30, 40, 0]  # blue hint stays bluish
+    assert "from 2 hints" in capsys.readouterr().out
+
+
+def test_colorize_errors_exit_2(tmp_path, capsys, monkeypatch):
+    iio.imwrite(tmp_path / "grey.png", np.full((24, 24), 100, np.uint8))
+    rc = main(["colorize", str(tmp_path / "grey.png"), "-o", str(tmp_path / "c.png"), "--method", "levin"])
+    assert rc == 2 and "hint" in capsys.readouterr().err
+    # no weights anywhere and no network: a one-line message naming the file
+    monkeypatch.setenv("NAPARI_DEEP_PRIOR_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    from napari_deep_prior.core import weights
+
+    def offline(*a, **k):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(weights, "_urlopen", offline)
+    rc = main(["colorize", str(tmp_path / "grey.png"), "-o", str(tmp_path / "c.png"), "--method", "eccv16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "colorization_release_v2-9b330a0b.pth" in err
+    assert err.strip().count("\n") == 0

@@ -137,6 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--invert-mask", action="store_true",
                    help="the mask marks known pixels instead (e.g. 255 = known, 0 = hole)")
 
+    c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
+    c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
+    c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif)")
+    c.add_argument("--method", default="eccv16", choices=("eccv16", "siggraph17", "levin", "dip"),
+                   help="eccv16/siggraph17: pretrained networks (weights needed); levin, dip: no weights, "
+                        "need --hints (siggraph17 also takes hints)")
+    c.add_argument("--hints", type=Path, help="CSV with a header 'row,col,color' (#rrggbb) or 'row,col,r,g,b'")
+    c.add_argument("--hint-size", type=int, default=5, help="side of each hint's square patch (odd, default 5)")
+    c.add_argument("--weights", type=Path, help="weights file of the network (default: cache, then download)")
+    c.add_argument("--seed", type=int, default=0, help="random seed for dip (default 0)")
+    c.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    c.add_argument("--channel-axis", default="auto",
+                   help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey), or an axis")
+    c.set_defaults(func=_colorize)
+
     demo = sub.add_parser("demo", help="denoise a built-in sample and report the PSNR gain")
     demo.add_argument("-o", "--output", type=Path, default=Path("dip_demo_denoised.png"),
                       help="result file (default dip_demo_denoised.png); the noisy input is saved beside it")
@@ -210,6 +225,25 @@ def _restore(args, task: str) -> int:
     return 0
 
 
+def _colorize(args) -> int:
+    from .core.color import read_hints_csv
+    from .core.colorize import colorize
+    from .io import check_output, read_image, write_image
+
+    image = read_image(args.input)
+    ca = _channel_axis(image, args.channel_axis)
+    hints = read_hints_csv(args.hints) if args.hints is not None else None
+    out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
+    check_output(args.output, out_dtype, image.shape[:2] + (3,))
+    t0 = time.perf_counter()
+    rgb = colorize(image, method=args.method, hints=hints, hint_size=args.hint_size,
+                   weights=args.weights, device=args.device, seed=args.seed, channel_axis=ca)
+    write_image(args.output, rgb)
+    n = f" from {len(hints)} hints" if hints else ""
+    print(f"colorized with {args.method}{n} in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
+    return 0
+
+
 def demo_sample(size: int = 128, sigma: float = 25.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The demo's (clean, noisy) uint8 RGB pair: a crop of scikit-image's astronaut with Gaussian noise."""
     from skimage import data
@@ -253,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .core.api import ImageTooLargeError
+    from .core.weights import WeightsError
 
     try:
         if args.command == "demo":
@@ -263,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError,
+            WeightsError) as exc:
         msg = " ".join(str(exc).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2

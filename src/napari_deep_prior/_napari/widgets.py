@@ -1,21 +1,23 @@
 """Dock widgets of the plugin (the manifest points here).
 
-The manifest names the classes :class:`DenoiseWidget` and :class:`InpaintWidget`: napari
-inspects a widget's ``__init__`` for a ``napari_viewer`` parameter and passes the viewer
-(behind its public-only proxy).  ``make_denoise_widget`` / ``make_inpaint_widget`` are
-conveniences for scripts (the viewer defaults to the current one).
+The manifest names the classes :class:`DenoiseWidget`, :class:`InpaintWidget` and
+:class:`ColorizeWidget`: napari inspects a widget's ``__init__`` for a ``napari_viewer``
+parameter and passes the viewer (behind its public-only proxy).  ``make_denoise_widget`` / ``make_inpaint_widget`` /
+``make_colorize_widget`` are conveniences for scripts (the viewer defaults to the current one).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._colorize_widget import ColorizeWidget
 from ._dip_widget import DIPWidget
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["DenoiseWidget", "InpaintWidget", "make_denoise_widget", "make_inpaint_widget"]
+__all__ = ["DenoiseWidget", "InpaintWidget", "ColorizeWidget", "make_denoise_widget",
+           "make_inpaint_widget", "make_colorize_widget"]
 
 
 class DenoiseWidget(DIPWidget):
@@ -76,3 +78,8 @@ def make_denoise_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> 
 def make_inpaint_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> InpaintWidget:
     """The "DIP Inpaint" widget for ``napari_viewer`` (default: the current viewer)."""
     return InpaintWidget(_viewer_or_current(napari_viewer))
+
+
+def make_colorize_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> ColorizeWidget:
+    """The "Colorize" widget for ``napari_viewer`` (default: the current viewer)."""
+    return ColorizeWidget(_viewer_or_current(napari_viewer))
