@@ -6,7 +6,11 @@ from skimage.metrics import peak_signal_noise_ratio as psnr
 import napari_deep_prior
 from napari_deep_prior import denoise, inpaint
 from napari_deep_prior.core import api
-from napari_deep_prior.core.api import ImageTooLargeError, prepare_denoise, prepare_inpaint
+from napari_deep_prior.core.api import (
+    ImageTooLargeError,
+    prepare_denoise,
+    prepare_inpaint,
+)
 
 
 def _run_fast(fn, *args, tiny, **kw):

@@ -2,63 +2,30 @@
 
 from __future__ import annotations
 
-import re
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from colorizer_layout import random_state_dict
 from skimage import color as skcolor
 
 from napari_deep_prior.core import colorize as CZ
 from napari_deep_prior.core import weights as W
 from napari_deep_prior.core.colorize import (
-    DIPColorParams, colorize, colorize_auto, colorize_hints, lightness, suggest_colors,
+    DIPColorParams,
+    colorize,
+    colorize_auto,
+    colorize_hints,
+    lightness,
+    suggest_colors,
 )
 from napari_deep_prior.core.colorizers import ECCVGenerator, SIGGRAPHGenerator
 
-KEYS_FILE = Path(__file__).parent / "data" / "colorizer_state_dict_keys.txt"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier stalls on a busy shared CPU
-    (measured here: 60 DIP steps on 32x32 took 0.6 s with 1 thread, 28 s with 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- random networks with the published layout ----------------------------------------
-
-def random_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Published keys and shapes (from the key file) with well-scaled random values."""
-    g = torch.Generator().manual_seed(seed)
-    sd, section = {}, None
-    for line in KEYS_FILE.read_text().splitlines():
-        m = re.match(r"== (\w+)", line)
-        if m:
-            section = m.group(1)
-            continue
-        m = re.match(r"\s+(\S+)\s+\[([\d, ]*)\]$", line)
-        if not (m and section == name):
-            continue
-        key, shape = m.group(1), [int(x) for x in m.group(2).split(",") if x.strip()]
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(100, dtype=torch.long)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith("running_mean") or key.endswith("bias"):
-            sd[key] = 0.01 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:
-            sd[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = max(1, torch.Size(shape).numel() // shape[0])
-            sd[key] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-    return sd
-
 
 @pytest.fixture(scope="module")
 def random_nets():

@@ -6,67 +6,19 @@ in tests/core/data; random state dicts built from it must load with strict=True.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 import torch
+from colorizer_layout import published_layout, random_state_dict
 
 from napari_deep_prior.core.colorizers import (
-    AB_GRID_SIZE, ECCVGenerator, SIGGRAPHGenerator, ab_grid, build_colorizer,
+    AB_GRID_SIZE,
+    ECCVGenerator,
+    SIGGRAPHGenerator,
+    ab_grid,
+    build_colorizer,
 )
 
-KEYS_FILE = Path(__file__).parent / "data" / "colorizer_state_dict_keys.txt"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier stalls on a busy shared CPU
-    (measured here: 60 DIP steps on 32x32 took 0.6 s with 1 thread, 28 s with 2)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def published_layout() -> dict[str, dict[str, list[int]]]:
-    """{model: {key: shape}} and the parameter counts, parsed from the key file."""
-    layout: dict[str, dict[str, list[int]]] = {}
-    section = None
-    for line in KEYS_FILE.read_text().splitlines():
-        m = re.match(r"== (\w+)", line)
-        if m:
-            section = m.group(1)
-            layout[section] = {}
-            continue
-        m = re.match(r"\s+(\S+)\s+\[([\d, ]*)\]$", line)
-        if m and section:
-            layout[section][m.group(1)] = [int(x) for x in m.group(2).split(",") if x.strip()]
-        m = re.match(r"\s+params (\d+)", line)
-        if m and section:
-            layout[section]["__params__"] = [int(m.group(1))]
-    return layout
-
-
-def random_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with the published keys and shapes and well-scaled random values."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in published_layout()[name].items():
-        if key == "__params__":
-            continue
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(100, dtype=torch.long)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith("running_mean") or (key.endswith("bias") and len(shape) == 1):
-            sd[key] = 0.01 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:  # BatchNorm weight
-            sd[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = max(1, torch.Size(shape).numel() // shape[0])
-            sd[key] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-    return sd
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def empty_net(cls):

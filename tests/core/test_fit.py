@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_deep_prior.core.fit import DIPFit, estimate_fit_bytes, history_iterations, padded_shape
+from napari_deep_prior.core.fit import (
+    DIPFit,
+    estimate_fit_bytes,
+    history_iterations,
+    padded_shape,
+)
 
 
 def _fit(img, params, seed=0, **kw):

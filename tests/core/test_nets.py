@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from napari_deep_prior.core.nets import SkipNet, make_input, min_padded_side, required_multiple
+from napari_deep_prior.core.nets import (
+    SkipNet,
+    make_input,
+    min_padded_side,
+    required_multiple,
+)
 from napari_deep_prior.core.params import PRESETS, NetParams, get_preset
 
 # Parameter counts of the reference networks (REFERENCE.md, section 1), for RGB output.

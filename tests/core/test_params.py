@@ -1,7 +1,11 @@
 import pytest
 
 from napari_deep_prior.core.params import (
-    PRESET_DESCRIPTIONS, PRESETS, DIPParams, get_preset, preset_names,
+    PRESET_DESCRIPTIONS,
+    PRESETS,
+    DIPParams,
+    get_preset,
+    preset_names,
 )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import time
 import urllib.error
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from colorizer_layout import random_state_dict
 
 from napari_deep_prior._napari import _colorize_widget as CW
 from napari_deep_prior._napari.widgets import ColorizeWidget
@@ -28,7 +28,6 @@ from napari_deep_prior.core.colorize import DIPColorParams
 
 #: Waits: a levin update takes milliseconds after the 300 ms debounce.
 WAIT_MS = 20_000
-KEYS_FILE = Path(__file__).parents[1] / "core" / "data" / "colorizer_state_dict_keys.txt"
 GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"),
         "axis_labels": ("y", "x")}
 BLUE, ORANGE = "#3070c0", "#d08030"
@@ -60,33 +59,6 @@ def weights_dirs(tmp_path, monkeypatch):
     CZ.clear_model_cache()
     yield env
     CZ.clear_model_cache()
-
-
-def random_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Published keys and shapes with well-scaled random values (as in tests/core)."""
-    g = torch.Generator().manual_seed(seed)
-    sd, section = {}, None
-    for line in KEYS_FILE.read_text().splitlines():
-        m = re.match(r"== (\w+)", line)
-        if m:
-            section = m.group(1)
-            continue
-        m = re.match(r"\s+(\S+)\s+\[([\d, ]*)\]$", line)
-        if not (m and section == name):
-            continue
-        key, shape = m.group(1), [int(x) for x in m.group(2).split(",") if x.strip()]
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(100, dtype=torch.long)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith("running_mean") or key.endswith("bias"):
-            sd[key] = 0.01 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:
-            sd[key] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = max(1, torch.Size(shape).numel() // shape[0])
-            sd[key] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
-    return sd
 
 
 def random_net(name: str):

@@ -54,8 +54,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from . import layers as L
-from ._workers import WorkerError, relay, unwrap
 from ._dip_widget import ROLE_KEY, _align_left, _expanding, _fmt_time
+from ._workers import WorkerError, relay, unwrap
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -153,7 +153,13 @@ def gamut_notes(lum_image: np.ndarray, hints, *, tolerance: float = GAMUT_WARN_A
         Lightness 0-100 of the image.
     hints : list of (row, col, colour)
     """
-    from ..core.color import color_to_hex, gamut_clip, lab_to_rgb, normalize_hints, rgb_to_lab
+    from ..core.color import (
+        color_to_hex,
+        gamut_clip,
+        lab_to_rgb,
+        normalize_hints,
+        rgb_to_lab,
+    )
 
     notes = []
     for i, (r, c, rgb) in enumerate(normalize_hints(hints, lum_image.shape)):
@@ -179,8 +185,8 @@ def colorize_steps(image, hints, *, method: str, hint_size: int = 5, weights=Non
     None for the automatic methods).  Errors are the core's ``ValueError`` / ``TypeError``
     / ``WeightsError``, raised here and reported by the widget.
     """
-    from ..core.colorize import colorize, dip_ab_steps, lightness
     from ..core.color import encode_hints
+    from ..core.colorize import colorize, dip_ab_steps, lightness
 
     t0 = time.perf_counter()
     arr = np.asarray(image)

@@ -39,8 +39,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
 from . import layers as L
-from ._workers import WorkerError, unwrap
 from ._plot import LossPlot
+from ._workers import WorkerError, unwrap
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

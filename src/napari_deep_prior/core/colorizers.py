@@ -20,8 +20,8 @@ References
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "ECCVGenerator",

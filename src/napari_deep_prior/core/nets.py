@@ -9,8 +9,8 @@ than the nested ``Sequential`` of the reference code, with the same layers.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .params import NetParams
 
