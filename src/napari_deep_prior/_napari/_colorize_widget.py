@@ -541,10 +541,8 @@ class ColorizeWidget(Container):
         hint_size.changed.connect(lambda *_: self._schedule())
         live.changed.connect(lambda *_: self._schedule())
 
-        ev = self._viewer.layers.events
-        ev.inserted.connect(self._on_layer_inserted)
-        ev.removed.connect(self._on_layer_removed)
-        ev.moved.connect(self._refresh_choices)
+        for emitter, cb in L.layer_list_callbacks(self._viewer, self):
+            emitter.connect(cb)
         for layer in self._viewer.layers:
             layer.events.name.connect(self._refresh_choices)
         self.native.destroyed.connect(self._on_destroyed)
@@ -739,14 +737,7 @@ class ColorizeWidget(Container):
         """The dock widget (or the viewer) is gone: stop the workers, touch no widget."""
         self._closed = True
         self._stop_all()
-        ev = self._viewer.layers.events
-        for emitter, cb in ((ev.inserted, self._on_layer_inserted),
-                            (ev.removed, self._on_layer_removed),
-                            (ev.moved, self._refresh_choices)):
-            try:
-                emitter.disconnect(cb)
-            except (RuntimeError, TypeError, ValueError):  # pragma: no cover
-                pass
+        L.disconnect_quietly(L.layer_list_callbacks(self._viewer, self))
         pts = self._connected_points
         if pts is not None:
             for emitter in (pts.events.data, pts.events.face_color, pts.events.current_face_color):

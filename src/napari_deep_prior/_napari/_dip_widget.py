@@ -308,10 +308,8 @@ class DIPWidget(Container):
         self._apply_preset(preset.value)
         self._on_image_changed(image.value)
 
-        ev = self._viewer.layers.events
-        ev.inserted.connect(self._on_layer_inserted)
-        ev.removed.connect(self._on_layer_removed)
-        ev.moved.connect(self._refresh_choices)
+        for emitter, cb in L.layer_list_callbacks(self._viewer, self):
+            emitter.connect(cb)
         for layer in self._viewer.layers:
             layer.events.name.connect(self._refresh_choices)
         self.native.destroyed.connect(self._on_destroyed)
@@ -436,14 +434,7 @@ class DIPWidget(Container):
         run = self._run
         if run is not None and run.worker is not None:
             run.worker.quit()
-        ev = self._viewer.layers.events
-        for emitter, cb in ((ev.inserted, self._on_layer_inserted),
-                            (ev.removed, self._on_layer_removed),
-                            (ev.moved, self._refresh_choices)):
-            try:
-                emitter.disconnect(cb)
-            except (RuntimeError, TypeError, ValueError):  # pragma: no cover
-                pass
+        L.disconnect_quietly(L.layer_list_callbacks(self._viewer, self))
 
     # ------------------------------------------------------------------------ parameters
     def build_params(self) -> "DIPParams":

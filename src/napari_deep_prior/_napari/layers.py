@@ -364,3 +364,20 @@ def new_mask_kwargs(image_layer, channel_axis: int | None) -> tuple[tuple[int, .
         world_axes = [a for a in range(n_world) if a != channel_axis]
     kw = {k: tuple(v[a] for a in world_axes) for k, v in kw.items()}
     return shape, kw
+
+
+def layer_list_callbacks(viewer, owner) -> tuple:
+    """The (emitter, callback) pairs by which a dock widget follows the layer list."""
+    ev = viewer.layers.events
+    return ((ev.inserted, owner._on_layer_inserted),
+            (ev.removed, owner._on_layer_removed),
+            (ev.moved, owner._refresh_choices))
+
+
+def disconnect_quietly(pairs) -> None:
+    """Disconnect (emitter, callback) pairs, skipping those already gone with a closed viewer."""
+    for emitter, cb in pairs:
+        try:
+            emitter.disconnect(cb)
+        except (RuntimeError, TypeError, ValueError):  # pragma: no cover
+            pass
