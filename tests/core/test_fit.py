@@ -4,8 +4,11 @@ import torch
 
 from napari_deep_prior.core.fit import (
     DIPFit,
+    WindowVariance,
+    autocast_dtype,
     estimate_fit_bytes,
     history_iterations,
+    make_adam,
     padded_shape,
 )
 
@@ -133,3 +136,61 @@ def test_early_stop_with_averaging_returns_the_average_at_the_stop(tiny_params, 
     assert steps[-1].es_best_iteration <= res.iterations_run - 20
     assert res.iteration == res.iterations_run
     np.testing.assert_array_equal(res.history.frames[res.iterations_run - 1], res.image)
+
+
+def test_window_variance_matches_the_direct_computation():
+    rng = np.random.default_rng(0)
+    frames = torch.from_numpy(rng.random((57, 300)).astype(np.float32)) * 0.5 + 0.25
+    wv = WindowVariance(10, 300, torch.device("cpu"))
+    for t in range(frames.shape[0]):
+        wv.push(frames[t])
+        if t >= 9:
+            direct = frames[t - 9:t + 1].var(dim=0, unbiased=False).mean()
+            assert float(wv.variance()) == pytest.approx(float(direct), rel=1e-5)
+
+
+def test_patience_grows_with_the_iteration_of_the_minimum(tiny_params, smooth_image):
+    p = tiny_params.replace(iterations=600, reg_noise_std=0.5, exp_weight=None, es_patience=10,
+                            es_patience_ratio=1.0, yield_every=1)
+    steps, res = _drain(_fit(smooth_image, p))
+    assert res.stopped_early
+    t_min = res.iteration
+    # certain only once 1.0 * t_min steps passed without a new minimum (not after 10 steps)
+    assert res.iterations_run - t_min == max(10, t_min)
+    with pytest.raises(ValueError, match="es_patience_ratio"):
+        tiny_params.replace(es_patience_ratio=-1.0)
+
+
+def test_warm_start_needs_no_start_floor(tiny_params, smooth_image):
+    cold = tiny_params.replace(iterations=40, es_start=1000, early_stop=False)
+    _, first = _drain(_fit(smooth_image, cold))
+    steps, res = _drain(_fit(smooth_image, cold))
+    assert steps[-1].es_best_iteration is None  # cold: no candidate before the start floor
+    steps, res = _drain(_fit(smooth_image, cold, init_state=first.state_dict))
+    assert steps[-1].es_best_iteration is not None  # warm: candidates from the first full window
+
+
+def test_fused_adam_takes_the_same_steps_as_the_default():
+    torch.manual_seed(0)
+    w0 = torch.randn(50, requires_grad=True)
+    w1 = w0.detach().clone().requires_grad_(True)
+    a = make_adam([w0], 0.01, torch.device("cpu"))
+    b = torch.optim.Adam([w1], lr=0.01)
+    for _ in range(20):
+        for w, opt in ((w0, a), (w1, b)):
+            opt.zero_grad()
+            ((w - 1.0) ** 2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(w0, w1, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_setting(tiny_params, smooth_image):
+    cpu = torch.device("cpu")
+    assert autocast_dtype("off", cpu) is None
+    assert autocast_dtype("auto", cpu) is None  # auto: bf16 only on CUDA GPUs
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="amp"):
+        tiny_params.replace(amp="fp8")
+    # a bf16 fit runs and returns float32 in [0, 1]
+    _, res = _drain(_fit(smooth_image, tiny_params.replace(amp="bf16", iterations=5, history_every=0)))
+    assert res.image.dtype == np.float32 and 0.0 <= res.image.min() <= res.image.max() <= 1.0

@@ -27,7 +27,8 @@ import torch
 from .nets import SkipNet, make_input, min_padded_side, required_multiple
 from .params import DIPParams, NetParams
 
-__all__ = ["Step", "History", "FitResult", "DIPFit", "estimate_fit_bytes", "padded_shape"]
+__all__ = ["Step", "History", "FitResult", "DIPFit", "WindowVariance", "estimate_fit_bytes",
+           "padded_shape", "make_adam", "autocast_dtype"]
 
 #: Frames above this many elements are subsampled (strided) for the ES-WMV statistic.
 _ES_MAX_ELEMENTS = 1 << 18
@@ -57,6 +58,9 @@ class Step:
         Seconds since the plane's fit started.
     plane, n_planes : int
         Index of the plane being fitted and number of planes (nD stacks).
+    tile, n_tiles : int
+        Index of the tile being fitted and number of tiles of the plane (large images
+        processed in overlapping tiles; 0 and 1 otherwise).
     backtracked : bool
         The fit diverged since the last Step and the last good weights were restored.
     """
@@ -71,11 +75,14 @@ class Step:
     plane: int = 0
     n_planes: int = 1
     backtracked: bool = False
+    tile: int = 0
+    n_tiles: int = 1
 
     @property
     def fraction(self) -> float:
-        """Overall progress in [0, 1] across all planes (assuming full iteration counts)."""
-        return (self.plane + self.iteration / max(self.iterations, 1)) / max(self.n_planes, 1)
+        """Overall progress in [0, 1] across all planes and tiles (assuming full iteration counts)."""
+        in_plane = (self.tile + self.iteration / max(self.iterations, 1)) / max(self.n_tiles, 1)
+        return (self.plane + in_plane) / max(self.n_planes, 1)
 
 
 @dataclass
@@ -188,6 +195,66 @@ def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int
     return int(4 * elems + 4 * frames)
 
 
+class WindowVariance:
+    """ES-WMV statistic: mean over pixels of the variance of the last ``window`` frames.
+
+    Running sums of the window and of its squares make each update O(pixels) instead of
+    O(window x pixels) (at 128 px the full recomputation cost a third of a small network's
+    step).  The sums are recomputed exactly each time the ring wraps, so rounding cannot
+    drift; they are float64 where the device has it.  Everything stays on the device.
+    """
+
+    def __init__(self, window: int, n: int, device: torch.device):
+        self.window = int(window)
+        self.ring = torch.zeros(self.window, n, device=device)
+        self.acc = torch.float32 if device.type == "mps" else torch.float64
+        self.s1 = torch.zeros(n, device=device, dtype=self.acc)
+        self.s2 = torch.zeros(n, device=device, dtype=self.acc)
+        self.count = 0
+
+    def push(self, frame: torch.Tensor) -> None:
+        """Add one frame (flattened, n values), dropping the oldest once the window is full."""
+        k = self.count % self.window
+        if k == 0 and self.count > 0:
+            self.s1.copy_(self.ring.sum(dim=0, dtype=self.acc))
+            self.s2.copy_((self.ring.to(self.acc) ** 2).sum(dim=0))
+        old = self.ring[k].to(self.acc)
+        new = frame.to(self.acc)
+        self.s1.add_(new - old)
+        self.s2.add_(new * new - old * old)
+        self.ring[k] = frame
+        self.count += 1
+
+    def variance(self) -> torch.Tensor:
+        """The statistic over the last ``window`` frames (a 0-d float32 tensor on the device)."""
+        mean = self.s1 / self.window
+        return (self.s2 / self.window - mean * mean).clamp_min_(0).mean().float()
+
+
+def make_adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one for ``device`` (the same update rule).
+
+    On the CPU the fused step is ~10 % of a small network's step faster than the default
+    per-tensor loop (measured at 128 px); devices without a fused kernel get the default.
+    """
+    parameters = list(parameters)
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(parameters, lr=lr, fused=True)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    return torch.optim.Adam(parameters, lr=lr)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``DIPParams.amp`` on ``device`` (None: plain float32)."""
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _checkpoint(net, opt, avg):
     return (
         {k: v.detach().clone() for k, v in net.state_dict().items()},
@@ -288,7 +355,8 @@ class DIPFit:
         s = self.counts_scale
         y_counts = x * s if poisson else None
 
-        opt = torch.optim.Adam(net.parameters(), lr=p.lr)
+        opt = make_adam(net.parameters(), p.lr, dev)
+        amp_dtype = autocast_dtype(p.amp, dev)
 
         T = p.iterations
         losses = torch.zeros(T, device=dev)
@@ -296,10 +364,12 @@ class DIPFit:
         # ES-WMV ring buffer on a strided view of the output
         stride = max(1, math.ceil(math.sqrt(h * w * c / _ES_MAX_ELEMENTS)))
         es_n = len(range(0, h, stride)) * len(range(0, w, stride)) * c
-        ring = torch.zeros(p.es_window, es_n, device=dev)
+        wvar = WindowVariance(p.es_window, es_n, dev)
         best_var = torch.tensor(float("inf"), device=dev)
         self._best_iter = torch.tensor(0, device=dev, dtype=torch.long)
-        es_from = max(p.es_window, p.es_start, 1)
+        # A warm start begins near the previous plane's fit: the start floor, which guards
+        # against the false early minimum of a fit from random weights, is not needed.
+        es_from = max(p.es_window, 1) if self.init_state is not None else max(p.es_window, p.es_start, 1)
 
         if len(self.history_its):
             self._frames = np.zeros((len(self.history_its), h, w, c), dtype=np.float32)
@@ -316,7 +386,12 @@ class DIPFit:
                 noise = (torch.randn(z.shape, generator=jit_gen, device=dev) if jit_gen is not None
                          else torch.randn(z.shape, generator=cpu_gen).to(dev))
                 zin = z + p.reg_noise_std * noise
-            out = net(zin)[:, :, top:top + h, left:left + w]
+            if amp_dtype is None:
+                out = net(zin)[:, :, top:top + h, left:left + w]
+            else:
+                with torch.autocast(device_type=dev.type, dtype=amp_dtype):
+                    out = net(zin)[:, :, top:top + h, left:left + w]
+                out = out.float()
             if poisson:
                 lam = out * s + _POISSON_EPS
                 nll = lam - y_counts * torch.log(lam)
@@ -343,9 +418,9 @@ class DIPFit:
                 else:
                     cand = o
                 self._cand = cand
-                ring[(t - 1) % p.es_window] = o[:, :, ::stride, ::stride].reshape(-1)
+                wvar.push(o[:, :, ::stride, ::stride].reshape(-1))
                 if t >= p.es_window:
-                    var = ring.var(dim=0, unbiased=False).mean()
+                    var = wvar.variance()
                     variances[t - 1] = var
                     if t >= es_from:
                         better = var < best_var
@@ -396,7 +471,8 @@ class DIPFit:
                     elapsed=time.perf_counter() - t0, backtracked=backtracked,
                 )
                 backtracked = False
-                if p.early_stop and best_it is not None and t - best_it >= p.es_patience:
+                if p.early_stop and best_it is not None and t - best_it >= max(
+                        p.es_patience, p.es_patience_ratio * best_it):
                     self._stopped_early = True
                     break
         return self.result()

@@ -127,6 +127,13 @@ class DIPParams:
     es_window, es_patience, es_start : int
         ES-WMV window, patience (steps without a new variance minimum before the stop is
         certain) and start floor (minima before this iteration are ignored).
+    es_patience_ratio : float
+        Patience grows with the iteration of the variance minimum: the stop is certain
+        ``max(es_patience, es_patience_ratio * t_min)`` steps after the minimum at
+        ``t_min``.  With output averaging the averaged estimate keeps improving for a while
+        after the raw output's variance minimum, longer when the minimum comes late (at
+        128 px the averaged estimate of the default network peaked 1.5-2x after ``t_min``).
+        0 gives the fixed patience of ES-WMV.
     backtrack : bool
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
@@ -141,6 +148,12 @@ class DIPParams:
         A Step record is yielded (and progress, cancel and preview handled) every N steps.
     preview_every : int
         A preview image is attached to the Step every N steps (0: never).
+    amp : {"off", "bf16", "auto"}
+        Mixed precision of the network's forward and backward: "bf16" runs them under
+        bfloat16 autocast (weights, optimiser, loss and averages stay float32); "auto" uses
+        bf16 on CUDA GPUs that support it and float32 elsewhere.  Off by default: on CPUs
+        without native bf16 (AVX2 only) autocast is ~200x slower, and its effect on the
+        GPU has not been measured by the project yet (``benchmarks/gpu_check.sh`` does).
     """
 
     net: NetParams = field(default_factory=NetParams)
@@ -154,6 +167,7 @@ class DIPParams:
     es_window: int = 100
     es_patience: int = 1000
     es_start: int = 200
+    es_patience_ratio: float = 0.0
     backtrack: bool = True
     backtrack_db: float = 5.0
     history_every: int = 100
@@ -161,6 +175,7 @@ class DIPParams:
     history_frames: int = 40
     yield_every: int = 10
     preview_every: int = 50
+    amp: Literal["off", "bf16", "auto"] = "off"
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or isinstance(self.iterations, bool):
@@ -178,9 +193,13 @@ class DIPParams:
         for name in ("es_window", "es_patience", "yield_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.es_patience_ratio <= 10.0:
+            raise ValueError(f"es_patience_ratio must be in [0, 10], got {self.es_patience_ratio}")
         for name in ("es_start", "history_every", "preview_every", "history_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.amp not in ("off", "bf16", "auto"):
+            raise ValueError(f"amp must be 'off', 'bf16' or 'auto', got {self.amp!r}")
         if self.history_spacing not in ("linear", "log"):
             raise ValueError(
                 f"history_spacing must be 'linear' or 'log', got {self.history_spacing!r}"
@@ -265,8 +284,13 @@ PRESETS: dict[str, DIPParams] = {
 
 # --- the project's defaults: lighter networks, early stopping on -----------------------
 
+# Tapered widths: the full-resolution level, which dominates the cost of a step, is 16 wide
+# and the coarser levels 32.  At 128 px on the CPU a step costs ~1/5 of the 64-wide net's and
+# ~1/10 of the paper's, and the averaged estimate still reached the paper recipe's peak on F16
+# (30.42 dB at step 1100 vs 30.42 at 830), 34.06 on House (benchmarks/dip_speed.py).
+_TAPER = (16, 32, 32, 32, 32)
 PRESETS["denoise"] = DIPParams(
-    net=NetParams((64,) * 5, (64,) * 5, (4,) * 5, 3, 3, 1, "bilinear", True, "noise", 32),
+    net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "bilinear", True, "noise", 32),
     iterations=3000,
     lr=0.01,
     reg_noise_std=1.0 / 30.0,
@@ -274,7 +298,8 @@ PRESETS["denoise"] = DIPParams(
     ema_warmup=True,
     early_stop=True,
     es_window=100,
-    es_patience=300,
+    es_patience=150,
+    es_patience_ratio=0.6,
     es_start=150,
 )
 PRESETS["inpaint"] = DIPParams(
@@ -292,7 +317,7 @@ PRESETS["inpaint"] = DIPParams(
 _PAPER = {"denoise": "denoise-paper", "inpaint": "inpaint-text"}
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
-    "denoise": "Fast default: 64-wide skip net, output averaging, automatic early stop.",
+    "denoise": "Fast default: tapered 16/32-wide skip net, output averaging, automatic early stop.",
     "inpaint": "Fast default: 64-wide skip net with skips, automatic early stop.",
     "paper": "The paper's settings for this task, fixed iterations, no early stop.",
     "denoise-paper": "Reference F16 recipe: 128-wide net, 1800 steps, output averaging.",
