@@ -136,3 +136,18 @@ def test_colorize_errors_exit_2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert rc == 2 and "colorization_release_v2-9b330a0b.pth" in err
     assert err.strip().count("\n") == 0
+
+
+def test_tiles_with_progress_and_bad_tile_size(tmp_path, capsys):
+    img = (np.random.default_rng(3).random((64, 100)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "wide.png", img)
+    rc = main(["denoise", str(tmp_path / "wide.png"), "-o", str(tmp_path / "o.png"),
+               "--tile", "64", "--tile-overlap", "20", "--iterations", "10", "--history-every", "5"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert iio.imread(tmp_path / "o.png").shape == (64, 100)
+    assert "processing in 2 tiles of 64x64 pixels (overlap at least 20)" in cap.out
+    assert "plane 1/1 tile 1/2" in cap.err and "plane 1/1 tile 2/2" in cap.err
+    rc = main(["denoise", str(tmp_path / "wide.png"), "-o", str(tmp_path / "o.png"), "--tile", "8", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tile_size=8 is too small" in err and err.strip().count("\n") == 0

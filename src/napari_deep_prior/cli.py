@@ -40,7 +40,10 @@ class ProgressBar:
         frac = min(max(step.fraction, 0.0), 1.0)
         elapsed = time.perf_counter() - self.t0
         eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-        plane = f" plane {step.plane + 1}/{step.n_planes}" if step.n_planes > 1 else ""
+        n_tiles = getattr(step, "n_tiles", 1)
+        plane = f" plane {step.plane + 1}/{step.n_planes}" if step.n_planes > 1 or n_tiles > 1 else ""
+        if n_tiles > 1:
+            plane += f" tile {step.tile + 1}/{n_tiles}"
         stop = f" stop@{step.es_best_iteration}" if step.es_best_iteration else ""
         text = (f"it {step.iteration}/{step.iterations}{plane} loss {step.loss:.3g}{stop} "
                 f"{_fmt_s(elapsed)} elapsed, ETA {_fmt_s(eta) if eta == eta else '?'} (at most)")
@@ -113,7 +116,13 @@ def _common_args(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--reference", type=Path, help="ground-truth image: print PSNR/SSIM before and after")
     p.add_argument("--channel-axis", default="auto",
                    help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey or grey stack), or an axis")
-    p.add_argument("--warm-start", action="store_true", help="stacks: start each plane from the previous one")
+    p.add_argument("--warm-start", action="store_true",
+                   help="stacks and tiles: start each plane (tile) from the previous one's weights")
+    p.add_argument("--tile", type=int, metavar="N",
+                   help="process in overlapping N x N tiles blended without seams (0 = never; "
+                        "default: automatically, only when the image does not fit in memory)")
+    p.add_argument("--tile-overlap", type=int, metavar="N",
+                   help="minimum overlap of neighbouring tiles in pixels (default max(16, N/8))")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -167,14 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_job(job, quiet: bool):
     bar = None if quiet else ProgressBar()
+    gen = job.steps()
     try:
-        for step in job.steps():
+        while True:
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                return stop.value  # the job's output, assembled once
             if bar is not None:
                 bar(step)
     finally:
+        gen.close()
         if bar is not None:
             bar.close()
-    return job.result()
 
 
 def _report(out, t0: float) -> None:
@@ -191,7 +205,8 @@ def _restore(args, task: str) -> int:
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(preset=args.preset, channel_axis=ca, iterations=args.iterations, lr=args.lr,
               early_stop=False if args.no_early_stop else None, device=args.device, seed=args.seed,
-              history_every=args.history_every, warm_start=args.warm_start)
+              history_every=args.history_every, warm_start=args.warm_start,
+              tile_size=args.tile, tile_overlap=args.tile_overlap)
     if args.history is not None and args.history.suffix.lower() not in (".tif", ".tiff"):
         raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
     reference = read_image(args.reference) if args.reference is not None else None
@@ -205,13 +220,21 @@ def _restore(args, task: str) -> int:
         if args.invert_mask:
             mask = ~mask
         job = prepare_inpaint(image, mask, **kw)
+    if job.tiles is not None:
+        th = max(b[1] - b[0] for b in job.tiles)
+        tw = max(b[3] - b[2] for b in job.tiles)
+        print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels "
+              f"(overlap at least {job.tile_overlap})")
     t0 = time.perf_counter()
     out = _run_job(job, args.quiet)
     write_image(args.output, out.image)
     print(f"wrote {args.output}")
+    for note in out.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.history is not None:
         if out.history is None:
-            print("no history was recorded (history cadence 0)", file=sys.stderr)
+            if not out.notes:
+                print("no history was recorded (history cadence 0)", file=sys.stderr)
         else:
             write_history_tiff(args.history, out.history, out.history_iterations,
                                out.history_losses[:, 0] if out.history_losses.shape[1] == 1

@@ -143,7 +143,7 @@ class _Run:
     t0: float = field(default_factory=time.perf_counter)
     preview_layer: Any = None
     preview_dropped: bool = False
-    plot_plane: int = -1
+    plot_plane: tuple = (-1, -1)
     n_steps: int = 0
     last_step: Any = None
     output: Any = None
@@ -581,14 +581,17 @@ class DIPWidget(Container):
         elapsed = time.perf_counter() - run.t0
         left = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
         plane = f" · plane {step.plane + 1}/{step.n_planes}" if step.n_planes > 1 else ""
+        tile = getattr(step, "n_tiles", 1)
+        if tile > 1:
+            plane += f" · tile {step.tile + 1}/{tile}"
         cand = "" if step.es_best_iteration is None else f" · ES min @ {step.es_best_iteration}"
         more = " ≤" if run.params.early_stop else ""
         self.status.value = (f"iteration {step.iteration}/{step.iterations}{plane} · "
                              f"{_fmt_time(elapsed)} elapsed ·{more} {_fmt_time(left)} left{cand}")
         self.progress.tooltip = self.status.value
-        if step.plane != run.plot_plane:
-            run.plot_plane = step.plane
-            title = f"plane {step.plane + 1}/{step.n_planes}" if step.n_planes > 1 else ""
+        if (step.plane, step.tile) != run.plot_plane:
+            run.plot_plane = (step.plane, step.tile)
+            title = plane.lstrip(" ·")
             self.plot.clear(total=step.iterations, title=title)
         self.plot.add_point(step.iteration, step.loss, step.es_variance, step.es_best_iteration)
         if step.preview is not None and not run.preview_dropped:
@@ -791,6 +794,10 @@ class DIPWidget(Container):
                f"iteration {stops} ({max(runs) if runs else 0} run"
                + (f", {output.planes_done}/{len(output.fits)} planes" if len(output.fits) > 1 else "")
                + f"), seed {output.seed}.")
+        if output.tiles:
+            msg += f" Processed in {len(output.tiles)} tiles per plane."
+        for note in output.notes:
+            msg += f" {note}"
         if run.input_removed:
             msg += " (The input layer had been removed.)"
         self.status.value = msg

@@ -5,6 +5,9 @@ One flow for every task: array in -> validated, normalised float planes -> a
 result back in the input's dtype, range and layout.  The napari widgets and the command
 line are thin front ends over :func:`prepare_denoise` / :func:`prepare_inpaint`.
 
+Planes whose fit does not fit in the device's memory are processed in overlapping tiles
+blended without seams (:mod:`.tiles`); ``tile_size`` controls it (None: automatic, 0: never).
+
 Dtype policy (tested): integer input is fitted as float in [0, 1] (scaled from its data
 range) and comes back as the same integer dtype, rounded and clipped; float32/float64 keep
 their dtype and range; float16 is computed and returned as float32.  The input array is
@@ -60,6 +63,16 @@ class DIPOutput:
     planes_done : int
         Planes fitted to the end (fewer after a cancel).
     seed : int
+    fits : list
+        Per plane, the :class:`~.fit.FitResult` (None for a plane not fitted); for a tiled
+        plane the last tile's, without its history and weights.
+    notes : list of str
+        Human-readable remarks on the run (e.g. a history dropped to save memory).
+    tiles : list of (y0, y1, x0, x1) or None
+        The tile plan of every plane when the image was processed in tiles.
+    tile_stop_iterations, tile_iterations_run : list of list of int
+        For tiled runs, per plane and tile (0 for a tile not fitted); ``stop_iterations``
+        and ``iterations_run`` then hold the largest value over the plane's tiles.
     """
 
     image: np.ndarray
@@ -71,6 +84,10 @@ class DIPOutput:
     planes_done: int
     seed: int
     fits: list = field(default_factory=list, repr=False)
+    notes: list[str] = field(default_factory=list)
+    tiles: list | None = field(default=None, repr=False)
+    tile_stop_iterations: list[list[int]] = field(default_factory=list, repr=False)
+    tile_iterations_run: list[list[int]] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -209,6 +226,21 @@ def _new_seed() -> int:
     return int(np.random.SeedSequence().entropy % (2**31 - 1))
 
 
+def _denormalise_frames(frames, n: int, layout: _Layout, keep=None) -> np.ndarray:
+    """Denormalise ``n`` history frames (each (P, H, W, C)) one at a time.
+
+    The same values as ``_denormalise`` of the whole stack, without its float64 copy of
+    every frame at once.
+    """
+    out = None
+    for k, fr in enumerate(frames):
+        d = _denormalise(fr[None], layout, keep)
+        if out is None:
+            out = np.empty((n,) + d.shape[1:], dtype=d.dtype)
+        out[k] = d[0]
+    return out
+
+
 class DIPJob:
     """A validated denoise or inpaint job over one or more 2D planes.
 
@@ -216,11 +248,25 @@ class DIPJob:
     happen there, before any heavy work); iterate :meth:`steps` to run it; call
     :meth:`result` at the end, or after a cancel to get what was computed so far (planes not
     reached keep the input's values).
+
+    Attributes
+    ----------
+    tiles : list of (y0, y1, x0, x1) or None
+        The tile plan applied to every plane (None: each plane is fitted whole).
+    tile_overlap : int or None
+        Minimum overlap of neighbouring tiles.
+    fit_params : DIPParams
+        The parameters of each fit (``params``, with the history turned off when a tiled
+        history would not fit in memory).
+    notes : list of str
+        Remarks passed on to :attr:`DIPOutput.notes`.
     """
 
     def __init__(self, task: str, planes: np.ndarray, known: np.ndarray | None,
                  layout: _Layout, params: DIPParams, device, seed: int,
-                 warm_start: bool = False):
+                 warm_start: bool = False, *, tiles: list | None = None,
+                 tile_overlap: int | None = None, fit_params: DIPParams | None = None,
+                 notes: list[str] | None = None):
         self.task = task
         self.planes = planes
         self.known = known  # (P, H, W) bool or None
@@ -229,15 +275,40 @@ class DIPJob:
         self.device = device
         self.seed = seed
         self.warm_start = warm_start
-        self.fits: list = []  # DIPFit per plane started
-        self.results: list = []  # FitResult per plane finished
+        self.tiles = None if tiles is None else [tuple(int(v) for v in b) for b in tiles]
+        self.tile_overlap = tile_overlap
+        self.fit_params = params if fit_params is None else fit_params
+        self.notes = list(notes or [])
+        self.fits: list = []  # per plane started: its DIPFit (tiled: the running tile's, else None)
+        self.results: list = []  # FitResult per plane finished (tiled: the last tile's, stripped)
+        # tiled runs: the running plane's blender, finished planes' images, per-tile metadata
+        self._blender = None
+        self._blend_plane = -1
+        self._tile = -1
+        self._tiled_images: dict[int, np.ndarray] = {}
+        n_tiles = 0 if self.tiles is None else len(self.tiles)
+        self._tile_stops = [[0] * n_tiles for _ in range(self.n_planes)]
+        self._tile_runs = [[0] * n_tiles for _ in range(self.n_planes)]
+        self._hist_num: np.ndarray | None = None  # (F, P, H, W, C) tiled history
+        self._hist_loss_sum: np.ndarray | None = None
+        self._hist_loss_n: np.ndarray | None = None
+        self._hist_len = np.zeros(self.n_planes, dtype=np.int64)
 
     @property
     def n_planes(self) -> int:
         return self.planes.shape[0]
 
+    @property
+    def n_tiles(self) -> int:
+        """Tiles per plane (1 when planes are fitted whole)."""
+        return 1 if self.tiles is None else len(self.tiles)
+
     def steps(self) -> Generator["Step", None, DIPOutput]:  # noqa: F821
-        """Fit every plane in turn, yielding Step records (with ``plane``/``n_planes`` set)."""
+        """Fit every plane (and tile) in turn, yielding Step records.
+
+        ``plane``/``n_planes`` and ``tile``/``n_tiles`` are set on every Step; a tiled
+        plane's preview is the whole plane blended so far.
+        """
         from .device import tune_cpu_allocator
         from .fit import DIPFit
 
@@ -253,7 +324,10 @@ class DIPJob:
                     self.fits.append(None)
                     self.results.append(None)
                     continue
-                fit = DIPFit(self.planes[i], known=known, params=self.params, device=self.device,
+                if self.tiles is not None:
+                    state = yield from self._fit_tiles(i, known, counts_scale, state)
+                    continue
+                fit = DIPFit(self.planes[i], known=known, params=self.fit_params, device=self.device,
                              seed=self.seed, counts_scale=counts_scale,
                              init_state=state if self.warm_start else None)
                 self.fits.append(fit)
@@ -272,6 +346,65 @@ class DIPJob:
             self._release()
         return self.result()
 
+    def _fit_tiles(self, i: int, known, counts_scale: float, state):
+        """Fit plane ``i`` tile by tile, blending each tile as it finishes."""
+        from dataclasses import replace
+
+        from .fit import DIPFit, history_iterations
+        from .tiles import TileBlender
+
+        h, w, c = self.planes.shape[1:]
+        n_frames = len(history_iterations(self.fit_params))
+        if n_frames and self._hist_num is None:
+            self._hist_num = np.zeros((n_frames, self.n_planes, h, w, c), dtype=np.float32)
+            self._hist_loss_sum = np.zeros((n_frames, self.n_planes))
+            self._hist_loss_n = np.zeros((n_frames, self.n_planes), dtype=np.int64)
+        blender = TileBlender(h, w, c, self.tiles, n_frames=n_frames,
+                              frames=None if not n_frames else self._hist_num[:, i])
+        self._blender, self._blend_plane = blender, i
+        self.fits.append(None)
+        last = None
+        n_tiles = len(self.tiles)
+        for k, (y0, y1, x0, x1) in enumerate(self.tiles):
+            kt = None if known is None else known[y0:y1, x0:x1]
+            if kt is not None and kt.all():
+                continue  # no hole in this tile: its pixels keep their input values
+            fit = DIPFit(self.planes[i, y0:y1, x0:x1], known=kt, params=self.fit_params,
+                         device=self.device, seed=self.seed, counts_scale=counts_scale,
+                         init_state=state if self.warm_start else None)
+            self.fits[i], self._tile = fit, k
+            gen = fit.steps()
+            while True:
+                try:
+                    step = next(gen)
+                except StopIteration as stop:
+                    res = stop.value
+                    break
+                step.plane, step.n_planes, step.tile, step.n_tiles = i, self.n_planes, k, n_tiles
+                if step.preview is not None:
+                    step.preview = blender.image(self.planes[i], extra=(k, step.preview))
+                yield step
+            hist = res.history
+            blender.add(k, res.image, None if hist is None else hist.frames)
+            if hist is not None and len(hist.losses):
+                m = len(hist.losses)
+                self._hist_loss_sum[:m, i] += hist.losses
+                self._hist_loss_n[:m, i] += 1
+                self._hist_len[i] = max(self._hist_len[i], m)
+            self._tile_stops[i][k] = int(res.iteration)
+            self._tile_runs[i][k] = int(res.iterations_run)
+            state = res.state_dict if self.warm_start else None
+            # keep small metadata only: no tile image history or weights stay alive
+            last = replace(res, history=None, state_dict=None)
+            fit._net = None
+            self.fits[i] = None
+            del fit, res, hist
+        self._tiled_images[i] = blender.image(self.planes[i])
+        blender.finalise_frames(self.planes[i])
+        self._blender, self._blend_plane, self._tile = None, -1, -1
+        self.results.append(last)
+        return state
+
     def _release(self) -> None:
         for fit in self.fits:
             if fit is not None:
@@ -283,8 +416,9 @@ class DIPJob:
 
     def result(self) -> DIPOutput:
         """Assemble the output from the planes fitted so far (a running plane gives its current estimate)."""
+        if self.tiles is not None:
+            return self._tiled_result()
         p_count = self.n_planes
-        h, w, c = self.planes.shape[1:]
         out = self.planes.copy()
         fit_results = []
         for i in range(p_count):
@@ -315,7 +449,8 @@ class DIPJob:
                 frames[:n, i] = fr
                 frames[n:, i] = fr[-1]
                 hl[:n, i] = r.history.losses
-            history = _denormalise(frames, self.layout, keep)
+            history = (_denormalise_frames(frames, f, self.layout, keep) if f
+                       else _denormalise(frames, self.layout, keep))
         return DIPOutput(
             image=_denormalise(out, self.layout, keep),
             history=history,
@@ -326,26 +461,222 @@ class DIPJob:
             planes_done=len(self.results),
             seed=self.seed,
             fits=fit_results,
+            notes=list(self.notes),
         )
 
+    def _tiled_result(self) -> DIPOutput:
+        from dataclasses import replace
 
-def _check_memory(params: DIPParams, h: int, w: int, c: int, n_planes: int, device) -> None:
+        from .fit import history_iterations
+
+        p_count = self.n_planes
+        out = self.planes.copy()
+        fit_results: list = []
+        stops = [list(s) for s in self._tile_stops]
+        runs = [list(r) for r in self._tile_runs]
+        running = None  # (plane, tile, FitResult of the running tile) after a cancel
+        for i in range(p_count):
+            res = None
+            if i < len(self.results):
+                res = self.results[i]
+                if i in self._tiled_images:
+                    out[i] = self._tiled_images[i]
+            elif i == self._blend_plane and self._blender is not None:
+                fit = self.fits[i] if i < len(self.fits) else None
+                extra = None
+                if fit is not None and fit._cand is not None:
+                    cur = fit.result()
+                    running = (i, self._tile, cur)
+                    extra = (self._tile, cur.image)
+                    stops[i][self._tile] = int(cur.iteration)
+                    runs[i][self._tile] = int(cur.iterations_run)
+                    res = replace(cur, history=None, state_dict=None)
+                out[i] = self._blender.image(self.planes[i], extra=extra)
+            fit_results.append(res)
+        keep = None if self.known is None else (self.known, self.layout.source)
+        history = None
+        its = np.zeros(0, dtype=np.int64)
+        hl = np.zeros((0, p_count))
+        if self._hist_num is not None:
+            hist_len = self._hist_len.copy()
+            loss_sum = self._hist_loss_sum.copy()
+            loss_n = self._hist_loss_n.copy()
+            run_hist = None
+            if running is not None and running[2].history is not None:
+                i, _k, cur = running
+                run_hist = cur.history
+                m = len(run_hist.losses)
+                loss_sum[:m, i] += run_hist.losses
+                loss_n[:m, i] += 1
+                hist_len[i] = max(hist_len[i], m)
+            f = int(hist_len.max())
+            its = history_iterations(self.fit_params)[:f]
+            with np.errstate(invalid="ignore"):
+                hl = np.where(loss_n[:f] > 0, loss_sum[:f] / np.maximum(loss_n[:f], 1), np.nan)
+            if f:
+                history = _denormalise_frames(self._tiled_frames(f, running, run_hist), f,
+                                              self.layout, keep)
+        return DIPOutput(
+            image=_denormalise(out, self.layout, keep),
+            history=history,
+            history_iterations=np.asarray(its),
+            history_losses=hl,
+            stop_iterations=[max(s) if s else 0 for s in stops],
+            iterations_run=[max(r) if r else 0 for r in runs],
+            planes_done=len(self.results),
+            seed=self.seed,
+            fits=fit_results,
+            notes=list(self.notes),
+            tiles=list(self.tiles),
+            tile_stop_iterations=stops,
+            tile_iterations_run=runs,
+        )
+
+    def _tiled_frames(self, f: int, running, run_hist):
+        """Yield the first ``f`` normalised history frames, each (P, H, W, C)."""
+        live = None
+        if self._blender is not None:
+            i = self._blend_plane
+            extra = None
+            if running is not None:
+                _i, k, cur = running
+                extra = (k, cur.image, None if run_hist is None else run_hist.frames)
+            live = (i, self._blender.frame_images(self.planes[i], extra=extra))
+        for k in range(f):
+            frame = np.empty(self.planes.shape, dtype=np.float32)
+            for i in range(self.n_planes):
+                if i in self._tiled_images:
+                    frame[i] = self._hist_num[k, i]  # normalised when the plane finished
+                else:
+                    frame[i] = self.planes[i]
+            if live is not None:
+                frame[live[0]] = next(live[1])
+            yield frame
+
+
+def _check_size_arg(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer or None, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 (or None for automatic), got {value}")
+    return int(value)
+
+
+def _tiled_output_bytes(h: int, w: int, c: int, n_planes: int) -> int:
+    """Memory of a tiled run's full-size buffers: blending sums, finished planes, the output."""
+    # weighted sum and sum of weights; finished planes; the result's float32 copy, its float64
+    # scaling and the output array (up to 8 bytes per value)
+    return 4 * h * w * (c + 1) + n_planes * h * w * c * (4 + 4 + 8 + 8)
+
+
+def _plan_tiles(params: DIPParams, h: int, w: int, c: int, n_planes: int, device,
+                tile_size: int | None, tile_overlap: int | None):
+    """Decide whether and how to tile; returns (tiles, overlap, fit_params, notes).
+
+    Raises ImageTooLargeError when neither the whole plane nor tiles fit in memory.
+    """
     from .device import available_memory
     from .fit import estimate_fit_bytes, history_iterations
+    from .nets import min_padded_side, required_multiple
+    from .tiles import MIN_TILE, choose_tile_size, default_overlap, plan_tiles
 
-    need = estimate_fit_bytes(params, h, w, c)
-    need += 2 * len(history_iterations(params)) * n_planes * h * w * c * 4  # assembled history
+    tile_size = _check_size_arg(tile_size, "tile_size")
+    tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
+    mult = required_multiple(params.net)
+    min_tile = max(MIN_TILE, min_padded_side(params.net))
+    min_tile = -(-min_tile // mult) * mult
+    if tile_size:
+        if tile_size < min_tile:
+            raise ValueError(
+                f"tile_size={tile_size} is too small for this network: tiles need at least "
+                f"{min_tile} pixels a side (or use tile_size=None for automatic, 0 for none)"
+            )
+        tile_size = -(-tile_size // mult) * mult
+    n_frames = len(history_iterations(params))
+    hist_bytes = 2 * n_frames * n_planes * h * w * c * 4  # assembled history
+    need = estimate_fit_bytes(params, h, w, c) + hist_bytes
     avail = available_memory(device)
-    if avail is not None and need > 0.9 * avail:
-        raise ImageTooLargeError(
-            f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
-            f"{avail / 2**30:.1f} GiB is available on {device}; crop or downscale the image, "
-            "choose a lighter preset, turn the history off (history_every=0) or use a GPU"
+    budget = None if avail is None else 0.9 * avail
+    whole_fits = budget is None or need <= budget
+    forced_whole = tile_size is not None and tile_size >= max(h, w)
+    if tile_size == 0 or forced_whole or (tile_size is None and whole_fits):
+        if not whole_fits:
+            raise ImageTooLargeError(
+                f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
+                f"{avail / 2**30:.1f} GiB is available on {device}; process it in tiles "
+                "(tile_size=None for automatic tiles, or a tile side), crop or downscale the "
+                "image, choose a lighter preset, turn the history off (history_every=0) or use a GPU"
+            )
+        return None, None, params, []
+
+    out_bytes = _tiled_output_bytes(h, w, c, n_planes)
+    no_hist = params.replace(history_every=0) if n_frames else params
+    if tile_size is None:
+        free = budget - out_bytes
+        keep_hist = n_frames > 0 and hist_bytes <= 0.5 * free
+        fit_params = params if keep_hist else no_hist
+        try:
+            tile = choose_tile_size(fit_params, h, w, c, free - (hist_bytes if keep_hist else 0))
+        except ImageTooLargeError as exc:
+            raise ImageTooLargeError(
+                f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
+                f"{avail / 2**30:.1f} GiB is available on {device}, and processing it in tiles "
+                f"does not fit either ({exc}; the {n_planes}-plane output buffers need "
+                f"{out_bytes / 2**30:.2f} GiB); crop or downscale the image, choose a lighter "
+                "preset or use a device with more memory"
+            ) from None
+    else:
+        tile = tile_size
+        keep_hist = n_frames > 0
+        fit_params = params
+        if budget is not None:
+            th, tw = min(tile, h), min(tile, w)
+            keep_hist = (n_frames > 0
+                         and out_bytes + hist_bytes + estimate_fit_bytes(params, th, tw, c) <= budget)
+            fit_params = params if keep_hist else no_hist
+            tile_need = estimate_fit_bytes(fit_params, th, tw, c) + out_bytes
+            if tile_need > budget:
+                raise ImageTooLargeError(
+                    f"tiles of {tile}x{tile} pixels need about {tile_need / 2**30:.2f} GiB with the "
+                    f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}; "
+                    "use a smaller tile_size or tile_size=None (automatic)"
+                )
+    overlap = default_overlap(tile) if tile_overlap is None else tile_overlap
+    if overlap >= tile:
+        raise ValueError(f"tile_overlap={overlap} must be smaller than the tile side ({tile})")
+    tiles = plan_tiles(h, w, tile, overlap)
+    notes = []
+    if n_frames and not keep_hist:
+        notes.append(
+            f"history dropped: the image is processed in {len(tiles)} tiles of {tile}x{tile} "
+            f"pixels and its {n_frames}-frame history (about {hist_bytes / 2**30:.1f} GiB) does "
+            "not fit in the memory available; crop the image to get a history, or set "
+            "history_every=0 to silence this note"
         )
+    return tiles, overlap, fit_params, notes
+
+
+def _check_tile_known(known: np.ndarray, tiles: list, tile: int) -> None:
+    """Every tile that has a hole must also have known pixels to learn from."""
+    planes = range(1) if known.strides[0] == 0 else range(known.shape[0])
+    for p in planes:
+        kp = known[p]
+        if kp.all():
+            continue
+        for (y0, y1, x0, x1) in tiles:
+            if not kp[y0:y1, x0:x1].any():
+                where = f" of plane {p}" if known.shape[0] > 1 and known.strides[0] != 0 else ""
+                raise ValueError(
+                    f"tile rows {y0}:{y1}, columns {x0}:{x1}{where} lies entirely inside the hole: "
+                    f"it has no known pixel to learn from; use a larger tile_size (now {tile}) "
+                    "so every tile reaches known pixels"
+                )
 
 
 def _prepare(task, image, mask, *, preset, params, channel_axis, has_alpha, device, seed,
-             warm_start, **overrides) -> DIPJob:
+             warm_start, tile_size=None, tile_overlap=None, **overrides) -> DIPJob:
     from .device import resolve_device
 
     p = _resolve_params(task, preset, params, **overrides)
@@ -359,13 +690,17 @@ def _prepare(task, image, mask, *, preset, params, channel_axis, has_alpha, devi
     if task == "inpaint":
         known = _validate_mask(mask, image.shape, arr.shape[:-1], n_planes)
     dev = resolve_device(device)
-    _check_memory(p, h, w, c_fit, n_planes, dev)
+    tiles, overlap, fit_params, notes = _plan_tiles(p, h, w, c_fit, n_planes, dev, tile_size,
+                                                    tile_overlap)
+    if tiles is not None and known is not None:
+        _check_tile_known(known, tiles, max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles))
     planes, layout = _normalise(arr, alpha, p.loss == "poisson", image.shape, ca)
     if seed is None:
         seed = _new_seed()
     elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer or None, got {seed!r}")
-    return DIPJob(task, planes, known, layout, p, dev, int(seed), warm_start=warm_start)
+    return DIPJob(task, planes, known, layout, p, dev, int(seed), warm_start=warm_start,
+                  tiles=tiles, tile_overlap=overlap, fit_params=fit_params, notes=notes)
 
 
 def _validate_mask(mask, image_shape, spatial_shape, n_planes) -> np.ndarray:
@@ -407,10 +742,12 @@ def prepare_denoise(image, *, preset: str | None = "denoise", params: DIPParams 
                     iterations: int | None = None, lr: float | None = None,
                     early_stop: bool | None = None, loss: Literal["gaussian", "poisson"] | None = None,
                     history_every: int | None = None, device="auto", seed: int | None = None,
-                    warm_start: bool = False) -> DIPJob:
+                    warm_start: bool = False, tile_size: int | None = None,
+                    tile_overlap: int | None = None) -> DIPJob:
     """Validate a denoising job without running it (see :func:`denoise` for the parameters)."""
     return _prepare("denoise", image, None, preset=preset, params=params, channel_axis=channel_axis,
                     has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
+                    tile_size=tile_size, tile_overlap=tile_overlap,
                     iterations=iterations, lr=lr, early_stop=early_stop, loss=loss,
                     history_every=history_every)
 
@@ -419,18 +756,25 @@ def prepare_inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPP
                     channel_axis: int | None = None, has_alpha: bool | None = None,
                     iterations: int | None = None, lr: float | None = None,
                     early_stop: bool | None = None, history_every: int | None = None,
-                    device="auto", seed: int | None = None, warm_start: bool = False) -> DIPJob:
+                    device="auto", seed: int | None = None, warm_start: bool = False,
+                    tile_size: int | None = None, tile_overlap: int | None = None) -> DIPJob:
     """Validate an inpainting job without running it (see :func:`inpaint` for the parameters)."""
     return _prepare("inpaint", image, mask, preset=preset, params=params, channel_axis=channel_axis,
                     has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
+                    tile_size=tile_size, tile_overlap=tile_overlap,
                     iterations=iterations, lr=lr, early_stop=early_stop, history_every=history_every)
 
 
 def _run(job: DIPJob, callback: Callable | None, return_history: bool):
-    for step in job.steps():
+    gen = job.steps()
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            out = stop.value  # steps() assembles the result once; no second copy
+            break
         if callback is not None:
             callback(step)
-    out = job.result()
     if return_history:
         return out.image, out
     return out.image
@@ -441,7 +785,8 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
             iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
             loss: Literal["gaussian", "poisson"] | None = None, history_every: int | None = None,
             device="auto", seed: int | None = None, callback: Callable | None = None,
-            return_history: bool = False, warm_start: bool = False):
+            return_history: bool = False, warm_start: bool = False,
+            tile_size: int | None = None, tile_overlap: int | None = None):
     """Denoise an image with Deep Image Prior.
 
     A randomly initialised encoder-decoder is fitted to the noisy image; its architecture
@@ -471,7 +816,18 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
     return_history : bool
         Also return the :class:`DIPOutput` (history stack, iterations, losses, stops).
     warm_start : bool
-        For stacks: start each plane from the previous plane's weights.
+        For stacks: start each plane from the previous plane's weights (and, for tiled
+        planes, each tile from the previous tile's).
+    tile_size : int or None
+        Process each plane in overlapping square tiles of this side, blended without seams,
+        so images too large for one fit still run.  None (default): automatic, only when the
+        whole-plane fit would not fit in the device's available memory (the largest tile
+        that fits is used); 0: never (raise :class:`ImageTooLargeError` instead); a positive
+        side forces tiles (at least the network's smallest input, rounded up to a multiple of
+        ``2 ** depth``).  A tiled run keeps its history only when it fits in memory (see
+        ``DIPOutput.notes``).
+    tile_overlap : int or None
+        Minimum overlap of neighbouring tiles (default ``max(16, tile // 8)``, even).
 
     Returns
     -------
@@ -485,7 +841,8 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
     ValueError, TypeError
         Bad shapes, dtypes, values or parameters, with the fix in the message.
     ImageTooLargeError
-        The fit would not fit in the device's available memory.
+        The fit would not fit in the device's available memory, even in tiles (or with
+        ``tile_size=0``).
 
     References
     ----------
@@ -505,7 +862,7 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
     job = prepare_denoise(image, preset=preset, params=params, channel_axis=channel_axis,
                           has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
                           loss=loss, history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start)
+                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap)
     return _run(job, callback, return_history)
 
 
@@ -514,7 +871,8 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
             iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
             history_every: int | None = None, device="auto", seed: int | None = None,
             callback: Callable | None = None, return_history: bool = False,
-            warm_start: bool = False):
+            warm_start: bool = False, tile_size: int | None = None,
+            tile_overlap: int | None = None):
     """Fill the masked pixels of an image with Deep Image Prior.
 
     The network is fitted to the known pixels only; its output in the holes is the fill.
@@ -532,8 +890,9 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
         :data:`~napari_deep_prior.core.params.PRESETS` for the large-hole, large-region and
         missing-pixel recipes.
     params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, device, seed,
-    callback, return_history, warm_start
-        As for :func:`denoise`.
+    callback, return_history, warm_start, tile_size, tile_overlap
+        As for :func:`denoise`.  In tiles, a tile without holes is not fitted and a tile
+        entirely inside a hole is refused at once (use a larger ``tile_size``).
 
     Returns
     -------
@@ -558,5 +917,5 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
     job = prepare_inpaint(image, mask, preset=preset, params=params, channel_axis=channel_axis,
                           has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
                           history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start)
+                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap)
     return _run(job, callback, return_history)
