@@ -333,3 +333,18 @@ def test_cancel_mid_tile_keeps_what_was_done(tiny_params):
     assert not np.array_equal(out.image[:48, 64:], img[:48, 64:])  # the running tile's estimate
     assert out.history.shape == (2, 112, 112) and list(out.history_iterations) == [10, 20]
     np.testing.assert_array_equal(out.history[:, 64:], np.broadcast_to(img[64:], (2, 48, 112)))
+
+
+def test_automatic_tiles_just_cover_the_image():
+    from napari_deep_prior.core.api import _shrink_tile
+
+    assert _shrink_tile(2048, 4096, 4096, 32, 32, None) == 1504
+    for h, w, tile in ((4096, 4096, 2048), (3000, 1000, 2048), (700, 900, 256)):
+        small = _shrink_tile(tile, h, w, 32, 32, None)
+        assert small <= tile and small % 32 == 0
+        big_plan = plan_tiles(h, w, tile, default_overlap(tile))
+        small_plan = plan_tiles(h, w, small, default_overlap(small))
+        assert len(small_plan) == len(big_plan)  # no more tiles, each smaller
+        # one step smaller would need more tiles
+        if small - 32 >= 32:
+            assert len(plan_tiles(h, w, small - 32, default_overlap(small - 32))) > len(big_plan)

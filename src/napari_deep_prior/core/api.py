@@ -643,6 +643,8 @@ def _plan_tiles(params: DIPParams, h: int, w: int, c: int, n_planes: int, device
                     f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}; "
                     "use a smaller tile_size or tile_size=None (automatic)"
                 )
+    if tile_size is None:
+        tile = _shrink_tile(tile, h, w, min_tile, mult, tile_overlap)
     overlap = default_overlap(tile) if tile_overlap is None else tile_overlap
     if overlap >= tile:
         raise ValueError(f"tile_overlap={overlap} must be smaller than the tile side ({tile})")
@@ -656,6 +658,33 @@ def _plan_tiles(params: DIPParams, h: int, w: int, c: int, n_planes: int, device
             "history_every=0 to silence this note"
         )
     return tiles, overlap, fit_params, notes
+
+
+def _shrink_tile(tile: int, h: int, w: int, min_tile: int, mult: int, overlap: int | None) -> int:
+    """The smallest tile side (a multiple of ``mult``) that needs no more tiles than ``tile``.
+
+    Memory decides the largest side; tiles that just cover the image waste less work on
+    overlaps (a 4096 px square with memory for 2048 px tiles needs 3 x 3 tiles either way:
+    2048 px tiles overlap by 1024 px, 1504 px tiles by 188 px, with 54 % of the pixels).
+    """
+    from .tiles import default_overlap
+
+    def counts(t):
+        ov = default_overlap(t) if overlap is None else overlap
+        if ov >= t:
+            return None
+        return tuple(1 if n <= t else 1 + -(-(n - t) // (t - ov)) for n in (h, w))
+
+    target = counts(tile)
+    best = tile
+    t = tile - mult
+    while t >= min_tile:
+        c = counts(t)
+        if c is None or c[0] > target[0] or c[1] > target[1]:
+            break
+        best = t
+        t -= mult
+    return best
 
 
 def _check_tile_known(known: np.ndarray, tiles: list, tile: int) -> None:
