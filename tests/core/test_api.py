@@ -97,6 +97,16 @@ def test_warm_start_changes_later_planes_only(tiny_params, smooth_image):
     assert not np.array_equal(cold[1], warm[1])
 
 
+def test_warm_start_reuses_the_first_planes_weights_without_drift(tiny_params, smooth_image):
+    # every later plane starts from the first plane's early-stopping weights (not from the
+    # plane before it, which would add fitting steps plane after plane): identical planes
+    # after the first give identical results
+    stack = np.stack([smooth_image] * 3)
+    warm = denoise(stack, params=tiny_params.replace(iterations=60), seed=0, warm_start=True)
+    assert not np.array_equal(warm[0], warm[1])
+    np.testing.assert_array_equal(warm[1], warm[2])
+
+
 def test_input_is_never_modified(tiny_params, smooth_image):
     img = smooth_image.copy()
     mask = np.zeros(img.shape, bool)

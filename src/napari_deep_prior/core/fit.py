@@ -122,6 +122,10 @@ class FitResult:
         ES-WMV statistic of every step (NaN until the window is full).
     history : History or None
     seed : int
+    state_dict : dict or None
+        Network weights (on the CPU) for a warm start of the next plane: with early stopping
+        the weights near the variance minimum, before the fit began to reproduce the noise;
+        otherwise the weights at the end.
     """
 
     image: np.ndarray
@@ -311,6 +315,8 @@ class DIPFit:
         self._frame_losses = np.zeros(len(self.history_its), dtype=np.float64)
         self._stopped_early = False
         self._net: SkipNet | None = None
+        self._warm_state: dict | None = None
+        self._warm_iter: int | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -461,6 +467,11 @@ class DIPFit:
                     if p.backtrack:
                         ckpt = _checkpoint(net, opt, avg)
                 best_it = int(self._best_iter) if self._best is not None else None
+                if p.early_stop and best_it is not None and best_it != self._warm_iter:
+                    # weights near the variance minimum (to within yield_every steps): the
+                    # warm start of the next plane, before this fit began to follow the noise
+                    self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    self._warm_iter = best_it
                 var_now = float(variances[t - 1]) if t >= p.es_window else None
                 preview = None
                 if p.preview_every and (t // p.yield_every) % max(1, p.preview_every // p.yield_every) == 0:
@@ -499,7 +510,9 @@ class DIPFit:
         losses = np.concatenate(self._losses) if self._losses else np.zeros(0)
         variances = np.concatenate(self._vars) if self._vars else np.zeros(0)
         state = None
-        if self._net is not None:
+        if self._warm_state is not None:
+            state = {k: v.to("cpu", copy=True) for k, v in self._warm_state.items()}
+        elif self._net is not None:
             state = {k: v.detach().to("cpu", copy=True) for k, v in self._net.state_dict().items()}
         return FitResult(
             image=self._to_hwc(image), iteration=it, iterations_run=self._t,
