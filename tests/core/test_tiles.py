@@ -170,14 +170,18 @@ def _small_memory(monkeypatch, nbytes):
 
 
 def test_automatic_tiling_when_memory_is_small_and_tile_size_0_refuses(monkeypatch, fast):
-    h, w = 64, 110
+    h, w = 64, 300  # wide enough that its 30-frame history cannot fit beside a 64 px tile
     p = fast.replace(iterations=30, history_every=1)  # a 30-frame history
     need_tile = api._tiled_output_bytes(h, w, 3, 1) + estimate_fit_bytes(
         p.replace(history_every=0), 64, 64, 3)
     _small_memory(monkeypatch, need_tile / 0.9 + 1000)
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     job = prepare_denoise(img, params=p, channel_axis=-1)  # automatic
-    assert job.tiles == plan_tiles(h, w, 64, 16)
+    # tiles no larger than memory allows (64 px), shrunk to just cover the image
+    side = job.tiles[0][1] - job.tiles[0][0]
+    assert len(job.tiles) > 1 and side <= 64
+    assert job.tiles == plan_tiles(h, w, side, default_overlap(side))
+    assert len(job.tiles) == len(plan_tiles(h, w, 64, default_overlap(64)))
     with pytest.raises(ImageTooLargeError, match="tile_size") as exc:
         prepare_denoise(img, params=p, channel_axis=-1, tile_size=0)
     assert isinstance(exc.value, ValueError)

@@ -33,6 +33,7 @@ __all__ = ["Step", "History", "FitResult", "DIPFit", "WindowVariance", "estimate
 #: Frames above this many elements are subsampled (strided) for the ES-WMV statistic.
 _ES_MAX_ELEMENTS = 1 << 18
 _POISSON_EPS = 1e-6
+_ESTIMATE_MARGIN = 1.3
 
 
 @dataclass
@@ -196,7 +197,11 @@ def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int
     # weights, gradients and two Adam moments (x4, twice for the backtracking copy);
     # target, mask, averages, early-stopping candidate (~6 images); z and its jitter.
     elems = 2.0 * act + 8 * n_params + 6 * n_img + es + 2 * params.net.in_channels * hp * wp
-    return int(4 * elems + 4 * frames)
+    # The layer outputs miss the functional intermediates (reflection-padded copies inside the
+    # convolutions, up-sampled and concatenated tensors) and the allocator's slack: the
+    # measured peak of the default network on the CPU was 1.23-1.30x the sum above at
+    # 512-2048 px (benchmarks/dip_speed.py --scaling).
+    return int(_ESTIMATE_MARGIN * 4 * elems + 4 * frames)
 
 
 class WindowVariance:
