@@ -152,7 +152,7 @@ def test_window_variance_matches_the_direct_computation():
 def test_patience_grows_with_the_iteration_of_the_minimum(tiny_params, smooth_image):
     p = tiny_params.replace(iterations=600, reg_noise_std=0.5, exp_weight=None, es_patience=10,
                             es_patience_ratio=1.0, yield_every=1)
-    steps, res = _drain(_fit(smooth_image, p))
+    _, res = _drain(_fit(smooth_image, p))
     assert res.stopped_early
     t_min = res.iteration
     # certain only once 1.0 * t_min steps passed without a new minimum (not after 10 steps)
@@ -164,9 +164,9 @@ def test_patience_grows_with_the_iteration_of_the_minimum(tiny_params, smooth_im
 def test_warm_start_needs_no_start_floor(tiny_params, smooth_image):
     cold = tiny_params.replace(iterations=40, es_start=1000, early_stop=False)
     _, first = _drain(_fit(smooth_image, cold))
-    steps, res = _drain(_fit(smooth_image, cold))
+    steps, _ = _drain(_fit(smooth_image, cold))
     assert steps[-1].es_best_iteration is None  # cold: no candidate before the start floor
-    steps, res = _drain(_fit(smooth_image, cold, init_state=first.state_dict))
+    steps, _ = _drain(_fit(smooth_image, cold, init_state=first.state_dict))
     assert steps[-1].es_best_iteration is not None  # warm: candidates from the first full window
 
 

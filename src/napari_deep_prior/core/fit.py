@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Generator
 
 import numpy as np
 import torch
@@ -27,8 +27,17 @@ import torch
 from .nets import SkipNet, make_input, min_padded_side, required_multiple
 from .params import DIPParams, NetParams
 
-__all__ = ["Step", "History", "FitResult", "DIPFit", "WindowVariance", "estimate_fit_bytes",
-           "padded_shape", "make_adam", "autocast_dtype"]
+__all__ = [
+    "DIPFit",
+    "FitResult",
+    "History",
+    "Step",
+    "WindowVariance",
+    "autocast_dtype",
+    "estimate_fit_bytes",
+    "make_adam",
+    "padded_shape",
+]
 
 #: Frames above this many elements are subsampled (strided) for the ES-WMV statistic.
 _ES_MAX_ELEMENTS = 1 << 18

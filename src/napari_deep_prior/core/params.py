@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 __all__ = [
-    "NetParams",
-    "DIPParams",
     "PRESETS",
     "PRESET_DESCRIPTIONS",
+    "DIPParams",
+    "NetParams",
     "get_preset",
     "preset_names",
 ]
@@ -205,7 +205,7 @@ class DIPParams:
                 f"history_spacing must be 'linear' or 'log', got {self.history_spacing!r}"
             )
 
-    def replace(self, **changes) -> "DIPParams":
+    def replace(self, **changes) -> DIPParams:
         """A copy with some fields changed (``net`` fields may be given by name too)."""
         net_names = {f.name for f in fields(NetParams)}
         net_changes = {k: changes.pop(k) for k in list(changes) if k in net_names}
