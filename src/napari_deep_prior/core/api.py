@@ -241,6 +241,24 @@ def _denormalise_frames(frames, n: int, layout: _Layout, keep=None) -> np.ndarra
     return out
 
 
+def _relay(fit, *, preview: Callable | None = None, **fields):
+    """Yield the Steps of one fit with ``fields`` (plane, tile...) set; return its FitResult.
+
+    ``preview`` maps a Step's preview image (a tiled plane shows the whole plane blended).
+    """
+    gen = fit.steps()
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        for name, value in fields.items():
+            setattr(step, name, value)
+        if preview is not None and step.preview is not None:
+            step.preview = preview(step.preview)
+        yield step
+
+
 class DIPJob:
     """A validated denoise or inpaint job over one or more 2D planes.
 
@@ -336,15 +354,7 @@ class DIPJob:
                              seed=self.seed, counts_scale=counts_scale,
                              init_state=state if self.warm_start else None)
                 self.fits.append(fit)
-                gen = fit.steps()
-                while True:
-                    try:
-                        step = next(gen)
-                    except StopIteration as stop:
-                        res = stop.value
-                        break
-                    step.plane, step.n_planes = i, self.n_planes
-                    yield step
+                res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
                 self.results.append(res)
                 if state is None:
                     # The warm start of every later plane: the first fitted plane's weights at
@@ -383,17 +393,9 @@ class DIPJob:
                          device=self.device, seed=self.seed, counts_scale=counts_scale,
                          init_state=state if self.warm_start else None)
             self.fits[i], self._tile = fit, k
-            gen = fit.steps()
-            while True:
-                try:
-                    step = next(gen)
-                except StopIteration as stop:
-                    res = stop.value
-                    break
-                step.plane, step.n_planes, step.tile, step.n_tiles = i, self.n_planes, k, n_tiles
-                if step.preview is not None:
-                    step.preview = blender.image(self.planes[i], extra=(k, step.preview))
-                yield step
+            res = yield from _relay(
+                fit, plane=i, n_planes=self.n_planes, tile=k, n_tiles=n_tiles,
+                preview=lambda prev, k=k: blender.image(self.planes[i], extra=(k, prev)))
             hist = res.history
             blender.add(k, res.image, None if hist is None else hist.frames)
             if hist is not None and len(hist.losses):
