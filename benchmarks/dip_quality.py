@@ -64,7 +64,13 @@ def crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top:top + s_h, left:left + s_w]
 
 
+#: cap on the DIP iterations (``--max-iterations``, smoke runs of the script only; 0: none)
+MAX_ITERATIONS = 0
+
+
 def run_dip(fn, *args, history_every, **kw):
+    if MAX_ITERATIONS:
+        kw["iterations"] = MAX_ITERATIONS
     t0 = time.perf_counter()
     out, full = fn(*args, seed=0, history_every=history_every, return_history=True, **kw)
     wall = time.perf_counter() - t0
@@ -160,7 +166,11 @@ def main(argv=None):
     ap.add_argument("--denoise-preset", default="denoise")
     ap.add_argument("--inpaint-preset", default="inpaint")
     ap.add_argument("--history-every", type=int, default=25)
+    ap.add_argument("--max-iterations", type=int, default=0,
+                    help="cap the DIP iterations (smoke runs of the script only; 0: the preset's)")
     args = ap.parse_args(argv)
+    global MAX_ITERATIONS
+    MAX_ITERATIONS = args.max_iterations
 
     import torch
 

@@ -189,11 +189,13 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
 
 
 # --- (b) the default pipeline -------------------------------------------------------------
-def run_default(gt, target, holes, device, *, seed, preset=None, amp=None):
+def run_default(gt, target, holes, device, *, seed, preset=None, amp=None, max_iterations=0):
     from napari_deep_prior import denoise, inpaint
     from napari_deep_prior.core.params import get_preset
 
     kw = {"seed": seed, "device": device, "return_history": True}
+    if max_iterations:
+        kw["iterations"] = max_iterations
     if preset:
         kw["preset"] = preset
     if amp:
@@ -272,7 +274,8 @@ def bench_case(case, inputs, args, device, log, on_row=lambda rows: None):
             print("  default pipeline...", flush=True)
             with PeakMemory(device) as mem:
                 b = run_default(gt, target, None if known is None else ~known, device,
-                                seed=args.seed, preset=args.preset, amp=args.amp)
+                                seed=args.seed, preset=args.preset, amp=args.amp,
+                                max_iterations=args.max_iterations)
             b["peak_memory_mb"] = mem.peak / 2**20
             rec["default"] = b
             rec["time_ratio"] = b["wall_s"] / max(a["time_to_peak_s"], 1e-9)
@@ -363,6 +366,8 @@ def main(argv=None):
     ap.add_argument("--paper-iterations", type=int, default=0, help="override (a)'s iterations")
     ap.add_argument("--paper-max-seconds", type=float, default=0.0,
                     help="end (a) after this much training time (marked truncated; 0: no limit)")
+    ap.add_argument("--max-iterations", type=int, default=0,
+                    help="cap (b)'s iterations (smoke runs of the script only; 0: the preset's)")
     ap.add_argument("--amp", choices=("off", "bf16", "auto"), default=None,
                     help="mixed precision for (b) (default: the preset's)")
     ap.add_argument("--log-every", type=int, default=200)

@@ -23,8 +23,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 if [ "${SMOKE:-0}" = "1" ]; then
     DEV=cpu; SIZE="--size 48"; SCALE=64,96; T1=60; T2=30; T3=60; T4=60; T5=60
-    EXTRA="--paper-iterations 30 --images F16"; EXTRA_I="--paper-iterations 30 --images vase"
-    QEXTRA="--images 01_C.man --size 48"
+    # (b) capped at 200 steps: the default inpaint preset alone runs >= 1000 (ES start 500 + patience 500)
+    EXTRA="--paper-iterations 30 --max-iterations 200 --images F16"
+    EXTRA_I="--paper-iterations 30 --max-iterations 200 --images vase"
+    QEXTRA="--images 01_C.man --size 48 --max-iterations 200"
 else
     python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_check: no CUDA GPU visible to torch; nothing to check" >&2; exit 2; }
