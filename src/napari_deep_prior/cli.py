@@ -194,6 +194,13 @@ def _run_job(job, quiet: bool):
 def _report(out, t0: float) -> None:
     stops = ", ".join(f"{s}/{r}" for s, r in zip(out.stop_iterations, out.iterations_run))
     print(f"done in {time.perf_counter() - t0:.1f} s; result from iteration/steps run: {stops}; seed {out.seed}")
+    fits = [f for f in out.fits if f is not None]
+    reasons = sorted({f.stop_reason for f in fits if f.stop_reason})
+    if reasons:
+        sigmas = [f.noise_sigma for f in fits if f.noise_sigma is not None]
+        noise = (f"; estimated noise level {np.mean(sigmas):.4f} of the intensity range"
+                 if sigmas else "")
+        print(f"early stop: {', '.join(reasons)}{noise}")
 
 
 def _restore(args, task: str) -> int:

@@ -7,6 +7,7 @@ from napari_deep_prior.core.fit import (
     WindowVariance,
     autocast_dtype,
     estimate_fit_bytes,
+    estimate_noise_sigma,
     history_iterations,
     make_adam,
     padded_shape,
@@ -194,3 +195,57 @@ def test_mixed_precision_setting(tiny_params, smooth_image):
     # a bf16 fit runs and returns float32 in [0, 1]
     _, res = _drain(_fit(smooth_image, tiny_params.replace(amp="bf16", iterations=5, history_every=0)))
     assert res.image.dtype == np.float32 and 0.0 <= res.image.min() <= res.image.max() <= 1.0
+
+
+def _noisy(image, sigma, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(image + rng.normal(0.0, sigma, image.shape), 0, 1)
+
+
+def test_noise_sigma_estimate():
+    flat = np.full((64, 64, 2), 0.5)
+    assert estimate_noise_sigma(_noisy(flat, 0.05)) == pytest.approx(0.05, rel=0.1)
+    assert estimate_noise_sigma(flat) < 1e-3
+    with pytest.raises(ValueError, match="shape"):
+        estimate_noise_sigma(flat[..., 0])
+
+
+def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):
+    noisy = _noisy(smooth_image, 0.1)
+    p = tiny_params.replace(iterations=1500, es_noise_factor=1.05, es_patience=5000,
+                            es_start=50, yield_every=5, history_every=0, ema_warmup=True)
+    steps, res = _drain(_fit(noisy, p))
+    assert res.stopped_early and res.stop_reason == "noise level"
+    assert res.iterations_run < 1500 and res.iterations_run % 5 == 0
+    assert res.noise_sigma == pytest.approx(0.1, rel=0.25)
+    # the running mean of the loss crossed the level at this yield, not at an earlier one
+    level = 1.05 * res.noise_sigma ** 2
+    ema, at_yield = None, {}
+    for t, v in enumerate(res.losses, 1):
+        ema = v if ema is None else 0.95 * ema + 0.05 * v
+        if t % 5 == 0:
+            at_yield[t] = ema
+    assert at_yield[res.iterations_run] <= level * (1 + 1e-5)
+    assert all(v > level for t, v in at_yield.items() if p.es_start <= t < res.iterations_run)
+    # the estimate is closer to the clean image than the input was
+    err_in = np.mean((noisy - smooth_image) ** 2)
+    err_out = np.mean((res.image[..., 0] - smooth_image) ** 2)
+    assert err_out < 0.5 * err_in
+    # the warm start of a next plane is the state at this stop
+    assert res.state_dict is not None
+
+
+def test_noise_level_stop_only_for_the_gaussian_loss_on_every_pixel(tiny_params, smooth_image):
+    p = tiny_params.replace(iterations=20, es_noise_factor=1.0, history_every=0)
+    res = _drain(_fit(smooth_image, p))[1]
+    assert res.noise_sigma is not None
+    known = np.ones(smooth_image.shape, dtype=bool)
+    known[8:16, 8:16] = False
+    res = _drain(_fit(smooth_image, p, known=known))[1]
+    assert res.noise_sigma is None and res.stop_reason != "noise level"
+    res = _drain(_fit(smooth_image, p.replace(loss="poisson"), counts_scale=20.0))[1]
+    assert res.noise_sigma is None and res.stop_reason != "noise level"
+    res = _drain(_fit(smooth_image, p.replace(early_stop=False)))[1]
+    assert res.noise_sigma is None and res.stop_reason is None
+    with pytest.raises(ValueError, match="es_noise_factor"):
+        tiny_params.replace(es_noise_factor=-0.5)

@@ -780,7 +780,7 @@ class DIPWidget(Container):
                 self.plot.add_point(k + 1, float(last.losses[k]),
                                     None if var is None or not np.isfinite(var) else float(var))
             if last.stopped_early:
-                label = "ES stop"
+                label = "noise-level stop" if last.stop_reason == "noise level" else "ES stop"
             elif run.params.early_stop and int(last.iteration) != int(last.iterations_run):
                 label = "ES min"
             else:

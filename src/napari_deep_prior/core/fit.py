@@ -9,6 +9,8 @@ A consumer that stops iterating (a cancelled napari worker) can still call
 Early stopping is ES-WMV (Wang, Li, Zhuang, Sun, TMLR 2023): the windowed moving variance
 of the last ``es_window`` raw outputs; its running minimum (after a start floor) is the
 candidate stop, and the run ends once no new minimum appeared for ``es_patience`` steps.
+With ``es_noise_factor`` the run also ends by the discrepancy principle: once a running mean
+of the training loss has fallen to the input's (estimated) noise variance times that factor.
 All per-step statistics stay on the device and are read only when a Step is yielded, so
 the loop never synchronises with a GPU between yields.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "WindowVariance",
     "autocast_dtype",
     "estimate_fit_bytes",
+    "estimate_noise_sigma",
     "make_adam",
     "padded_shape",
 ]
@@ -43,6 +46,8 @@ __all__ = [
 _ES_MAX_ELEMENTS = 1 << 18
 _POISSON_EPS = 1e-6
 _ESTIMATE_MARGIN = 1.3
+#: Weight of the running mean of the training loss read by the noise-level stop.
+_LOSS_EMA = 0.95
 
 
 @dataclass
@@ -134,8 +139,13 @@ class FitResult:
     seed : int
     state_dict : dict or None
         Network weights (on the CPU) for a warm start of the next plane: with early stopping
-        the weights near the variance minimum, before the fit began to reproduce the noise;
-        otherwise the weights at the end.
+        the weights at the noise-level stop, or near the variance minimum, before the fit
+        began to reproduce the noise; otherwise the weights at the end.
+    stop_reason : {"noise level", "variance minimum"} or None
+        Which early stop ended the run (None: it ran all its iterations or was cancelled).
+    noise_sigma : float or None
+        The input's noise level (standard deviation, in the [0, 1] units of the fit)
+        estimated for the noise-level stop; None when that stop was off.
     """
 
     image: np.ndarray
@@ -147,6 +157,23 @@ class FitResult:
     history: History | None
     seed: int
     state_dict: dict | None = field(default=None, repr=False)
+    stop_reason: str | None = None
+    noise_sigma: float | None = None
+
+
+def estimate_noise_sigma(image: np.ndarray) -> float:
+    """Noise standard deviation of an (H, W, C) image, averaged over the channels.
+
+    Wavelet-domain median absolute deviation (Donoho and Johnstone), as
+    :func:`skimage.restoration.estimate_sigma` computes it; it assumes white noise and reads
+    fine texture as noise too, so it overestimates the level of strongly textured images.
+    """
+    from skimage.restoration import estimate_sigma
+
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
+    return float(estimate_sigma(np.asarray(image, dtype=np.float64), channel_axis=-1,
+                                average_sigmas=True))
 
 
 def padded_shape(net: NetParams, height: int, width: int) -> tuple[int, int]:
@@ -331,6 +358,8 @@ class DIPFit:
         self._net: SkipNet | None = None
         self._warm_state: dict | None = None
         self._warm_iter: int | None = None
+        self._stop_reason: str | None = None
+        self._noise_sigma: float | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -390,6 +419,13 @@ class DIPFit:
         # A warm start begins near the previous plane's fit: the start floor, which guards
         # against the false early minimum of a fit from random weights, is not needed.
         es_from = max(p.es_window, 1) if self.init_state is not None else max(p.es_window, p.es_start, 1)
+        # Noise-level stop (discrepancy principle): Gaussian loss on every pixel only.
+        noise_stop = p.early_stop and p.es_noise_factor > 0 and m is None and not poisson
+        noise_level = None
+        if noise_stop:
+            self._noise_sigma = estimate_noise_sigma(self.target)
+            noise_level = p.es_noise_factor * self._noise_sigma ** 2
+        loss_mean = None
 
         if len(self.history_its):
             self._frames = np.zeros((len(self.history_its), h, w, c), dtype=np.float32)
@@ -426,6 +462,11 @@ class DIPFit:
             with torch.no_grad():
                 o = out.detach()
                 losses[t - 1] = loss.detach()
+                if noise_stop:
+                    if loss_mean is None:
+                        loss_mean = loss.detach().clone()
+                    else:
+                        loss_mean.mul_(_LOSS_EMA).add_(loss.detach(), alpha=1.0 - _LOSS_EMA)
                 if p.exp_weight is not None:
                     if avg is None:
                         avg = o.clone()
@@ -486,6 +527,15 @@ class DIPFit:
                     # warm start of the next plane, before this fit began to follow the noise
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     self._warm_iter = best_it
+                stop = None
+                if noise_stop and t >= es_from and float(loss_mean) <= noise_level:
+                    stop = "noise level"
+                    # the returned state: the next plane starts from the weights at this stop
+                    self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    self._warm_iter = t
+                elif p.early_stop and best_it is not None and t - best_it >= max(
+                        p.es_patience, p.es_patience_ratio * best_it):
+                    stop = "variance minimum"
                 var_now = float(variances[t - 1]) if t >= p.es_window else None
                 preview = None
                 if p.preview_every and (t // p.yield_every) % max(1, p.preview_every // p.yield_every) == 0:
@@ -496,9 +546,8 @@ class DIPFit:
                     elapsed=time.perf_counter() - t0, backtracked=backtracked,
                 )
                 backtracked = False
-                if p.early_stop and best_it is not None and t - best_it >= max(
-                        p.es_patience, p.es_patience_ratio * best_it):
-                    self._stopped_early = True
+                if stop is not None:
+                    self._stopped_early, self._stop_reason = True, stop
                     break
         return self.result()
 
@@ -507,7 +556,8 @@ class DIPFit:
         if self._cand is None:
             raise RuntimeError("the fit has not taken a step yet: nothing to return")
         p = self.params
-        if p.early_stop and self._best is not None and p.exp_weight is None:
+        if (p.early_stop and self._best is not None and p.exp_weight is None
+                and self._stop_reason != "noise level"):
             # the raw output at the variance minimum (ES-WMV)
             image, it = self._best, int(self._best_iter)
         else:
@@ -532,4 +582,5 @@ class DIPFit:
             image=self._to_hwc(image), iteration=it, iterations_run=self._t,
             stopped_early=self._stopped_early, losses=losses, es_variances=variances,
             history=history, seed=self.seed, state_dict=state,
+            stop_reason=self._stop_reason, noise_sigma=self._noise_sigma,
         )
