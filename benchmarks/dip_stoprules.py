@@ -63,7 +63,7 @@ def _params(preset: str, sets: list[str], steps: int):
             raise SystemExit(f"--set {key}: unknown key")
     net = replace(p.net, **net_kw)
     # the stop is replayed offline: no early stop, a frame every 10 steps
-    return p.replace(net=net, iterations=steps, es_patience=steps, history_every=10,
+    return p.replace(net=net, iterations=steps, es_patience=steps, es_noise_factor=0.0, history_every=10,
                      history_spacing="linear", preview_every=0, **kw)
 
 
