@@ -69,9 +69,7 @@ def _params(preset: str, sets: list[str], steps: int):
 
 def record(args) -> None:
     import torch
-    from skimage.restoration import estimate_sigma
-
-    from napari_deep_prior.core.fit import DIPFit
+    from napari_deep_prior.core.fit import DIPFit, estimate_noise_sigma
 
     params = _params(args.preset, args.set or [], args.steps)
     names = args.images.split(",") if args.images else list(SET9)
@@ -81,7 +79,7 @@ def record(args) -> None:
         gt = crop(load(Path(args.data) / "set9" / f"{name}.png"), args.size)
         rng = np.random.default_rng(0)
         noisy = np.clip(gt + rng.normal(0.0, args.sigma / 255.0, gt.shape), 0, 1).astype(np.float32)
-        sigma_hat = float(estimate_sigma(noisy, channel_axis=-1, average_sigmas=True))
+        sigma_hat = estimate_noise_sigma(noisy)  # the estimate the noise-level stop uses
         t0 = time.perf_counter()
         fit = DIPFit(noisy, params=params, device=torch.device("cpu"), seed=args.seed)
         gen = fit.steps()

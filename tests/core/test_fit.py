@@ -206,8 +206,18 @@ def test_noise_sigma_estimate():
     flat = np.full((64, 64, 2), 0.5)
     assert estimate_noise_sigma(_noisy(flat, 0.05)) == pytest.approx(0.05, rel=0.1)
     assert estimate_noise_sigma(flat) < 1e-3
+    # too small for a patch covariance: the Laplacian fallback
+    assert estimate_noise_sigma(_noisy(flat[:9, :9], 0.05)) == pytest.approx(0.05, rel=0.25)
     with pytest.raises(ValueError, match="shape"):
         estimate_noise_sigma(flat[..., 0])
+
+
+def test_noise_sigma_estimate_is_not_fooled_by_texture():
+    # fine periodic texture: a wavelet MAD estimate reads it as noise (0.080 here)
+    y, x = np.mgrid[0:96, 0:96]
+    tex = 0.5 + 0.2 * np.sin(1.3 * x + 0.7 * y) + 0.15 * np.sin(0.9 * x - 1.9 * y)
+    noisy = tex[..., None] + np.random.default_rng(0).normal(0.0, 0.03, (96, 96, 1))
+    assert estimate_noise_sigma(noisy) == pytest.approx(0.03, rel=0.1)
 
 
 def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):

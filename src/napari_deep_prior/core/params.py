@@ -138,8 +138,8 @@ class DIPParams:
         Noise-level stop (the discrepancy principle), for the Gaussian loss without a mask:
         the run also ends at the first yield, after ``es_start``, where a running mean
         (weight 0.95) of the training loss has fallen to ``es_noise_factor * sigma**2``,
-        ``sigma`` being the noise level of the input estimated by wavelet shrinkage
-        (:func:`skimage.restoration.estimate_sigma`): the fit then reproduces the image as
+        ``sigma`` being the noise level of the input estimated from the covariance of its
+        patches (:func:`~.fit.estimate_noise_sigma`): the fit then reproduces the image as
         closely as its noise allows, and going on would fit the noise.  Whichever of the
         two stops comes first ends the run.  0 disables it (ES-WMV alone).
     backtrack : bool
