@@ -237,9 +237,10 @@ class DIPWidget(Container):
             tooltip="Adam learning rate of the network fit.",
         )
         early_stop = CheckBox(
-            name="early_stop", text="automatic early stop (ES-WMV)",
-            tooltip="Stop once the windowed variance of the outputs has stopped decreasing "
-                    "(Wang et al. 2023) and return the estimate at its minimum; off: run all "
+            name="early_stop", text="automatic early stop",
+            tooltip="Default denoise preset: stop once the fit has reached the noise level "
+                    "estimated from the image. Every task: stop once the windowed variance of the "
+                    "outputs has stopped decreasing (ES-WMV, Wang et al. 2023). Off: run all "
                     "iterations and return the last estimate.",
         )
         history_every = SpinBox(
