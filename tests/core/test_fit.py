@@ -129,6 +129,37 @@ def test_poisson_loss_runs(tiny_params, smooth_image):
     assert np.isfinite(res.losses).all() and res.losses[-1] < res.losses[0]
 
 
+def test_expected_poisson_deviance_matches_a_simulation():
+    from napari_deep_prior.core.fit import _expected_deviance_torch, expected_poisson_deviance
+
+    rng = np.random.default_rng(0)
+    for lam in (0.05, 0.5, 1.0, 3.0, 10.0, 50.0):
+        y = rng.poisson(lam, 400_000).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylog = np.where(y > 0, y * np.log(y / lam), 0.0)
+        simulated = np.mean(2 * (ylog - (y - lam)))
+        assert abs(float(expected_poisson_deviance(lam)) - simulated) < 0.01 * max(simulated, 0.1)
+    # asymptotically 1 + 1/(6 lam); 0 for a dark pixel
+    assert abs(float(expected_poisson_deviance(5000.0)) - 1.0) < 1e-3
+    assert float(expected_poisson_deviance(0.0)) == 0.0
+    lam = torch.tensor([0.0, 0.5, 2.0, 20.0, 3000.0])
+    np.testing.assert_allclose(float(_expected_deviance_torch(lam)),
+                               expected_poisson_deviance(lam.numpy()).mean(), rtol=1e-3)
+
+
+def test_poisson_noise_level_stop(tiny_params, smooth_image):
+    counts = np.random.default_rng(0).poisson(smooth_image * 20).astype(np.float32)
+    p = tiny_params.replace(loss="poisson", iterations=600, es_noise_factor=1.0, es_patience=600)
+    steps, res = _drain(_fit(counts / counts.max(), p, counts_scale=float(counts.max())))
+    assert res.stop_reason == "noise level" and res.iterations_run < 600
+    assert res.deviance <= res.expected_deviance and res.noise_sigma is None
+    # factor 0 turns it off: the same fit runs all its iterations
+    n = res.iterations_run + 50
+    steps, res = _drain(_fit(counts / counts.max(), p.replace(es_noise_factor=0.0, iterations=n),
+                             counts_scale=float(counts.max())))
+    assert res.stop_reason is None and res.deviance is None and res.iterations_run == n
+
+
 def test_early_stop_with_averaging_returns_the_average_at_the_stop(tiny_params, smooth_image):
     p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=0.9, es_patience=20,
                             history_every=1)

@@ -10,7 +10,9 @@ Early stopping is ES-WMV (Wang, Li, Zhuang, Sun, TMLR 2023): the windowed moving
 of the last ``es_window`` raw outputs; its running minimum (after a start floor) is the
 candidate stop, and the run ends once no new minimum appeared for ``es_patience`` steps.
 With ``es_noise_factor`` the run also ends by the discrepancy principle: once a running mean
-of the training loss has fallen to the input's (estimated) noise variance times that factor.
+of the training loss has fallen to the input's (estimated) noise variance times that factor,
+or, for the Poisson loss, once the running mean deviance of the fit against the counts has
+fallen to the deviance that Poisson noise of the current estimate's rate would leave.
 All per-step statistics stay on the device and are read only when a Step is yielded, so
 the loop never synchronises with a GPU between yields.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "autocast_dtype",
     "estimate_fit_bytes",
     "estimate_noise_sigma",
+    "expected_poisson_deviance",
     "make_adam",
     "padded_shape",
 ]
@@ -145,7 +148,12 @@ class FitResult:
         Which early stop ended the run (None: it ran all its iterations or was cancelled).
     noise_sigma : float or None
         The input's noise level (standard deviation, in the [0, 1] units of the fit)
-        estimated for the noise-level stop; None when that stop was off.
+        estimated for the noise-level stop; None when that stop was off or the loss is
+        Poisson (whose noise level follows from the counts themselves).
+    deviance : float or None
+        Poisson loss with the noise-level stop: the running mean deviance per pixel of the
+        fit against the counts at the last check, and ``expected_deviance`` the value Poisson
+        noise of the estimated rate leaves (the stop's threshold before its factor).
     """
 
     image: np.ndarray
@@ -159,6 +167,8 @@ class FitResult:
     state_dict: dict | None = field(default=None, repr=False)
     stop_reason: str | None = None
     noise_sigma: float | None = None
+    deviance: float | None = None
+    expected_deviance: float | None = None
 
 
 #: Most patches read by the noise estimate (a regular subsample beyond).
@@ -200,6 +210,53 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
         if tail.mean() <= np.median(tail):
             return float(math.sqrt(tail.mean()))
     return float(math.sqrt(lam[0]))
+
+
+#: Rates of the table of expected Poisson deviances (log-spaced); above its end the
+#: asymptotic 1 + 1/(6 lambda) is used, below it the deviance goes to 0 with the rate.
+_DEV_LAM = np.geomspace(1e-4, 1e3, 281)
+_DEV_TABLE: np.ndarray | None = None
+
+
+def expected_poisson_deviance(lam) -> np.ndarray:
+    """E[D] of one pixel with Poisson counts of rate ``lam`` (array-like, >= 0).
+
+    D(y, lam) = 2 (y log(y / lam) - (y - lam)) is the pixel's deviance: its expectation is
+    close to 1 for rates of ~5 photons and more (1 + 1/(6 lam) asymptotically), about 1.15
+    at 1-2 photons and falls to 0 as the rate does (a dark pixel is almost always 0, which
+    the fit matches exactly).  Computed once by summing the Poisson probabilities on a
+    log-spaced grid of rates, then interpolated in log(rate).
+    """
+    global _DEV_TABLE
+    if _DEV_TABLE is None:
+        from scipy.stats import poisson
+
+        k = np.arange(0, 1 + int(_DEV_LAM[-1] + 12 * math.sqrt(_DEV_LAM[-1])))[:, None]
+        lam_g = _DEV_LAM[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylog = np.where(k > 0, k * np.log(np.maximum(k, 1) / lam_g), 0.0)
+        _DEV_TABLE = (poisson.pmf(k, lam_g) * 2.0 * (ylog - (k - lam_g))).sum(axis=0)
+    lam = np.asarray(lam, dtype=np.float64)
+    u = np.log(np.clip(lam, _DEV_LAM[0], _DEV_LAM[-1]))
+    out = np.interp(u, np.log(_DEV_LAM), _DEV_TABLE)
+    out = np.where(lam < _DEV_LAM[0], _DEV_TABLE[0] * lam / _DEV_LAM[0], out)
+    return np.where(lam > _DEV_LAM[-1], 1.0 + 1.0 / (6.0 * np.maximum(lam, 1e-12)), out)
+
+
+def _expected_deviance_torch(lam: torch.Tensor) -> torch.Tensor:
+    """Mean of :func:`expected_poisson_deviance` over ``lam``, on ``lam``'s device (0-d)."""
+    expected_poisson_deviance(0.0)  # builds the table once
+    grid = torch.as_tensor(np.log(_DEV_LAM), dtype=torch.float32, device=lam.device)
+    table = torch.as_tensor(_DEV_TABLE, dtype=torch.float32, device=lam.device)
+    lam = lam.float().reshape(-1)
+    u = torch.log(lam.clamp(float(_DEV_LAM[0]), float(_DEV_LAM[-1])))
+    pos = (u - grid[0]) / (grid[1] - grid[0])
+    i0 = pos.floor().clamp(0, len(grid) - 2).long()
+    frac = (pos - i0).clamp(0, 1)
+    e = table[i0] * (1 - frac) + table[i0 + 1] * frac
+    e = torch.where(lam < float(_DEV_LAM[0]), table[0] * lam / float(_DEV_LAM[0]), e)
+    e = torch.where(lam > float(_DEV_LAM[-1]), 1.0 + 1.0 / (6.0 * lam), e)
+    return e.mean()
 
 
 def _immerkaer_sigma(x: np.ndarray) -> float:
@@ -397,6 +454,8 @@ class DIPFit:
         self._warm_iter: int | None = None
         self._stop_reason: str | None = None
         self._noise_sigma: float | None = None
+        self._deviance: float | None = None
+        self._expected_deviance: float | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -456,10 +515,16 @@ class DIPFit:
         # A warm start begins near the previous plane's fit: the start floor, which guards
         # against the false early minimum of a fit from random weights, is not needed.
         es_from = max(p.es_window, 1) if self.init_state is not None else max(p.es_window, p.es_start, 1)
-        # Noise-level stop (discrepancy principle): Gaussian loss on every pixel only.
-        noise_stop = p.early_stop and p.es_noise_factor > 0 and m is None and not poisson
+        # Noise-level stop (discrepancy principle), on every pixel (no mask): the Gaussian
+        # loss against the estimated noise variance; the Poisson loss by its deviance
+        # against the deviance Poisson noise of the estimated rate leaves.
+        noise_stop = p.early_stop and p.es_noise_factor > 0 and m is None
         noise_level = None
-        if noise_stop:
+        dev_offset = 0.0
+        if noise_stop and poisson:
+            # deviance = 2 (nll - (y - y log y)): the mean of the second term, once
+            dev_offset = float((y_counts - torch.xlogy(y_counts, y_counts)).mean())
+        elif noise_stop:
             self._noise_sigma = estimate_noise_sigma(self.target)
             noise_level = p.es_noise_factor * self._noise_sigma ** 2
         loss_mean = None
@@ -565,7 +630,15 @@ class DIPFit:
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     self._warm_iter = best_it
                 stop = None
-                if noise_stop and t >= es_from and float(loss_mean) <= noise_level:
+                if noise_stop and t >= es_from and poisson:
+                    # per pixel: the running mean deviance, and its expectation at the estimate
+                    self._deviance = 2.0 * (s * float(loss_mean) - dev_offset)
+                    self._expected_deviance = float(_expected_deviance_torch(self._cand * s))
+                    noise_level = p.es_noise_factor * self._expected_deviance
+                    reached = self._deviance <= noise_level
+                else:
+                    reached = noise_stop and t >= es_from and float(loss_mean) <= noise_level
+                if reached:
                     stop = "noise level"
                     # the returned state: the next plane starts from the weights at this stop
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -620,4 +693,5 @@ class DIPFit:
             stopped_early=self._stopped_early, losses=losses, es_variances=variances,
             history=history, seed=self.seed, state_dict=state,
             stop_reason=self._stop_reason, noise_sigma=self._noise_sigma,
+            deviance=self._deviance, expected_deviance=self._expected_deviance,
         )
