@@ -10,8 +10,10 @@ blended without seams (:mod:`.tiles`); ``tile_size`` controls it (None: automati
 
 Dtype policy (tested): integer input is fitted as float in [0, 1] (scaled from its data
 range) and comes back as the same integer dtype, rounded and clipped; float32/float64 keep
-their dtype and range; float16 is computed and returned as float32.  The input array is
-never modified.
+their dtype and range; float16 is computed and returned as float32.  With the Poisson loss
+the result is an estimate of the photon rate, which is fractional: integer counts come back
+as float32 in the counts' units (``output_dtype="input"`` restores the rounded integers).
+The input array is never modified.
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ class _Layout:
     scale: float
     alpha: np.ndarray | None  # (P, H, W, 1) in the original dtype
     source: np.ndarray  # (P, H, W, C) the fitted channels, original dtype (a view of the input)
+    out_dtype: np.dtype | None = None  # the result's dtype (None: the input's, float16 -> float32)
+
+    @property
+    def result_dtype(self) -> np.dtype:
+        """The dtype results and history frames are returned in."""
+        if self.out_dtype is not None:
+            return self.out_dtype
+        return np.dtype(np.float32) if self.dtype == np.float16 else self.dtype
 
 
 def _check_dtype(image: np.ndarray, what: str = "image") -> None:
@@ -148,6 +158,25 @@ def _split_layout(image: np.ndarray, channel_axis: int | None, has_alpha: bool |
     return arr, ca, bool(has_alpha)
 
 
+def _resolve_output_dtype(output_dtype, input_dtype: np.dtype, poisson: bool) -> np.dtype | None:
+    """The result's dtype for ``output_dtype`` (None: the policy; "input": the input's)."""
+    if output_dtype is None:
+        # a Poisson rate estimate is fractional: integer counts come back as float32
+        return np.dtype(np.float32) if poisson and input_dtype.kind in "ui" else None
+    if isinstance(output_dtype, str) and output_dtype == "input":
+        return None
+    try:
+        dt = np.dtype(output_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in "uif":
+        raise ValueError(
+            f"output_dtype={output_dtype!r} is not supported; give None (the default policy), "
+            "'input' (the input's dtype) or an integer or float dtype such as 'float32' or 'uint16'"
+        )
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
 def _normalise(arr: np.ndarray, has_alpha: bool, poisson: bool, shape, ca) -> tuple[np.ndarray, _Layout]:
     stack_shape = arr.shape[:-3]
     h, w, c = arr.shape[-3:]
@@ -187,12 +216,12 @@ def _denormalise(planes: np.ndarray, layout: _Layout, keep=None) -> np.ndarray:
     """
     lead = planes.shape[:-4]
     vals = planes.astype(np.float64) * layout.scale + layout.lo
-    dt = layout.dtype
+    dt = layout.result_dtype
     if dt.kind in "ui":
         info = np.iinfo(dt)
         vals = np.clip(np.rint(vals), info.min, info.max).astype(dt)
     else:
-        vals = vals.astype(np.float32 if dt == np.float16 else dt)
+        vals = vals.astype(dt)
     if keep is not None:
         known, source = keep
         vals = np.where(known[..., None], source.astype(vals.dtype), vals)
@@ -210,7 +239,11 @@ def _denormalise(planes: np.ndarray, layout: _Layout, keep=None) -> np.ndarray:
 def _resolve_params(task: str, preset: str | None, params: DIPParams | None, **overrides) -> DIPParams:
     if params is not None and not isinstance(params, DIPParams):
         raise TypeError(f"params must be a DIPParams, got {type(params).__name__}")
-    p = params if params is not None else get_preset(preset or task, task=task)
+    name = preset or task
+    if params is None and name == "denoise" and overrides.get("loss") == "poisson":
+        # the default for photon counts is its own preset (net, learning rate and stop)
+        name = "denoise-poisson"
+    p = params if params is not None else get_preset(name, task=task)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "iterations" in changes:
         it = changes["iterations"]
@@ -718,12 +751,14 @@ def _check_tile_known(known: np.ndarray, tiles: list, tile: int) -> None:
 
 
 def _prepare(task, image, mask, *, preset, params, channel_axis, has_alpha, device, seed,
-             warm_start, tile_size=None, tile_overlap=None, **overrides) -> DIPJob:
+             warm_start, tile_size=None, tile_overlap=None, output_dtype=None,
+             **overrides) -> DIPJob:
     from .device import resolve_device
 
     p = _resolve_params(task, preset, params, **overrides)
     image = np.asarray(image)
     _check_dtype(image)
+    out_dtype = _resolve_output_dtype(output_dtype, image.dtype, p.loss == "poisson")
     arr, ca, alpha = _split_layout(image, channel_axis, has_alpha)
     h, w, c = arr.shape[-3:]
     c_fit = c - 1 if alpha else c
@@ -737,6 +772,7 @@ def _prepare(task, image, mask, *, preset, params, channel_axis, has_alpha, devi
     if tiles is not None and known is not None:
         _check_tile_known(known, tiles, max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles))
     planes, layout = _normalise(arr, alpha, p.loss == "poisson", image.shape, ca)
+    layout.out_dtype = out_dtype
     if seed is None:
         seed = _new_seed()
     elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -785,11 +821,11 @@ def prepare_denoise(image, *, preset: str | None = "denoise", params: DIPParams 
                     early_stop: bool | None = None, loss: Literal["gaussian", "poisson"] | None = None,
                     history_every: int | None = None, device="auto", seed: int | None = None,
                     warm_start: bool = False, tile_size: int | None = None,
-                    tile_overlap: int | None = None) -> DIPJob:
+                    tile_overlap: int | None = None, output_dtype=None) -> DIPJob:
     """Validate a denoising job without running it (see :func:`denoise` for the parameters)."""
     return _prepare("denoise", image, None, preset=preset, params=params, channel_axis=channel_axis,
                     has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
-                    tile_size=tile_size, tile_overlap=tile_overlap,
+                    tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
                     iterations=iterations, lr=lr, early_stop=early_stop, loss=loss,
                     history_every=history_every)
 
@@ -799,11 +835,12 @@ def prepare_inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPP
                     iterations: int | None = None, lr: float | None = None,
                     early_stop: bool | None = None, history_every: int | None = None,
                     device="auto", seed: int | None = None, warm_start: bool = False,
-                    tile_size: int | None = None, tile_overlap: int | None = None) -> DIPJob:
+                    tile_size: int | None = None, tile_overlap: int | None = None,
+                    output_dtype=None) -> DIPJob:
     """Validate an inpainting job without running it (see :func:`inpaint` for the parameters)."""
     return _prepare("inpaint", image, mask, preset=preset, params=params, channel_axis=channel_axis,
                     has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
-                    tile_size=tile_size, tile_overlap=tile_overlap,
+                    tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
                     iterations=iterations, lr=lr, early_stop=early_stop, history_every=history_every)
 
 
@@ -828,7 +865,7 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
             loss: Literal["gaussian", "poisson"] | None = None, history_every: int | None = None,
             device="auto", seed: int | None = None, callback: Callable | None = None,
             return_history: bool = False, warm_start: bool = False,
-            tile_size: int | None = None, tile_overlap: int | None = None):
+            tile_size: int | None = None, tile_overlap: int | None = None, output_dtype=None):
     """Denoise an image with Deep Image Prior.
 
     A randomly initialised encoder-decoder is fitted to the noisy image; its architecture
@@ -849,7 +886,10 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
     has_alpha : bool or None
         Leave the last channel untouched (RGBA). None: True for 4 channels on the last axis.
     iterations, lr, early_stop, loss, history_every : optional
-        Override the preset's values.  ``loss="poisson"`` for photon counts.
+        Override the preset's values.  ``loss="poisson"`` for photon counts (the image must
+        be the counts themselves: subtract a camera offset and divide by the gain first); with
+        the default preset it selects the ``"denoise-poisson"`` preset, which stops where the
+        fit's deviance from the counts reaches the deviance Poisson noise leaves.
     device : {"auto", "cpu", "cuda", "mps"} or torch.device
     seed : int, optional
         Same seed, same result on the CPU.  None draws one (see the returned output's ``seed``).
@@ -870,11 +910,16 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
         ``DIPOutput.notes``).
     tile_overlap : int or None
         Minimum overlap of neighbouring tiles (default ``max(16, tile // 8)``, even).
+    output_dtype : None, "input" or dtype
+        dtype of the result and its history.  None (default): the input's dtype (float16
+        gives float32), except that integer counts denoised with ``loss="poisson"`` come
+        back as float32 rates in the counts' units; "input": always the input's dtype
+        (integers rounded and clipped); or any integer or float dtype.
 
     Returns
     -------
     restored : ndarray
-        Same shape and dtype as ``image`` (float16 gives float32).
+        Same shape as ``image``, dtype as ``output_dtype`` says.
     output : DIPOutput
         Only with ``return_history=True``.
 
@@ -904,7 +949,8 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
     job = prepare_denoise(image, preset=preset, params=params, channel_axis=channel_axis,
                           has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
                           loss=loss, history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap)
+                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
+                          output_dtype=output_dtype)
     return _run(job, callback, return_history)
 
 
