@@ -90,6 +90,31 @@ def test_float_result_to_png_is_refused(tmp_path, capsys):
     assert rc == 2 and "write a .tif" in capsys.readouterr().err
 
 
+def test_poisson_counts_give_float_rates_and_dtype_input_the_counts(tmp_path, capsys, monkeypatch):
+    import napari_deep_prior.core.api as api
+
+    counts = np.random.default_rng(3).poisson(8.0, (24, 24)).astype(np.uint16)
+    iio.imwrite(tmp_path / "c.png", counts)
+    # the float32 rates cannot go to a PNG: refused before any fitting
+    started = []
+    monkeypatch.setattr(api.DIPJob, "steps", lambda self: started.append(1))
+    rc = main(["denoise", str(tmp_path / "c.png"), "--loss", "poisson", "-o", str(tmp_path / "o.png"), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--dtype input" in err and "float32" in err and not started
+    assert not (tmp_path / "o.png").exists()
+    monkeypatch.undo()
+    assert main(["denoise", str(tmp_path / "c.png"), "--loss", "poisson", "-o", str(tmp_path / "o.tif"),
+                 "--history", str(tmp_path / "h.tif"), *FAST]) == 0
+    assert tifffile.imread(tmp_path / "o.tif").dtype == np.float32
+    assert read_history_tiff(tmp_path / "h.tif")[0].dtype == np.float32
+    assert main(["denoise", str(tmp_path / "c.png"), "--loss", "poisson", "--dtype", "input",
+                 "-o", str(tmp_path / "o.png"), *FAST]) == 0
+    assert iio.imread(tmp_path / "o.png").dtype == np.uint16
+    assert main(["denoise", str(tmp_path / "c.png"), "--dtype", "complex", "-o", str(tmp_path / "x.tif"),
+                 *FAST]) == 2
+    assert "output_dtype='complex' is not supported" in capsys.readouterr().err
+
+
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["inpaint", "x.png", "-o", "y.png"])  # --mask is required

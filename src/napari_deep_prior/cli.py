@@ -123,6 +123,10 @@ def _common_args(p: argparse.ArgumentParser, task: str) -> None:
                         "default: automatically, only when the image does not fit in memory)")
     p.add_argument("--tile-overlap", type=int, metavar="N",
                    help="minimum overlap of neighbouring tiles in pixels (default max(16, N/8))")
+    p.add_argument("--dtype", default="auto",
+                   help="result dtype: 'auto' (default: the input's, but float32 photon rates for "
+                        "integer counts with --loss poisson), 'input' (always the input's, rounded), "
+                        "or a numpy dtype name such as float32 or uint16")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -138,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("denoise", help="remove noise from an image")
     _common_args(d, "denoise")
-    d.add_argument("--loss", choices=("gaussian", "poisson"), help="noise model (poisson: photon counts)")
+    d.add_argument("--loss", choices=("gaussian", "poisson"),
+                   help="noise model: gaussian (default), or poisson for photon counts (the image must "
+                        "be counts: subtract the camera offset and divide by the gain first); with the "
+                        "default preset poisson selects the 'denoise-poisson' preset")
 
     i = sub.add_parser("inpaint", help="fill masked pixels")
     _common_args(i, "inpaint")
@@ -200,6 +207,10 @@ def _report(out, t0: float) -> None:
         sigmas = [f.noise_sigma for f in fits if f.noise_sigma is not None]
         noise = (f"; estimated noise level {np.mean(sigmas):.4f} of the intensity range"
                  if sigmas else "")
+        devs = [(f.deviance, f.expected_deviance) for f in fits if f.expected_deviance is not None]
+        if devs:
+            noise += (f"; deviance from the counts {np.mean([d[0] for d in devs]):.3f} per pixel "
+                      f"(Poisson noise leaves {np.mean([d[1] for d in devs]):.3f})")
         print(f"early stop: {', '.join(reasons)}{noise}")
 
 
@@ -208,12 +219,12 @@ def _restore(args, task: str) -> int:
     from .io import check_output, read_image, write_history_tiff, write_image
 
     image = read_image(args.input)
-    check_output(args.output, np.float32 if image.dtype == np.float16 else image.dtype, image.shape)
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(preset=args.preset, channel_axis=ca, iterations=args.iterations, lr=args.lr,
               early_stop=False if args.no_early_stop else None, device=args.device, seed=args.seed,
               history_every=args.history_every, warm_start=args.warm_start,
-              tile_size=args.tile, tile_overlap=args.tile_overlap)
+              tile_size=args.tile, tile_overlap=args.tile_overlap,
+              output_dtype=None if args.dtype == "auto" else args.dtype)
     if args.history is not None and args.history.suffix.lower() not in (".tif", ".tiff"):
         raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
     reference = read_image(args.reference) if args.reference is not None else None
@@ -227,6 +238,13 @@ def _restore(args, task: str) -> int:
         if args.invert_mask:
             mask = ~mask
         job = prepare_inpaint(image, mask, **kw)
+    try:
+        check_output(args.output, job.layout.result_dtype, image.shape)
+    except ValueError as exc:
+        if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
+            raise UsageError(f"{exc} (the Poisson model returns float32 photon rates; "
+                             "--dtype input gives rounded counts in the input's dtype)") from None
+        raise
     if job.tiles is not None:
         th = max(b[1] - b[0] for b in job.tiles)
         tw = max(b[3] - b[2] for b in job.tiles)
