@@ -179,6 +179,37 @@ def test_poisson_loss_and_float_image(make_napari_viewer, qtbot, fast_params):
     assert res.data.min() >= 0
 
 
+def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, fast_params):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-deep-prior", "fluorescence-poisson")
+    layer = viewer.layers[0]
+    w = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(w, name="DIP Denoise")
+    assert w.image.value is layer
+    assert w.loss.value == "poisson" and w.preset.value == "denoise-poisson"
+    assert w.build_params().loss == "poisson" and w.build_params().net.upsample == "bilinear"
+    # the model and the default preset follow each other both ways
+    w.loss.value = "gaussian"
+    assert w.preset.value == "denoise"
+    w.preset.value = "denoise-poisson"
+    assert w.loss.value == "poisson"
+    # a run (tiny net for speed): float32 rates, result and history, the input's contrast limits
+    w.params_override = fast_params.replace(loss="poisson")
+    for k, v in {"iterations": 20, "history_every": 10, "seed": 0, "device": "cpu"}.items():
+        getattr(w, k).value = v
+    _run(qtbot, w)
+    res = viewer.layers[f"{layer.name} [DIP denoised]"]
+    hist = viewer.layers[f"{layer.name} [DIP history]"]
+    assert layer.data.dtype == np.uint16
+    assert res.data.dtype == np.float32 and hist.data.dtype == np.float32
+    assert tuple(res.contrast_limits) == tuple(layer.contrast_limits)
+    # "input's dtype" gives the rounded counts
+    w.output.value = "input"
+    _run(qtbot, w)
+    results = _layers(viewer, "result")
+    assert len(results) == 2 and results[-1].data.dtype == np.uint16
+
+
 def test_multichannel_layer_fitted_jointly(make_napari_viewer, qtbot, fast_params, grey_image):
     """A (C, Y, X) layer with the channel axis chosen: one fit with C output channels."""
     viewer = make_napari_viewer()

@@ -41,6 +41,7 @@ from psygnal import Signal
 from . import layers as L
 from ._plot import LossPlot
 from ._workers import WorkerError, unwrap
+from .sample_data import NOISE_MODEL_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -262,10 +263,24 @@ class DIPWidget(Container):
             loss = ComboBox(
                 name="loss", label="noise model",
                 choices=[("Gaussian (MSE)", "gaussian"), ("Poisson (photon counts)", "poisson")],
-                tooltip="Gaussian: mean squared error. Poisson: negative log-likelihood for "
-                        "photon-count images (non-negative counts, e.g. fluorescence).",
+                tooltip="Gaussian: for photographs, scans and any image whose noise has about the "
+                        "same strength everywhere (fits by mean squared error).\n"
+                        "Poisson: for low-light images whose pixel values are photon counts "
+                        "(fluorescence, cameras in photon-counting units): the noise grows with the "
+                        "brightness, and the fit uses the Poisson likelihood and stops where its "
+                        "deviance from the counts reaches what shot noise leaves. The image must be "
+                        "the counts: subtract the camera offset and divide by the gain first. "
+                        "Choosing it with the 'denoise' preset selects 'denoise-poisson'.",
             )
-            widgets.append(loss)
+            output = ComboBox(
+                name="output", label="result type",
+                choices=[("auto (float rates for counts)", "auto"), ("input's dtype", "input")],
+                tooltip="auto: the input's dtype, except that the Poisson model returns float32 "
+                        "photon rates for integer counts (a rate is fractional; rounding it to "
+                        "whole photons loses precision at low light).\n"
+                        "input's dtype: always the input's dtype, rounded (the older behaviour).",
+            )
+            widgets += [loss, output]
 
         run_button = PushButton(name="run_button", text="Run", tooltip="Start the fit.")
         cancel_button = PushButton(
@@ -302,6 +317,8 @@ class DIPWidget(Container):
         cancel_button.changed.connect(self.cancel)
         use_frame.changed.connect(self.use_current_frame)
         preset.changed.connect(self._apply_preset)
+        if not inpaint:
+            loss.changed.connect(self._on_loss_changed)
         image.changed.connect(self._on_image_changed)
         channel_axis.changed.connect(lambda _v: self._update_scope())
         for i, name in enumerate(names):
@@ -405,6 +422,17 @@ class DIPWidget(Container):
             return
         self.channel_axis.reset_choices()
         self._update_scope()
+        model = None if layer is None else layer.metadata.get(NOISE_MODEL_KEY)
+        if self.task == "denoise" and model in ("gaussian", "poisson"):
+            # a layer that says what its noise is (the plugin's samples do) preselects the model
+            self.loss.value = model
+
+    def _on_loss_changed(self, loss: str) -> None:
+        """The default preset follows the noise model (each has its own default)."""
+        if loss == "poisson" and self.preset.value == "denoise":
+            self.preset.value = "denoise-poisson"
+        elif loss == "gaussian" and self.preset.value == "denoise-poisson":
+            self.preset.value = "denoise"
 
     def _update_scope(self) -> None:
         layer = self.image.value
@@ -511,8 +539,10 @@ class DIPWidget(Container):
                 job = prepare_inpaint(sel.data, mask, params=params, channel_axis=ca,
                                       device=self.device.value, seed=seed)
             else:
+                out = self.output.value
                 job = prepare_denoise(sel.data, params=params, channel_axis=ca,
-                                      device=self.device.value, seed=seed)
+                                      device=self.device.value, seed=seed,
+                                      output_dtype=None if out == "auto" else out)
         except (ValueError, TypeError, MemoryError) as exc:
             show_error(f"DIP {self.task} of {layer.name!r}: {exc}")
             return None
@@ -602,9 +632,10 @@ class DIPWidget(Container):
         """A normalised (H, W, C) plane -> the input's value range, dtype and axis layout."""
         lay = run.job.layout
         vals = hwc.astype(np.float64) * lay.scale + lay.lo
-        if lay.dtype.kind in "ui":
-            info = np.iinfo(lay.dtype)
-            vals = np.clip(np.rint(vals), info.min, info.max).astype(lay.dtype)
+        dt = lay.result_dtype
+        if dt.kind in "ui":
+            info = np.iinfo(dt)
+            vals = np.clip(np.rint(vals), info.min, info.max).astype(dt)
         else:
             vals = vals.astype(np.float32)
         if lay.alpha is not None:

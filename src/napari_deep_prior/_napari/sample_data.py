@@ -19,6 +19,9 @@ SEED = 2018
 SIGMA = 25.0
 #: Peak photon count of the fluorescence sample (low light: strong shot noise).
 PEAK_PHOTONS = 12.0
+#: Layer metadata key naming a layer's noise model ("gaussian" or "poisson"): the DIP Denoise
+#: widget preselects that model when such a layer becomes its input.
+NOISE_MODEL_KEY = "dip_noise_model"
 
 
 def _add_gaussian(clean_u8: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -34,7 +37,7 @@ def noisy_grey():
     clean = data.camera()[40:296, 150:406]
     noisy = _add_gaussian(clean, SIGMA, SEED)
     return [(noisy, {"name": "cameraman (noisy, σ=25)", "colormap": "gray",
-                     "contrast_limits": (0, 255)})]
+                     "contrast_limits": (0, 255), "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
 
 
 def noisy_colour():
@@ -43,7 +46,8 @@ def noisy_colour():
 
     clean = data.astronaut()[20:276, 140:396]
     noisy = _add_gaussian(clean, SIGMA, SEED + 1)
-    return [(noisy, {"name": "astronaut (noisy, σ=25)", "rgb": True})]
+    return [(noisy, {"name": "astronaut (noisy, σ=25)", "rgb": True,
+                     "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
 
 
 def _cached_mitosis():
@@ -110,6 +114,7 @@ def fluorescence_poisson():
         "scale": (0.2, 0.2),
         "units": ("micrometer", "micrometer"),
         "axis_labels": ("y", "x"),
+        "metadata": {NOISE_MODEL_KEY: "poisson"},
     }
     return [(counts, kwargs)]
 
