@@ -144,8 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common_args(d, "denoise")
     d.add_argument("--loss", choices=("gaussian", "poisson"),
                    help="noise model: gaussian (default), or poisson for photon counts (the image must "
-                        "be counts: subtract the camera offset and divide by the gain first); with the "
+                        "be counts, or give --offset, --gain and --read-noise of the camera); with the "
                         "default preset poisson selects the 'denoise-poisson' preset")
+    d.add_argument("--offset", type=float, help="poisson: camera offset (value of zero photons)")
+    d.add_argument("--gain", type=float, help="poisson: camera units per photon (photons = (value - offset) / gain)")
+    d.add_argument("--read-noise", type=float, help="poisson: Gaussian read noise in photons rms (sCMOS)")
 
     i = sub.add_parser("inpaint", help="fill masked pixels")
     _common_args(i, "inpaint")
@@ -229,7 +232,8 @@ def _restore(args, task: str) -> int:
         raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
     reference = read_image(args.reference) if args.reference is not None else None
     if task == "denoise":
-        job = prepare_denoise(image, loss=args.loss, **kw)
+        job = prepare_denoise(image, loss=args.loss, camera_offset=args.offset, gain=args.gain,
+                              read_noise=args.read_noise, **kw)
     else:
         mask = read_image(args.mask)
         if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == image.shape[:2]:

@@ -296,6 +296,45 @@ def test_poisson_loss_selects_the_poisson_preset(img):
     assert paper == api.get_preset("denoise-paper").replace(loss="poisson")
 
 
+def test_camera_model_maps_camera_values_to_counts_and_back(one_torch_thread):
+    rng = np.random.default_rng(0)
+    rate = np.full((32, 32), 3.0)
+    gain, offset, read = 2.5, 100.0, 1.5
+    adu = np.rint(gain * (rng.poisson(rate) + rng.normal(0, read, rate.shape)) + offset).astype(np.uint16)
+    job = prepare_denoise(adu, loss="poisson", camera_offset=offset, gain=gain, read_noise=read)
+    # the fit sees shifted photon counts: (adu - offset) / gain + read**2, clipped at 0
+    photons = np.maximum((adu - offset) / gain + read ** 2, 0)
+    np.testing.assert_allclose(job.planes[0, ..., 0] * job.layout.counts_scale, photons, rtol=1e-5)
+    # and the layout maps fitted values back to camera units exactly
+    back = api._denormalise(job.planes, job.layout).reshape(adu.shape)
+    np.testing.assert_allclose(back, np.maximum(adu, offset - read ** 2 * gain), atol=1e-3)
+    est = denoise(adu, loss="poisson", iterations=60, early_stop=False, seed=0,
+                  camera_offset=offset, gain=gain, read_noise=read)
+    # the rate comes back in the camera's units (rate * gain + offset), unbiased
+    assert est.dtype == np.float32
+    assert abs(est.mean() - adu.mean()) < 0.05 * gain * 3.0  # measured 0.035
+    assert abs(est.mean() - (gain * 3.0 + offset)) < 0.1 * gain * 3.0
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(loss="poisson", gain=0), "gain must be > 0"),
+    (dict(loss="poisson", read_noise=-1.0), "read_noise must be >= 0"),
+    (dict(loss="poisson", camera_offset=float("nan")), "camera_offset must be a finite number"),
+    (dict(gain=2.0, camera_offset=10.0), "camera_offset and gain describe how the image relates"),
+])
+def test_camera_model_errors(img, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        prepare_denoise((img * 50).astype(np.uint16), **kw)
+
+
+def test_negative_counts_message_says_how_to_convert(img):
+    with pytest.raises(ValueError, match="camera_offset=.*--offset"):
+        prepare_denoise(img - 0.5, loss="poisson")
+    # with a camera model, values below the offset are read noise, not an error
+    job = prepare_denoise(img - 0.5, loss="poisson", camera_offset=-0.5, gain=0.01)
+    assert job.planes.min() >= 0
+
+
 def _photon_counts(peak: float, size: int = 48, seed: int = 1):
     """Smooth blobs on a dim background, as photon counts at ``peak`` (rate, counts)."""
     from scipy import ndimage as ndi

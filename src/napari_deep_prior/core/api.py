@@ -103,6 +103,7 @@ class _Layout:
     alpha: np.ndarray | None  # (P, H, W, 1) in the original dtype
     source: np.ndarray  # (P, H, W, C) the fitted channels, original dtype (a view of the input)
     out_dtype: np.dtype | None = None  # the result's dtype (None: the input's, float16 -> float32)
+    counts_scale: float = 1.0  # Poisson loss: photon counts per unit of the normalised planes
 
     @property
     def result_dtype(self) -> np.dtype:
@@ -177,7 +178,46 @@ def _resolve_output_dtype(output_dtype, input_dtype: np.dtype, poisson: bool) ->
     return np.dtype(np.float32) if dt == np.float16 else dt
 
 
-def _normalise(arr: np.ndarray, has_alpha: bool, poisson: bool, shape, ca) -> tuple[np.ndarray, _Layout]:
+@dataclass(frozen=True)
+class CameraModel:
+    """How a camera's values relate to photon counts (the Poisson loss only).
+
+    ``photons = (value - offset) / gain``, plus Gaussian read noise of ``read_noise``
+    photons (electrons) rms, handled by the shifted-Poisson approximation: ``photons +
+    read_noise**2`` is fitted as Poisson counts of rate ``rate + read_noise**2`` (its
+    variance is right), and the rate is returned in the input's units, ``rate * gain +
+    offset``.
+    """
+
+    offset: float = 0.0
+    gain: float = 1.0
+    read_noise: float = 0.0
+
+    @classmethod
+    def from_args(cls, offset, gain, read_noise, poisson: bool) -> "CameraModel | None":
+        given = {k: v for k, v in (("camera_offset", offset), ("gain", gain), ("read_noise", read_noise))
+                 if v is not None}
+        if not given:
+            return None
+        if not poisson:
+            raise ValueError(
+                f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} how the image "
+                "relates to photon counts, which only the Poisson loss uses; pass loss='poisson' "
+                "as well, or leave them out"
+            )
+        for name, v in given.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if "gain" in given and not given["gain"] > 0:
+            raise ValueError(f"gain must be > 0 (camera units per photon), got {given['gain']}")
+        if "read_noise" in given and given["read_noise"] < 0:
+            raise ValueError(f"read_noise must be >= 0 (photons rms), got {given['read_noise']}")
+        return cls(float(offset or 0.0), float(1.0 if gain is None else gain), float(read_noise or 0.0))
+
+
+def _normalise(arr: np.ndarray, has_alpha: bool, poisson: bool, shape, ca,
+               camera: CameraModel | None = None) -> tuple[np.ndarray, _Layout]:
     stack_shape = arr.shape[:-3]
     h, w, c = arr.shape[-3:]
     planes = arr.reshape((-1, h, w, c))
@@ -192,20 +232,38 @@ def _normalise(arr: np.ndarray, has_alpha: bool, poisson: bool, shape, ca) -> tu
                 f"image contains {int(bad.sum())} NaN or infinite value(s); replace them "
                 "(e.g. np.nan_to_num) or mark those pixels as holes and use inpaint"
             )
+    if poisson:
+        return _normalise_counts(planes, camera, arr.dtype, shape, ca, stack_shape, alpha)
     lo = float(planes.min())
     hi = float(planes.max())
-    if poisson:
-        if lo < 0:
-            raise ValueError(
-                f"the Poisson loss needs non-negative photon counts, but the image has minimum {lo:g}; "
-                "use loss='gaussian' or subtract the camera offset first"
-            )
-        lo = 0.0
     scale = hi - lo if hi > lo else 1.0
     work = (planes.astype(np.float64) - lo) / scale
     layout = _Layout(np.dtype(arr.dtype), tuple(shape), ca, tuple(stack_shape), lo, scale, alpha,
                      planes)
     return work.astype(np.float32), layout
+
+
+def _normalise_counts(planes, camera, dtype, shape, ca, stack_shape, alpha):
+    """Planes of photon counts (after the camera model) scaled to [0, 1]; the layout maps back."""
+    cam = camera or CameraModel()
+    photons = (planes.astype(np.float64) - cam.offset) / cam.gain + cam.read_noise ** 2
+    low = float(photons.min())
+    if low < 0:
+        if camera is None:
+            raise ValueError(
+                f"the Poisson loss needs non-negative photon counts, but the image has minimum "
+                f"{low:g}; convert camera values to counts first (camera_offset=..., gain=..., "
+                "read_noise=...; on the command line --offset, --gain, --read-noise) or use "
+                "loss='gaussian'"
+            )
+        # values below the offset are read noise: the shifted counts are clipped at 0
+        np.maximum(photons, 0.0, out=photons)
+    counts_scale = float(photons.max()) or 1.0
+    # value = work * scale + lo inverts photons = (value - offset) / gain + read_noise**2
+    layout = _Layout(np.dtype(dtype), tuple(shape), ca, tuple(stack_shape),
+                     cam.offset - cam.read_noise ** 2 * cam.gain, counts_scale * cam.gain, alpha,
+                     planes, counts_scale=counts_scale)
+    return (photons / counts_scale).astype(np.float32), layout
 
 
 def _denormalise(planes: np.ndarray, layout: _Layout, keep=None) -> np.ndarray:
@@ -370,7 +428,7 @@ class DIPJob:
 
             # every step of a fit has the same shapes: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
-        counts_scale = self.layout.scale if self.params.loss == "poisson" else 1.0
+        counts_scale = self.layout.counts_scale if self.params.loss == "poisson" else 1.0
         state = None
         try:
             for i in range(self.n_planes):
@@ -752,13 +810,14 @@ def _check_tile_known(known: np.ndarray, tiles: list, tile: int) -> None:
 
 def _prepare(task, image, mask, *, preset, params, channel_axis, has_alpha, device, seed,
              warm_start, tile_size=None, tile_overlap=None, output_dtype=None,
-             **overrides) -> DIPJob:
+             camera_offset=None, gain=None, read_noise=None, **overrides) -> DIPJob:
     from .device import resolve_device
 
     p = _resolve_params(task, preset, params, **overrides)
     image = np.asarray(image)
     _check_dtype(image)
     out_dtype = _resolve_output_dtype(output_dtype, image.dtype, p.loss == "poisson")
+    camera = CameraModel.from_args(camera_offset, gain, read_noise, p.loss == "poisson")
     arr, ca, alpha = _split_layout(image, channel_axis, has_alpha)
     h, w, c = arr.shape[-3:]
     c_fit = c - 1 if alpha else c
@@ -771,7 +830,7 @@ def _prepare(task, image, mask, *, preset, params, channel_axis, has_alpha, devi
                                                     tile_overlap)
     if tiles is not None and known is not None:
         _check_tile_known(known, tiles, max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles))
-    planes, layout = _normalise(arr, alpha, p.loss == "poisson", image.shape, ca)
+    planes, layout = _normalise(arr, alpha, p.loss == "poisson", image.shape, ca, camera)
     layout.out_dtype = out_dtype
     if seed is None:
         seed = _new_seed()
@@ -821,11 +880,14 @@ def prepare_denoise(image, *, preset: str | None = "denoise", params: DIPParams 
                     early_stop: bool | None = None, loss: Literal["gaussian", "poisson"] | None = None,
                     history_every: int | None = None, device="auto", seed: int | None = None,
                     warm_start: bool = False, tile_size: int | None = None,
-                    tile_overlap: int | None = None, output_dtype=None) -> DIPJob:
+                    tile_overlap: int | None = None, output_dtype=None,
+                    camera_offset: float | None = None, gain: float | None = None,
+                    read_noise: float | None = None) -> DIPJob:
     """Validate a denoising job without running it (see :func:`denoise` for the parameters)."""
     return _prepare("denoise", image, None, preset=preset, params=params, channel_axis=channel_axis,
                     has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
                     tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
+                    camera_offset=camera_offset, gain=gain, read_noise=read_noise,
                     iterations=iterations, lr=lr, early_stop=early_stop, loss=loss,
                     history_every=history_every)
 
@@ -865,7 +927,9 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
             loss: Literal["gaussian", "poisson"] | None = None, history_every: int | None = None,
             device="auto", seed: int | None = None, callback: Callable | None = None,
             return_history: bool = False, warm_start: bool = False,
-            tile_size: int | None = None, tile_overlap: int | None = None, output_dtype=None):
+            tile_size: int | None = None, tile_overlap: int | None = None, output_dtype=None,
+            camera_offset: float | None = None, gain: float | None = None,
+            read_noise: float | None = None):
     """Denoise an image with Deep Image Prior.
 
     A randomly initialised encoder-decoder is fitted to the noisy image; its architecture
@@ -915,6 +979,11 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
         gives float32), except that integer counts denoised with ``loss="poisson"`` come
         back as float32 rates in the counts' units; "input": always the input's dtype
         (integers rounded and clipped); or any integer or float dtype.
+    camera_offset, gain, read_noise : float, optional
+        Poisson loss on camera values that are not photon counts (e.g. sCMOS in ADU):
+        ``photons = (image - camera_offset) / gain`` (gain in camera units per photon), with
+        Gaussian read noise of ``read_noise`` photons rms (shifted-Poisson approximation).
+        The result is the rate in the image's units (``rate * gain + camera_offset``).
 
     Returns
     -------
@@ -950,7 +1019,8 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
                           has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
                           loss=loss, history_every=history_every, device=device, seed=seed,
                           warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
-                          output_dtype=output_dtype)
+                          output_dtype=output_dtype, camera_offset=camera_offset, gain=gain,
+                          read_noise=read_noise)
     return _run(job, callback, return_history)
 
 
