@@ -190,9 +190,10 @@ def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, 
     assert w.build_params().loss == "poisson" and w.build_params().net.upsample == "bilinear"
     # the model and the default preset follow each other both ways
     w.loss.value = "gaussian"
-    assert w.preset.value == "denoise"
+    assert w.preset.value == "denoise" and not w.gain.enabled
     w.preset.value = "denoise-poisson"
     assert w.loss.value == "poisson"
+    assert w.gain.enabled and w.read_noise.enabled and w.camera_offset.enabled
     # a run (tiny net for speed): float32 rates, result and history, the input's contrast limits
     w.params_override = fast_params.replace(loss="poisson")
     for k, v in {"iterations": 20, "history_every": 10, "seed": 0, "device": "cpu"}.items():
@@ -208,6 +209,25 @@ def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, 
     _run(qtbot, w)
     results = _layers(viewer, "result")
     assert len(results) == 2 and results[-1].data.dtype == np.uint16
+
+
+def test_poisson_camera_fields_convert_camera_values(make_napari_viewer, qtbot, fast_params, notes):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(4)
+    adu = np.rint(2.0 * (rng.poisson(6.0, (32, 32)) + rng.normal(0, 1.0, (32, 32))) + 100).astype(np.uint16)
+    viewer.add_image(adu, name="adu")
+    w = _widget(DenoiseWidget, viewer, fast_params.replace(loss="poisson"), loss="poisson",
+                camera_offset=100.0, gain=2.0, read_noise=1.0, history_every=0)
+    job = w._prepare()[0]
+    assert job.layout.counts_scale == pytest.approx(np.maximum((adu.astype(float) - 100) / 2 + 1, 0).max())
+    _run(qtbot, w)
+    res = viewer.layers["adu [DIP denoised]"]
+    # in the camera's units (~112 here), not photons (~6); the tiny 30-step fit is rough
+    assert res.data.dtype == np.float32 and abs(res.data.mean() - adu.mean()) < 0.05 * adu.mean()
+    # the same camera values without the camera model are still fitted as counts
+    w.camera_offset.value, w.gain.value, w.read_noise.value = 0.0, 1.0, 0.0
+    assert w._prepare()[0].layout.counts_scale == adu.max()
+    assert not notes["error"]
 
 
 def test_multichannel_layer_fitted_jointly(make_napari_viewer, qtbot, fast_params, grey_image):

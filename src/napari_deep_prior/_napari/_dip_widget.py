@@ -57,6 +57,9 @@ ROLE_KEY = "dip_role"
 #: Aim for at least this many preview updates per run (short runs preview more often).
 MIN_PREVIEWS = 10
 SEED_RANDOM = -1
+#: The Poisson model's camera fields and their values for plain photon counts.
+CAMERA_FIELDS = ("camera_offset", "gain", "read_noise")
+CAMERA_COUNTS = {"camera_offset": 0.0, "gain": 1.0, "read_noise": 0.0}
 
 
 def iterate_steps(steps):
@@ -268,8 +271,8 @@ class DIPWidget(Container):
                         "Poisson: for low-light images whose pixel values are photon counts "
                         "(fluorescence, cameras in photon-counting units): the noise grows with the "
                         "brightness, and the fit uses the Poisson likelihood and stops where its "
-                        "deviance from the counts reaches what shot noise leaves. The image must be "
-                        "the counts: subtract the camera offset and divide by the gain first. "
+                        "deviance from the counts reaches what shot noise leaves. For camera values "
+                        "that are not counts, set the camera offset, gain and read noise below. "
                         "Choosing it with the 'denoise' preset selects 'denoise-poisson'.",
             )
             output = ComboBox(
@@ -280,7 +283,21 @@ class DIPWidget(Container):
                         "whole photons loses precision at low light).\n"
                         "input's dtype: always the input's dtype, rounded (the older behaviour).",
             )
-            widgets += [loss, output]
+            offset = FloatSpinBox(
+                name="camera_offset", label="camera offset", min=-1e6, max=1e6, step=1.0, value=0.0,
+                tooltip="Poisson model, camera values that are not photon counts (sCMOS/CCD in ADU): "
+                        "the value of zero photons.",
+            )
+            gain = FloatSpinBox(
+                name="gain", label="gain", min=1e-4, max=1e6, step=0.1, value=1.0,
+                tooltip="Poisson model: camera units per photon (photons = (value - offset) / gain). "
+                        "The result is returned in the camera's units.",
+            )
+            read_noise = FloatSpinBox(
+                name="read_noise", label="read noise", min=0.0, max=1e4, step=0.1, value=0.0,
+                tooltip="Poisson model: Gaussian read noise of the camera in photons (electrons) rms.",
+            )
+            widgets += [loss, offset, gain, read_noise, output]
 
         run_button = PushButton(name="run_button", text="Run", tooltip="Start the fit.")
         cancel_button = PushButton(
@@ -324,6 +341,8 @@ class DIPWidget(Container):
         for i, name in enumerate(names):
             preset.native.setItemData(i, self._descriptions.get(name, ""), _tooltip_role())
         self._apply_preset(preset.value)
+        if not inpaint:
+            self._on_loss_changed(loss.value)
         self._on_image_changed(image.value)
 
         for emitter, cb in L.layer_list_callbacks(self._viewer, self):
@@ -429,6 +448,8 @@ class DIPWidget(Container):
 
     def _on_loss_changed(self, loss: str) -> None:
         """The default preset follows the noise model (each has its own default)."""
+        for name in CAMERA_FIELDS:
+            getattr(self, name).enabled = loss == "poisson"
         if loss == "poisson" and self.preset.value == "denoise":
             self.preset.value = "denoise-poisson"
         elif loss == "gaussian" and self.preset.value == "denoise-poisson":
@@ -540,9 +561,12 @@ class DIPWidget(Container):
                                       device=self.device.value, seed=seed)
             else:
                 out = self.output.value
+                camera = {name: float(getattr(self, name).value) for name in CAMERA_FIELDS}
+                if params.loss != "poisson" or camera == CAMERA_COUNTS:
+                    camera = {}  # plain counts (or no Poisson model): no camera conversion
                 job = prepare_denoise(sel.data, params=params, channel_axis=ca,
                                       device=self.device.value, seed=seed,
-                                      output_dtype=None if out == "auto" else out)
+                                      output_dtype=None if out == "auto" else out, **camera)
         except (ValueError, TypeError, MemoryError) as exc:
             show_error(f"DIP {self.task} of {layer.name!r}: {exc}")
             return None
