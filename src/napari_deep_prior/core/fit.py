@@ -218,6 +218,33 @@ _DEV_LAM = np.geomspace(1e-4, 1e3, 281)
 _DEV_TABLE: np.ndarray | None = None
 
 
+def _deviance_table() -> np.ndarray:
+    """E[D] at the rates ``_DEV_LAM``, by summing the Poisson probabilities (built once)."""
+    global _DEV_TABLE
+    if _DEV_TABLE is None:
+        from scipy.stats import poisson
+
+        k = np.arange(0, 1 + int(_DEV_LAM[-1] + 12 * math.sqrt(_DEV_LAM[-1])))[:, None]
+        lam = _DEV_LAM[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylog = np.where(k > 0, k * np.log(np.maximum(k, 1) / lam), 0.0)
+        _DEV_TABLE = (poisson.pmf(k, lam) * 2.0 * (ylog - (k - lam))).sum(axis=0)
+    return _DEV_TABLE
+
+
+def _expected_deviance(lam: torch.Tensor) -> torch.Tensor:
+    """Elementwise :func:`expected_poisson_deviance` of a tensor, on its device and dtype."""
+    table = torch.as_tensor(_deviance_table(), dtype=lam.dtype, device=lam.device)
+    lo, hi = float(_DEV_LAM[0]), float(_DEV_LAM[-1])
+    step = math.log(_DEV_LAM[1] / _DEV_LAM[0])
+    pos = (torch.log(lam.clamp(lo, hi)) - math.log(lo)) / step  # linear in log(rate)
+    i0 = pos.floor().clamp(0, len(table) - 2).long()
+    frac = (pos - i0).clamp(0, 1)
+    e = table[i0] * (1 - frac) + table[i0 + 1] * frac
+    e = torch.where(lam < lo, table[0] * lam / lo, e)
+    return torch.where(lam > hi, 1.0 + 1.0 / (6.0 * lam.clamp_min(hi)), e)
+
+
 def expected_poisson_deviance(lam) -> np.ndarray:
     """E[D] of one pixel with Poisson counts of rate ``lam`` (array-like, >= 0).
 
@@ -227,36 +254,8 @@ def expected_poisson_deviance(lam) -> np.ndarray:
     the fit matches exactly).  Computed once by summing the Poisson probabilities on a
     log-spaced grid of rates, then interpolated in log(rate).
     """
-    global _DEV_TABLE
-    if _DEV_TABLE is None:
-        from scipy.stats import poisson
-
-        k = np.arange(0, 1 + int(_DEV_LAM[-1] + 12 * math.sqrt(_DEV_LAM[-1])))[:, None]
-        lam_g = _DEV_LAM[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ylog = np.where(k > 0, k * np.log(np.maximum(k, 1) / lam_g), 0.0)
-        _DEV_TABLE = (poisson.pmf(k, lam_g) * 2.0 * (ylog - (k - lam_g))).sum(axis=0)
-    lam = np.asarray(lam, dtype=np.float64)
-    u = np.log(np.clip(lam, _DEV_LAM[0], _DEV_LAM[-1]))
-    out = np.interp(u, np.log(_DEV_LAM), _DEV_TABLE)
-    out = np.where(lam < _DEV_LAM[0], _DEV_TABLE[0] * lam / _DEV_LAM[0], out)
-    return np.where(lam > _DEV_LAM[-1], 1.0 + 1.0 / (6.0 * np.maximum(lam, 1e-12)), out)
-
-
-def _expected_deviance_torch(lam: torch.Tensor) -> torch.Tensor:
-    """Mean of :func:`expected_poisson_deviance` over ``lam``, on ``lam``'s device (0-d)."""
-    expected_poisson_deviance(0.0)  # builds the table once
-    grid = torch.as_tensor(np.log(_DEV_LAM), dtype=torch.float32, device=lam.device)
-    table = torch.as_tensor(_DEV_TABLE, dtype=torch.float32, device=lam.device)
-    lam = lam.float().reshape(-1)
-    u = torch.log(lam.clamp(float(_DEV_LAM[0]), float(_DEV_LAM[-1])))
-    pos = (u - grid[0]) / (grid[1] - grid[0])
-    i0 = pos.floor().clamp(0, len(grid) - 2).long()
-    frac = (pos - i0).clamp(0, 1)
-    e = table[i0] * (1 - frac) + table[i0 + 1] * frac
-    e = torch.where(lam < float(_DEV_LAM[0]), table[0] * lam / float(_DEV_LAM[0]), e)
-    e = torch.where(lam > float(_DEV_LAM[-1]), 1.0 + 1.0 / (6.0 * lam), e)
-    return e.mean()
+    lam = torch.as_tensor(np.asarray(lam, dtype=np.float64))
+    return _expected_deviance(lam).numpy()
 
 
 def _immerkaer_sigma(x: np.ndarray) -> float:
@@ -633,7 +632,7 @@ class DIPFit:
                 if noise_stop and t >= es_from and poisson:
                     # per pixel: the running mean deviance, and its expectation at the estimate
                     self._deviance = 2.0 * (s * float(loss_mean) - dev_offset)
-                    self._expected_deviance = float(_expected_deviance_torch(self._cand * s))
+                    self._expected_deviance = float(_expected_deviance(self._cand * s).mean())
                     noise_level = p.es_noise_factor * self._expected_deviance
                     reached = self._deviance <= noise_level
                 else:
