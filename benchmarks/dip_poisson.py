@@ -155,9 +155,33 @@ def camera_cases(args) -> None:
                 Path(args.out).write_text(json.dumps({"camera": rows}))
 
 
+def sample_case(args) -> None:
+    """The plugin's own low-light sample (File > Open Sample), against its known rate."""
+    from napari_deep_prior import denoise
+    from napari_deep_prior._napari import sample_data as sd
+
+    counts, kwargs = sd.fluorescence_poisson()[0]
+    if not kwargs["name"].startswith("nuclei"):
+        raise SystemExit("the sample used scikit-image's mitosis image, whose clean rate is unknown")
+    rate = sd.PEAK_PHOTONS * sd._synthetic_nuclei()  # the same clean image the sample draws from
+    peak = float(rate.max())
+    row = {"sample": kwargs["name"], "shape": list(counts.shape), "noisy": psnr(rate, counts, peak)}
+    for key, kw in {"default": dict(loss="poisson"), "gaussian": {}}.items():
+        t0 = time.perf_counter()
+        est, out = denoise(counts, seed=args.seed, device="cpu", return_history=True, **kw)
+        fit = out.fits[0]
+        row[key] = {"psnr": psnr(rate, est, peak), "stop": int(out.stop_iterations[0]),
+                    "reason": fit.stop_reason, "wall_s": time.perf_counter() - t0, "dtype": str(est.dtype),
+                    "best_history": max(psnr(rate, f, peak) for f in out.history)}
+        print(f"{kwargs['name']}: {key}: {row['noisy']:.2f} -> {row[key]['psnr']:.2f} dB, stop "
+              f"{row[key]['stop']} ({fit.stop_reason}), {row[key]['wall_s']:.1f} s, best history frame "
+              f"{row[key]['best_history']:.2f} dB", flush=True)
+    Path(args.out).write_text(json.dumps({"sample": row}))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data")
     ap.add_argument("--sizes", default="128,256")
     ap.add_argument("--peaks", default="5,10,30,100")
     ap.add_argument("--images", default=",".join(IMAGES))
@@ -170,8 +194,19 @@ def main(argv=None) -> None:
                     help="instead: Poisson-Gaussian camera data (ADU = gain*(photons + N(0, read^2)) + "
                          "offset), denoised with the camera model, with offset and gain only, and "
                          "with the Gaussian default")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="JSON file of the results (needed for every mode but --summarise)")
+    ap.add_argument("--summarise", nargs="+", metavar="JSON",
+                    help="instead: print the per-case and mean tables of earlier --out files")
+    ap.add_argument("--sample", action="store_true",
+                    help="instead: the plugin's low-light sample, default vs the Gaussian default")
     args = ap.parse_args(argv)
+    if args.summarise:
+        rows = [r for f in args.summarise for r in json.loads(Path(f).read_text())["rows"]]
+        return summarise(rows, per_case=True)
+    if not args.out or not args.data:
+        ap.error("--data and --out are needed (except with --summarise)")
+    if args.sample:
+        return sample_case(args)
     if args.camera:
         return camera_cases(args)
 
@@ -215,7 +250,16 @@ def main(argv=None) -> None:
     summarise(rows)
 
 
-def summarise(rows) -> None:
+def summarise(rows, per_case: bool = False) -> None:
+    if per_case:
+        print("| image | px | peak | noisy | default (steps, s) | oracle (step) | gaussian (steps, s) | "
+              "Anscombe+NLM (h) |\n|---|---|---|---|---|---|---|---|")
+        for r in sorted(rows, key=lambda r: (r["size"], r["peak"], r["image"])):
+            d, g, n = r["default"], r.get("gaussian", {}), r["nlm"]
+            print(f"| {r['image'].split('/')[-1]} | {r['size']} | {r['peak']:g} | {r['noisy']:.2f} | "
+                  f"{d['psnr']:.2f} ({d['stop']}, {d['wall_s']:.0f}) | {d['oracle_psnr']:.2f} "
+                  f"({d['oracle_iteration']}) | {g.get('psnr', float('nan')):.2f} ({g.get('stop', 0)}, "
+                  f"{g.get('wall_s', float('nan')):.0f}) | {n['psnr']:.2f} ({n['h']}) |")
     print("\nmean over images      noisy  default  oracle  gaussian  nlm   default-oracle  default-nlm  "
           "steps  s(default)  s(gaussian)")
     for size in sorted({r["size"] for r in rows}):
@@ -223,6 +267,7 @@ def summarise(rows) -> None:
             rs = [r for r in rows if r["size"] == size and r["peak"] == peak]
             if not rs:
                 continue
+            print(f"({len(rs)} images)", end=" ")
 
             def m(f):
                 vals = [f(r) for r in rs]

@@ -277,7 +277,7 @@ def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):
     assert res.state_dict is not None
 
 
-def test_noise_level_stop_only_for_the_gaussian_loss_on_every_pixel(tiny_params, smooth_image):
+def test_noise_level_stop_only_on_every_pixel(tiny_params, smooth_image):
     p = tiny_params.replace(iterations=20, es_noise_factor=1.0, history_every=0)
     res = _drain(_fit(smooth_image, p))[1]
     assert res.noise_sigma is not None
@@ -285,8 +285,11 @@ def test_noise_level_stop_only_for_the_gaussian_loss_on_every_pixel(tiny_params,
     known[8:16, 8:16] = False
     res = _drain(_fit(smooth_image, p, known=known))[1]
     assert res.noise_sigma is None and res.stop_reason != "noise level"
+    # the Poisson loss reads its deviance instead of an estimated sigma
     res = _drain(_fit(smooth_image, p.replace(loss="poisson"), counts_scale=20.0))[1]
-    assert res.noise_sigma is None and res.stop_reason != "noise level"
+    assert res.noise_sigma is None and res.expected_deviance is not None
+    res = _drain(_fit(smooth_image, p.replace(loss="poisson"), counts_scale=20.0, known=known))[1]
+    assert res.expected_deviance is None and res.stop_reason != "noise level"
     res = _drain(_fit(smooth_image, p.replace(early_stop=False)))[1]
     assert res.noise_sigma is None and res.stop_reason is None
     with pytest.raises(ValueError, match="es_noise_factor"):
