@@ -281,6 +281,11 @@ def test_output_dtype_choices(tiny_params, smooth_image):
     assert denoise(img, params=tiny_params, seed=0).dtype == np.uint8  # Gaussian: the input's
     assert denoise(img, params=tiny_params, seed=0, output_dtype="float64").dtype == np.float64
     assert denoise(img, params=tiny_params, seed=0, output_dtype=np.float16).dtype == np.float32
+    mask = np.zeros(img.shape, bool)
+    mask[10:14, 10:14] = True
+    filled = inpaint(img, mask, params=tiny_params, seed=0, output_dtype="float32")
+    assert filled.dtype == np.float32
+    np.testing.assert_array_equal(filled[~mask], img[~mask])  # known pixels exact, in float32
     with pytest.raises(ValueError, match="output_dtype='complex64' is not supported"):
         prepare_denoise(img, output_dtype="complex64")
     with pytest.raises(ValueError, match="output_dtype='rounded' is not supported"):

@@ -51,7 +51,9 @@ class DIPOutput:
     Attributes
     ----------
     image : ndarray
-        The restored image, same shape as the input (float16 input gives float32).
+        The restored image, same shape as the input, in the dtype of the module's dtype
+        policy (float16 input gives float32; integer counts with the Poisson loss give
+        float32 rates; ``output_dtype`` overrides it).
     history : ndarray or None
         Shape (F, *image.shape): frame k is the estimate at ``history_iterations[k]``.
         Planes that stopped earlier repeat their last frame.
@@ -1030,7 +1032,7 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
             history_every: int | None = None, device="auto", seed: int | None = None,
             callback: Callable | None = None, return_history: bool = False,
             warm_start: bool = False, tile_size: int | None = None,
-            tile_overlap: int | None = None):
+            tile_overlap: int | None = None, output_dtype=None):
     """Fill the masked pixels of an image with Deep Image Prior.
 
     The network is fitted to the known pixels only; its output in the holes is the fill.
@@ -1048,7 +1050,7 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
         :data:`~napari_deep_prior.core.params.PRESETS` for the large-hole, large-region and
         missing-pixel recipes.
     params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, device, seed,
-    callback, return_history, warm_start, tile_size, tile_overlap
+    callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
         As for :func:`denoise`.  In tiles, a tile without holes is not fitted and a tile
         entirely inside a hole is refused at once (use a larger ``tile_size``).
 
@@ -1075,5 +1077,6 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
     job = prepare_inpaint(image, mask, preset=preset, params=params, channel_axis=channel_axis,
                           has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
                           history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap)
+                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
+                          output_dtype=output_dtype)
     return _run(job, callback, return_history)
