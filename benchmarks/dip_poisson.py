@@ -121,38 +121,43 @@ def default_with_oracle(counts, rate, peak, tail: float, seed: int):
     }
 
 
+def cases(args):
+    """(image name, size, peak, rate) of every case asked for on the command line."""
+    for size in (int(s) for s in args.sizes.split(",")):
+        for name in args.images.split(","):
+            clean = crop(grey(Path(args.data) / f"{name}.png"), size)
+            for peak in (float(p) for p in args.peaks.split(",")):
+                yield name, size, peak, clean * peak
+
+
 def camera_cases(args) -> None:
     """Poisson-Gaussian camera data (sCMOS-like ADU): the camera model against the alternatives."""
     from napari_deep_prior import denoise
 
     gain, offset, read = (float(v) for v in args.camera.split(","))
     rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        for name in args.images.split(","):
-            clean = crop(grey(Path(args.data) / f"{name}.png"), size)
-            for peak in (float(p) for p in args.peaks.split(",")):
-                rate = clean * peak
-                rng = np.random.default_rng(1)
-                electrons = rng.poisson(rate) + rng.normal(0.0, read, rate.shape)
-                adu = np.clip(np.rint(gain * electrons + offset), 0, 65535).astype(np.uint16)
-                to_photons = lambda v: (np.asarray(v, np.float64) - offset) / gain  # noqa: E731
-                row = {"image": name, "size": size, "peak": peak, "gain": gain, "offset": offset,
-                       "read_noise": read, "noisy": psnr(rate, to_photons(adu), peak)}
-                runs = {
-                    "camera": dict(loss="poisson", camera_offset=offset, gain=gain, read_noise=read),
-                    "offset+gain only": dict(loss="poisson", camera_offset=offset, gain=gain),
-                    "gaussian": {},
-                }
-                for key, kw in runs.items():
-                    t0 = time.perf_counter()
-                    est, out = denoise(adu, seed=args.seed, device="cpu", return_history=True, **kw)
-                    row[key] = {"psnr": psnr(rate, to_photons(est), peak), "stop": int(out.stop_iterations[0]),
-                                "wall_s": time.perf_counter() - t0}
-                rows.append(row)
-                print(f"{name:16s} {size:4d} peak {peak:5g} gain {gain:g} offset {offset:g} read {read:g}: "
-                      f"noisy {row['noisy']:6.2f}  " + "  ".join(
-                          f"{k} {row[k]['psnr']:6.2f} @{row[k]['stop']}" for k in runs), flush=True)
-                Path(args.out).write_text(json.dumps({"camera": rows}))
+    for name, size, peak, rate in cases(args):
+        rng = np.random.default_rng(1)
+        electrons = rng.poisson(rate) + rng.normal(0.0, read, rate.shape)
+        adu = np.clip(np.rint(gain * electrons + offset), 0, 65535).astype(np.uint16)
+        to_photons = lambda v: (np.asarray(v, np.float64) - offset) / gain  # noqa: E731
+        row = {"image": name, "size": size, "peak": peak, "gain": gain, "offset": offset,
+               "read_noise": read, "noisy": psnr(rate, to_photons(adu), peak)}
+        runs = {
+            "camera": dict(loss="poisson", camera_offset=offset, gain=gain, read_noise=read),
+            "offset+gain only": dict(loss="poisson", camera_offset=offset, gain=gain),
+            "gaussian": {},
+        }
+        for key, kw in runs.items():
+            t0 = time.perf_counter()
+            est, out = denoise(adu, seed=args.seed, device="cpu", return_history=True, **kw)
+            row[key] = {"psnr": psnr(rate, to_photons(est), peak), "stop": int(out.stop_iterations[0]),
+                        "wall_s": time.perf_counter() - t0}
+        rows.append(row)
+        print(f"{name:16s} {size:4d} peak {peak:5g} gain {gain:g} offset {offset:g} read {read:g}: "
+              f"noisy {row['noisy']:6.2f}  " + "  ".join(
+                  f"{k} {row[k]['psnr']:6.2f} @{row[k]['stop']}" for k in runs), flush=True)
+        Path(args.out).write_text(json.dumps({"camera": rows}))
 
 
 def sample_case(args) -> None:
@@ -215,38 +220,34 @@ def main(argv=None) -> None:
     from napari_deep_prior import denoise
 
     rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        for name in args.images.split(","):
-            clean = crop(grey(Path(args.data) / f"{name}.png"), size)
-            for peak in (float(p) for p in args.peaks.split(",")):
-                rate = clean * peak
-                counts = np.random.default_rng(1).poisson(rate).astype(np.uint16)
-                row = {"image": name, "size": size, "peak": peak,
-                       "noisy": psnr(rate, counts, peak), "threads": torch.get_num_threads()}
-                row["default"] = default_with_oracle(counts, rate, peak, args.tail, args.seed)
-                if len(rows) < args.check:
-                    t0 = time.perf_counter()
-                    est, out = denoise(counts, loss="poisson", seed=args.seed, device="cpu",
-                                       return_history=True)
-                    row["check"] = {"psnr": psnr(rate, est, peak), "stop": int(out.stop_iterations[0]),
-                                    "wall_s": time.perf_counter() - t0, "dtype": str(est.dtype)}
-                if not args.no_gaussian:
-                    t0 = time.perf_counter()
-                    est, out = denoise(counts, seed=args.seed, device="cpu", return_history=True)
-                    row["gaussian"] = {"psnr": psnr(rate, est, peak), "stop": int(out.stop_iterations[0]),
-                                       "wall_s": time.perf_counter() - t0}
-                row["nlm"] = dict(zip(("psnr", "h"), nlm_oracle(counts, rate, peak)))
-                rows.append(row)
-                d = row["default"]
-                g = row.get("gaussian", {})
-                print(f"{name:16s} {size:4d} peak {peak:5g}: noisy {row['noisy']:6.2f}  default "
-                      f"{d['psnr']:6.2f} @{d['stop']:4d} ({d['wall_s']:5.1f} s)  oracle {d['oracle_psnr']:6.2f} "
-                      f"@{d['oracle_iteration']:4d}  gaussian {g.get('psnr', float('nan')):6.2f} "
-                      f"@{g.get('stop', 0):4d} ({g.get('wall_s', float('nan')):5.1f} s)  nlm "
-                      f"{row['nlm']['psnr']:6.2f} (h {row['nlm']['h']})"
-                      + (f"  check {row['check']['psnr']:.2f} @{row['check']['stop']}" if "check" in row else ""),
-                      flush=True)
-                Path(args.out).write_text(json.dumps({"rows": rows}))
+    for name, size, peak, rate in cases(args):
+        counts = np.random.default_rng(1).poisson(rate).astype(np.uint16)
+        row = {"image": name, "size": size, "peak": peak,
+               "noisy": psnr(rate, counts, peak), "threads": torch.get_num_threads()}
+        row["default"] = default_with_oracle(counts, rate, peak, args.tail, args.seed)
+        if len(rows) < args.check:
+            t0 = time.perf_counter()
+            est, out = denoise(counts, loss="poisson", seed=args.seed, device="cpu",
+                               return_history=True)
+            row["check"] = {"psnr": psnr(rate, est, peak), "stop": int(out.stop_iterations[0]),
+                            "wall_s": time.perf_counter() - t0, "dtype": str(est.dtype)}
+        if not args.no_gaussian:
+            t0 = time.perf_counter()
+            est, out = denoise(counts, seed=args.seed, device="cpu", return_history=True)
+            row["gaussian"] = {"psnr": psnr(rate, est, peak), "stop": int(out.stop_iterations[0]),
+                               "wall_s": time.perf_counter() - t0}
+        row["nlm"] = dict(zip(("psnr", "h"), nlm_oracle(counts, rate, peak)))
+        rows.append(row)
+        d = row["default"]
+        g = row.get("gaussian", {})
+        print(f"{name:16s} {size:4d} peak {peak:5g}: noisy {row['noisy']:6.2f}  default "
+              f"{d['psnr']:6.2f} @{d['stop']:4d} ({d['wall_s']:5.1f} s)  oracle {d['oracle_psnr']:6.2f} "
+              f"@{d['oracle_iteration']:4d}  gaussian {g.get('psnr', float('nan')):6.2f} "
+              f"@{g.get('stop', 0):4d} ({g.get('wall_s', float('nan')):5.1f} s)  nlm "
+              f"{row['nlm']['psnr']:6.2f} (h {row['nlm']['h']})"
+              + (f"  check {row['check']['psnr']:.2f} @{row['check']['stop']}" if "check" in row else ""),
+              flush=True)
+        Path(args.out).write_text(json.dumps({"rows": rows}))
     summarise(rows)
 
 
