@@ -242,8 +242,9 @@ class DIPWidget(Container):
         )
         early_stop = CheckBox(
             name="early_stop", text="automatic early stop",
-            tooltip="Default denoise preset: stop once the fit has reached the noise level "
-                    "estimated from the image. Every task: stop once the windowed variance of the "
+            tooltip="Default denoise presets: stop once the fit has reached the noise level "
+                    "(Gaussian: estimated from the image; Poisson: the deviance shot noise leaves). "
+                    "Every task: stop once the windowed variance of the "
                     "outputs has stopped decreasing (ES-WMV, Wang et al. 2023). Off: run all "
                     "iterations and return the last estimate.",
         )
