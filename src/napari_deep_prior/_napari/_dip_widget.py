@@ -448,13 +448,13 @@ class DIPWidget(Container):
             self.loss.value = model
 
     def _on_loss_changed(self, loss: str) -> None:
-        """The default preset follows the noise model (each has its own default)."""
+        """Camera fields on for the Poisson model; a default preset follows the noise model."""
+        from ..core.params import DENOISE_DEFAULTS
+
         for name in CAMERA_FIELDS:
             getattr(self, name).enabled = loss == "poisson"
-        if loss == "poisson" and self.preset.value == "denoise":
-            self.preset.value = "denoise-poisson"
-        elif loss == "gaussian" and self.preset.value == "denoise-poisson":
-            self.preset.value = "denoise"
+        if self.preset.value in DENOISE_DEFAULTS.values():
+            self.preset.value = DENOISE_DEFAULTS[loss]
 
     def _update_scope(self) -> None:
         layer = self.image.value

@@ -23,7 +23,7 @@ from typing import Callable, Generator, Literal
 
 import numpy as np
 
-from .params import DIPParams, get_preset
+from .params import DENOISE_DEFAULTS, DIPParams, get_preset
 
 __all__ = [
     "denoise",
@@ -300,9 +300,9 @@ def _resolve_params(task: str, preset: str | None, params: DIPParams | None, **o
     if params is not None and not isinstance(params, DIPParams):
         raise TypeError(f"params must be a DIPParams, got {type(params).__name__}")
     name = preset or task
-    if params is None and name == "denoise" and overrides.get("loss") == "poisson":
+    if params is None and name == DENOISE_DEFAULTS["gaussian"] and overrides.get("loss") == "poisson":
         # the default for photon counts is its own preset (net, learning rate and stop)
-        name = "denoise-poisson"
+        name = DENOISE_DEFAULTS["poisson"]
     p = params if params is not None else get_preset(name, task=task)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "iterations" in changes:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 __all__ = [
+    "DENOISE_DEFAULTS",
     "PRESETS",
     "PRESET_DESCRIPTIONS",
     "DIPParams",
@@ -333,6 +334,9 @@ PRESETS["denoise"] = DIPParams(
 # rate (0.005, nearest, C.man and House) peaked lower and earlier.  Output averaging: House at
 # 10 photons peaked at 26.13 dB averaged, 24.32 dB raw.  The start floor is lower than the
 # Gaussian one's because the Poisson fit can peak early (House: step 150-210).
+#: The default denoise preset of each noise model (``loss``): the API, the command line and the
+#: widget switch between them when only the noise model is chosen.
+DENOISE_DEFAULTS: dict[str, str] = {"gaussian": "denoise", "poisson": "denoise-poisson"}
 PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(loss="poisson", upsample="bilinear",
                                                         es_start=100)
 PRESETS["inpaint"] = DIPParams(
