@@ -8,8 +8,6 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_deep_prior.core.params import DIPParams, NetParams  # noqa: E402
-
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
@@ -20,16 +18,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def fast_params():
-    """A tiny network that fits a 32x32 image in a few milliseconds per step."""
-    return DIPParams(
-        net=NetParams((16,) * 3, (16,) * 3, (4,) * 3, input_depth=8),
-        iterations=30, es_window=10, es_patience=10, es_start=10,
-        history_every=10, yield_every=5, preview_every=5,
-    )
 
 
 @pytest.fixture

@@ -90,11 +90,11 @@ def test_sample_data_loads(make_napari_viewer):
 
 # --- denoise end to end ---------------------------------------------------------------------
 
-def test_denoise_end_to_end_grey(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_denoise_end_to_end_grey(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     src = viewer.add_image(grey_image, name="noisy", **GRID)
     before = grey_image.copy()
-    w = _widget(DenoiseWidget, viewer, fast_params, early_stop=False)
+    w = _widget(DenoiseWidget, viewer, tiny_params, early_stop=False)
     previews = []
     outputs = []
     w.run_finished.connect(outputs.append)
@@ -127,10 +127,10 @@ def test_denoise_end_to_end_grey(make_napari_viewer, qtbot, fast_params, grey_im
     assert w.plot.n_points > 0 and w.plot.stop == 30
 
 
-def test_use_this_frame(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_use_this_frame(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     viewer.add_image(grey_image, name="noisy", **GRID)
-    w = _widget(DenoiseWidget, viewer, fast_params, early_stop=False)
+    w = _widget(DenoiseWidget, viewer, tiny_params, early_stop=False)
     _run(qtbot, w)
     hist = viewer.layers["noisy [DIP history]"]
     res = viewer.layers["noisy [DIP denoised]"]
@@ -145,7 +145,7 @@ def test_use_this_frame(make_napari_viewer, qtbot, fast_params, grey_image, note
     assert w.plot.stop == 10
 
 
-def test_denoise_rgb_through_plugin_dock(make_napari_viewer, qtbot, fast_params):
+def test_denoise_rgb_through_plugin_dock(make_napari_viewer, qtbot, tiny_params):
     """The widget as napari opens it (viewer behind napari's public-only proxy)."""
     viewer = make_napari_viewer()
     rng = np.random.default_rng(1)
@@ -153,7 +153,7 @@ def test_denoise_rgb_through_plugin_dock(make_napari_viewer, qtbot, fast_params)
     src = viewer.add_image(rgb, name="rgb", rgb=True, scale=(2, 2))
     _dock, w = viewer.window.add_plugin_dock_widget("napari-deep-prior", "DIP Denoise")
     assert isinstance(w, DenoiseWidget)
-    w.params_override = fast_params
+    w.params_override = tiny_params
     w.iterations.value = 15
     w.history_every.value = 5
     w.seed.value = 3
@@ -167,11 +167,11 @@ def test_denoise_rgb_through_plugin_dock(make_napari_viewer, qtbot, fast_params)
     np.testing.assert_array_equal(src.data, rgb)
 
 
-def test_poisson_loss_and_float_image(make_napari_viewer, qtbot, fast_params):
+def test_poisson_loss_and_float_image(make_napari_viewer, qtbot, tiny_params):
     viewer = make_napari_viewer()
     counts = np.random.default_rng(2).poisson(5.0, (32, 32)).astype(np.float32)
     viewer.add_image(counts, name="photons")
-    w = _widget(DenoiseWidget, viewer, fast_params, loss="poisson", history_every=0)
+    w = _widget(DenoiseWidget, viewer, tiny_params, loss="poisson", history_every=0)
     _run(qtbot, w)
     res = viewer.layers["photons [DIP denoised]"]
     assert res.data.dtype == np.float32 and res.metadata["params"]["loss"] == "poisson"
@@ -179,7 +179,7 @@ def test_poisson_loss_and_float_image(make_napari_viewer, qtbot, fast_params):
     assert res.data.min() >= 0
 
 
-def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, fast_params):
+def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, tiny_params):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deep-prior", "fluorescence-poisson")
     layer = viewer.layers[0]
@@ -195,7 +195,7 @@ def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, 
     assert w.loss.value == "poisson"
     assert w.gain.enabled and w.read_noise.enabled and w.camera_offset.enabled
     # a run (tiny net for speed): float32 rates, result and history, the input's contrast limits
-    w.params_override = fast_params.replace(loss="poisson")
+    w.params_override = tiny_params.replace(loss="poisson")
     for k, v in {"iterations": 20, "history_every": 10, "seed": 0, "device": "cpu"}.items():
         getattr(w, k).value = v
     _run(qtbot, w)
@@ -211,12 +211,12 @@ def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, 
     assert len(results) == 2 and results[-1].data.dtype == np.uint16
 
 
-def test_poisson_camera_fields_convert_camera_values(make_napari_viewer, qtbot, fast_params, notes):
+def test_poisson_camera_fields_convert_camera_values(make_napari_viewer, qtbot, tiny_params, notes):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(4)
     adu = np.rint(2.0 * (rng.poisson(6.0, (32, 32)) + rng.normal(0, 1.0, (32, 32))) + 100).astype(np.uint16)
     viewer.add_image(adu, name="adu")
-    w = _widget(DenoiseWidget, viewer, fast_params.replace(loss="poisson"), loss="poisson",
+    w = _widget(DenoiseWidget, viewer, tiny_params.replace(loss="poisson"), loss="poisson",
                 camera_offset=100.0, gain=2.0, read_noise=1.0, history_every=0)
     job = w._prepare()[0]
     assert job.layout.counts_scale == pytest.approx(np.maximum((adu.astype(float) - 100) / 2 + 1, 0).max())
@@ -230,12 +230,12 @@ def test_poisson_camera_fields_convert_camera_values(make_napari_viewer, qtbot, 
     assert not notes["error"]
 
 
-def test_multichannel_layer_fitted_jointly(make_napari_viewer, qtbot, fast_params, grey_image):
+def test_multichannel_layer_fitted_jointly(make_napari_viewer, qtbot, tiny_params, grey_image):
     """A (C, Y, X) layer with the channel axis chosen: one fit with C output channels."""
     viewer = make_napari_viewer()
     data = np.stack([grey_image, 255 - grey_image]).astype(np.uint16)
     viewer.add_image(data, name="two", scale=(1, 0.5, 0.5))
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=10, history_every=5)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=10, history_every=5)
     w.channel_axis.value = 0
     assert not w.scope.enabled  # (C, Y, X) has no stack axis once C is the channel axis
     _run(qtbot, w)
@@ -257,12 +257,12 @@ def _damaged(grey_image):
     return img, mask
 
 
-def test_inpaint_end_to_end_labels(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_inpaint_end_to_end_labels(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     img, mask = _damaged(grey_image)
     src = viewer.add_image(img, name="damaged", **GRID)
     lab = viewer.add_labels(mask, name="holes", scale=GRID["scale"], translate=GRID["translate"])
-    w = _widget(InpaintWidget, viewer, fast_params)
+    w = _widget(InpaintWidget, viewer, tiny_params)
     assert w.mask.value == lab
     _run(qtbot, w)
     assert not notes["error"], notes
@@ -304,13 +304,13 @@ def test_shapes_mask_rasterised_on_image_grid(make_napari_viewer):
     assert ys.min() >= 4 and ys.max() <= 13
 
 
-def test_inpaint_with_shapes_mask(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_inpaint_with_shapes_mask(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     img = grey_image.copy()
     viewer.add_image(img, name="img", scale=(2, 2), translate=(10, 10))
     viewer.add_shapes([np.array([[20, 30], [20, 50], [40, 50], [40, 30]])],
                       shape_type="rectangle", name="roi")
-    w = _widget(InpaintWidget, viewer, fast_params, iterations=10, history_every=5)
+    w = _widget(InpaintWidget, viewer, tiny_params, iterations=10, history_every=5)
     assert w.mask.value.name == "roi"
     _run(qtbot, w)
     assert not notes["error"], notes
@@ -338,14 +338,14 @@ def test_new_mask_button(make_napari_viewer, grey_image):
     assert viewer.layers.selection.active == lab
 
 
-def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, fast_params,
+def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, tiny_params,
                                                      grey_image, notes):
     viewer = make_napari_viewer()
     stack = np.stack([grey_image, grey_image[::-1], grey_image[:, ::-1]])
     _img, mask = _damaged(grey_image)
     viewer.add_image(stack, name="stack", scale=(5, 0.5, 2), translate=(1, 0, 0))
     viewer.add_labels(mask, name="m2d", scale=(0.5, 2))
-    w = _widget(InpaintWidget, viewer, fast_params, iterations=10, history_every=5)
+    w = _widget(InpaintWidget, viewer, tiny_params, iterations=10, history_every=5)
     assert w.scope.enabled
     _run(qtbot, w)
     assert not notes["error"], notes
@@ -374,11 +374,11 @@ def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, f
 
 # --- cancel, robustness ---------------------------------------------------------------------
 
-def test_cancel_stops_within_one_yield_and_keeps_partial(make_napari_viewer, qtbot, fast_params,
+def test_cancel_stops_within_one_yield_and_keeps_partial(make_napari_viewer, qtbot, tiny_params,
                                                         grey_image, notes):
     viewer = make_napari_viewer()
     viewer.add_image(grey_image, name="noisy")
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=5000, early_stop=False,
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=5000, early_stop=False,
                 history_every=5)
     seen = []
     after = []
@@ -393,7 +393,7 @@ def test_cancel_stops_within_one_yield_and_keeps_partial(make_napari_viewer, qtb
     t0 = time.perf_counter()
     _run(qtbot, w, on_yield=on_yield)
     took = time.perf_counter() - t0
-    ye = fast_params.yield_every
+    ye = tiny_params.yield_every
     res = viewer.layers["noisy [DIP denoised]"]
     hist = viewer.layers["noisy [DIP history]"]
     run_its = res.metadata["iterations_run"][0]
@@ -407,10 +407,10 @@ def test_cancel_stops_within_one_yield_and_keeps_partial(make_napari_viewer, qtb
     assert w.run_button.enabled and w._run is None
 
 
-def test_run_twice_is_ignored(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_run_twice_is_ignored(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     viewer.add_image(grey_image, name="noisy")
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=60, early_stop=False)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=60, early_stop=False)
     worker = w.run(start=False)
     assert not w.run_button.enabled and w.cancel_button.enabled
     assert w.run() is None
@@ -422,7 +422,7 @@ def test_run_twice_is_ignored(make_napari_viewer, qtbot, fast_params, grey_image
 
 @pytest.mark.parametrize("case", ["no_image", "no_mask", "wrong_size", "empty_mask", "too_small",
                                   "negative_poisson"])
-def test_error_paths_show_a_message(make_napari_viewer, fast_params, grey_image, notes, case):
+def test_error_paths_show_a_message(make_napari_viewer, tiny_params, grey_image, notes, case):
     viewer = make_napari_viewer()
     cls = DenoiseWidget if case in ("no_image", "too_small", "negative_poisson") \
         else InpaintWidget
@@ -436,7 +436,7 @@ def test_error_paths_show_a_message(make_napari_viewer, fast_params, grey_image,
         viewer.add_labels(np.ones((20, 20), np.uint8), name="small mask")
     if case == "empty_mask":
         viewer.add_labels(np.zeros((32, 32), np.uint8), name="empty")
-    w = _widget(cls, viewer, fast_params)
+    w = _widget(cls, viewer, tiny_params)
     if case == "negative_poisson":
         w.loss.value = "poisson"
     n_layers = len(viewer.layers)
@@ -457,10 +457,10 @@ def test_error_paths_show_a_message(make_napari_viewer, fast_params, grey_image,
     assert w.run_button.enabled and w._run is None
 
 
-def test_remove_input_layer_during_run(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_remove_input_layer_during_run(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     src = viewer.add_image(grey_image, name="noisy")
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=40, early_stop=False)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=40, early_stop=False)
 
     def on_yield(step):
         if src in viewer.layers:
@@ -474,10 +474,10 @@ def test_remove_input_layer_during_run(make_napari_viewer, qtbot, fast_params, g
     assert w.run_button.enabled
 
 
-def test_close_viewer_during_run(make_napari_viewer, qtbot, fast_params, grey_image, notes):
+def test_close_viewer_during_run(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     viewer.add_image(grey_image, name="noisy")
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=3000, early_stop=False)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=3000, early_stop=False)
     closed = []
 
     def on_yield(step):
@@ -493,7 +493,7 @@ def test_close_viewer_during_run(make_napari_viewer, qtbot, fast_params, grey_im
     assert not notes["error"] and not notes["warning"], notes
 
 
-def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, fast_params, capsys):
+def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, tiny_params, capsys):
     """Longest gap between 10 ms QTimer ticks while a 256x256 fit runs (target < 100 ms)."""
     from qtpy.QtCore import QTimer
 
@@ -503,7 +503,7 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, fast_params, 
     img = np.clip(0.5 + 0.3 * np.sin(6 * x) * np.cos(4 * y) + 0.1 * rng.standard_normal((256, 256)),
                   0, 1).astype(np.float32)
     viewer.add_image(img, name="big")
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=30, early_stop=False,
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=30, early_stop=False,
                 history_every=5)
     ticks: list[float] = []
     yields: list[float] = []
@@ -536,7 +536,7 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, fast_params, 
     assert fit.max() < 1000 and gaps.max() < 1000
 
 
-def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, fast_params, grey_image,
+def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_params, grey_image,
                                               notes, monkeypatch):
     """A torch RuntimeError (e.g. out of memory) mid-run reaches the user; the widget recovers."""
     from napari_deep_prior.core import fit as core_fit
@@ -552,7 +552,7 @@ def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, fast_pa
     viewer = make_napari_viewer()
     src = viewer.add_image(grey_image, name="noisy")
     before = src.data.copy()
-    w = _widget(DenoiseWidget, viewer, fast_params, iterations=40, early_stop=False)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=40, early_stop=False)
     worker = w.run(start=False)
     with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
         worker.start()
