@@ -24,8 +24,13 @@ def tiny_params():
     Shared by the core and the napari widget tests: a preview every 10 steps, a yield every 5."""
     return DIPParams(
         net=NetParams((16,) * 3, (16,) * 3, (4,) * 3, input_depth=8),
-        iterations=30, es_window=10, es_patience=10, es_start=10,
-        history_every=10, yield_every=5, preview_every=10,
+        iterations=30,
+        es_window=10,
+        es_patience=10,
+        es_start=10,
+        history_every=10,
+        yield_every=5,
+        preview_every=10,
     )
 
 
