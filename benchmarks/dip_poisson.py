@@ -85,8 +85,8 @@ def default_with_oracle(counts, rate, peak, tail: float, seed: int):
     """Run the Poisson default past its stop; return its result, its stop and the oracle."""
     import torch
 
-    from napari_deep_prior.core.api import prepare_denoise
-    from napari_deep_prior.core.fit import DIPFit
+    from napari_deep_prior.restore.api import prepare_denoise
+    from napari_deep_prior.restore.fit import DIPFit
 
     job = prepare_denoise(counts, loss="poisson", seed=seed, device="cpu")
     p = job.fit_params
@@ -163,7 +163,7 @@ def camera_cases(args) -> None:
 def sample_case(args) -> None:
     """The plugin's own low-light sample (File > Open Sample), against its known rate."""
     from napari_deep_prior import denoise
-    from napari_deep_prior._napari import sample_data as sd
+    from napari_deep_prior import samples as sd
 
     counts, kwargs = sd.fluorescence_poisson()[0]
     if not kwargs["name"].startswith("nuclei"):

@@ -123,8 +123,7 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
     """The published optimisation loop, eager fp32, fixed iterations; PSNR every eval_every."""
     import torch
 
-    from napari_deep_prior.core.fit import padded_shape
-    from napari_deep_prior.core.nets import SkipNet, make_input
+    from napari_deep_prior.nets import SkipNet, make_input, padded_shape
 
     h, w, c = target.shape
     hp, wp = padded_shape(params.net, h, w)
@@ -191,7 +190,7 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
 # --- (b) the default pipeline -------------------------------------------------------------
 def run_default(gt, target, holes, device, *, seed, preset=None, amp=None, max_iterations=0):
     from napari_deep_prior import denoise, inpaint
-    from napari_deep_prior.core.params import get_preset
+    from napari_deep_prior.restore.presets import get_preset
 
     kw = {"seed": seed, "device": device, "return_history": True}
     if max_iterations:
@@ -242,7 +241,7 @@ def inpaint_inputs(data: Path, size: int, keep):
 def bench_case(case, inputs, args, device, log, on_row=lambda rows: None):
     import torch
 
-    from napari_deep_prior.core.params import get_preset
+    from napari_deep_prior.restore.presets import get_preset
 
     reuse = {}
     if args.reuse_paper:
@@ -315,9 +314,9 @@ def summary_table(rows):
 
 def scaling(sizes, steps, device, log, amp=None):
     """Default pipeline: s/step and peak memory vs size (synthetic smooth RGB image + noise)."""
-    from napari_deep_prior.core.api import prepare_denoise
-    from napari_deep_prior.core.fit import estimate_fit_bytes
-    from napari_deep_prior.core.params import get_preset
+    from napari_deep_prior.restore.api import prepare_denoise
+    from napari_deep_prior.restore.planning import estimate_fit_bytes
+    from napari_deep_prior.restore.presets import get_preset
 
     params = get_preset("denoise")
     if amp:
@@ -382,7 +381,7 @@ def main(argv=None):
 
     import torch
 
-    from napari_deep_prior.core.device import resolve_device, tune_cpu_allocator
+    from napari_deep_prior.device import resolve_device, tune_cpu_allocator
 
     device = resolve_device(args.device)
     if device.type == "cpu":

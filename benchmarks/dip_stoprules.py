@@ -37,7 +37,7 @@ SET9 = ("F16", "House", "kodim02", "Lena", "Peppers", "kodim03", "kodim12", "kod
 
 
 def _params(preset: str, sets: list[str], steps: int):
-    from napari_deep_prior.core.params import get_preset
+    from napari_deep_prior.restore.presets import get_preset
 
     p = get_preset(preset, task="denoise")
     net_kw, kw = {}, {}
@@ -69,7 +69,8 @@ def _params(preset: str, sets: list[str], steps: int):
 
 def record(args) -> None:
     import torch
-    from napari_deep_prior.core.fit import DIPFit, estimate_noise_sigma
+    from napari_deep_prior.restore.fit import DIPFit
+    from napari_deep_prior.restore.stopping import estimate_noise_sigma
 
     params = _params(args.preset, args.set or [], args.steps)
     names = args.images.split(",") if args.images else list(SET9)

@@ -68,8 +68,8 @@ def main(argv=None):
     from skimage.transform import resize
 
     from napari_deep_prior import denoise
-    from napari_deep_prior.core.fit import estimate_fit_bytes
-    from napari_deep_prior.core.params import get_preset
+    from napari_deep_prior.restore.planning import estimate_fit_bytes
+    from napari_deep_prior.restore.presets import get_preset
 
     clean = resize(data.astronaut() / 255.0, (args.size, args.size), order=1, anti_aliasing=True)
     if args.grey:

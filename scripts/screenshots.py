@@ -89,7 +89,7 @@ def _new_viewer(title: str):
 
 
 def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
-    from napari_deep_prior._napari.sample_data import noisy_grey
+    from napari_deep_prior.samples import noisy_grey
     from napari_deep_prior._napari.widgets import DenoiseWidget
 
     viewer = _new_viewer("DIP Denoise")
@@ -122,7 +122,7 @@ def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
 
 
 def inpaint_shots(out: Path, app, iterations: int, timeout: float) -> None:
-    from napari_deep_prior._napari.sample_data import damaged_with_mask
+    from napari_deep_prior.samples import damaged_with_mask
     from napari_deep_prior._napari.widgets import InpaintWidget
 
     viewer = _new_viewer("DIP Inpaint")
