@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from skimage import color as skcolor
 
-from napari_deep_prior.core import color as C
+from napari_deep_prior.colorize import hints as H
+from napari_deep_prior.colorize import lab as LAB
+from napari_deep_prior.colorize import levin as LV
 
 
 @pytest.fixture
@@ -18,68 +20,68 @@ def rng():
 
 def test_rgb_to_lab_matches_skimage(rng):
     rgb = rng.random((7, 5, 3))
-    np.testing.assert_allclose(C.rgb_to_lab(rgb), skcolor.rgb2lab(rgb), atol=1e-10)
+    np.testing.assert_allclose(LAB.rgb_to_lab(rgb), skcolor.rgb2lab(rgb), atol=1e-10)
     u8 = (rgb * 255).astype(np.uint8)
-    np.testing.assert_allclose(C.rgb_to_lab(u8), skcolor.rgb2lab(u8), atol=1e-10)
+    np.testing.assert_allclose(LAB.rgb_to_lab(u8), skcolor.rgb2lab(u8), atol=1e-10)
 
 
 def test_lab_to_rgb_matches_skimage_and_round_trips(rng):
     rgb = rng.random((6, 4, 3))
     lab = skcolor.rgb2lab(rgb)
-    np.testing.assert_allclose(C.lab_to_rgb(lab), skcolor.lab2rgb(lab), atol=1e-10)
-    np.testing.assert_allclose(C.lab_to_rgb(C.rgb_to_lab(rgb)), rgb, atol=1e-6)
+    np.testing.assert_allclose(LAB.lab_to_rgb(lab), skcolor.lab2rgb(lab), atol=1e-10)
+    np.testing.assert_allclose(LAB.lab_to_rgb(LAB.rgb_to_lab(rgb)), rgb, atol=1e-6)
 
 
 def test_lab_shape_errors():
     with pytest.raises(ValueError, match="3 channels"):
-        C.rgb_to_lab(np.zeros((4, 4, 2)))
+        LAB.rgb_to_lab(np.zeros((4, 4, 2)))
     with pytest.raises(ValueError, match="3 channels"):
-        C.lab_to_rgb(np.zeros((4, 4)))
+        LAB.lab_to_rgb(np.zeros((4, 4)))
 
 
 def test_gray_to_lightness_matches_skimage(rng):
     g = rng.random((9, 11))
     expected = skcolor.rgb2lab(np.repeat(g[..., None], 3, axis=-1))[..., 0]
-    np.testing.assert_allclose(C.gray_to_lightness(g), expected, atol=1e-4)
+    np.testing.assert_allclose(LAB.gray_to_lightness(g), expected, atol=1e-4)
 
 
 def test_linear_rgb_is_unclipped_inverse(rng):
     rgb = rng.random((50, 3))
     lab = skcolor.rgb2lab(rgb)
-    lin = C.lab_to_linear_rgb(lab[:, 0], lab[:, 1:])
+    lin = LAB.lab_to_linear_rgb(lab[:, 0], lab[:, 1:])
     expected = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
     np.testing.assert_allclose(lin, expected, atol=1e-5)
-    assert C.in_gamut(lab[:, 0], lab[:, 1:]).all()
+    assert LAB.in_gamut(lab[:, 0], lab[:, 1:]).all()
     # Very saturated green at low lightness is out of gamut.
-    assert not C.in_gamut(20.0, np.array([-100.0, 80.0]))
+    assert not LAB.in_gamut(20.0, np.array([-100.0, 80.0]))
 
 
 # --- gamut clip -----------------------------------------------------------------------
 
 def test_gamut_clip_keeps_in_gamut_colours(rng):
     rgb = rng.random((20, 3))
-    lab = C.rgb_to_lab(rgb)
-    np.testing.assert_allclose(C.gamut_clip(lab[:, 1:], lab[:, 0]), lab[:, 1:], atol=1e-9)
-    np.testing.assert_allclose(C.gamut_clip(rgb, lab[:, 0]), lab[:, 1:], atol=1e-9)
+    lab = LAB.rgb_to_lab(rgb)
+    np.testing.assert_allclose(LAB.gamut_clip(lab[:, 1:], lab[:, 0]), lab[:, 1:], atol=1e-9)
+    np.testing.assert_allclose(LAB.gamut_clip(rgb, lab[:, 0]), lab[:, 1:], atol=1e-9)
 
 
 @pytest.mark.parametrize("L", [5.0, 30.0, 70.0, 97.0])
 def test_gamut_clip_brings_colour_into_gamut_keeping_hue(L):
     red = np.array([1.0, 0.0, 0.0])
-    ab0 = C.rgb_to_lab(red)[1:]
-    ab = C.gamut_clip(red, L)
-    assert C.in_gamut(L, ab)
+    ab0 = LAB.rgb_to_lab(red)[1:]
+    ab = LAB.gamut_clip(red, L)
+    assert LAB.in_gamut(L, ab)
     assert np.hypot(*ab) <= np.hypot(*ab0) + 1e-9
     # same hue: ab is a non-negative multiple of the original ab
     cos = ab @ ab0 / (np.linalg.norm(ab) * np.linalg.norm(ab0) + 1e-12)
     assert np.linalg.norm(ab) < 1e-6 or cos > 0.9999
     # lab2rgb round-trips: L and ab survive the conversion (no channel clipping)
-    back = C.rgb_to_lab(C.lab_to_rgb(np.array([L, *ab])))
+    back = LAB.rgb_to_lab(LAB.lab_to_rgb(np.array([L, *ab])))
     np.testing.assert_allclose(back, [L, *ab], atol=0.05)
 
 
 def test_gamut_clip_extremes_and_broadcast():
-    ab = C.gamut_clip(np.array([60.0, 60.0]), np.array([0.0, 100.0, 50.0]))
+    ab = LAB.gamut_clip(np.array([60.0, 60.0]), np.array([0.0, 100.0, 50.0]))
     assert ab.shape == (3, 2)
     np.testing.assert_allclose(ab[:2], 0.0, atol=0.5)  # black and white hold no chroma
     assert np.hypot(*ab[2]) > 10
@@ -87,7 +89,7 @@ def test_gamut_clip_extremes_and_broadcast():
 
 def test_gamut_clip_bad_shape():
     with pytest.raises(ValueError, match="last axis"):
-        C.gamut_clip(np.zeros(4), 50.0)
+        LAB.gamut_clip(np.zeros(4), 50.0)
 
 
 # --- colours ----------------------------------------------------------------------------
@@ -102,91 +104,91 @@ def test_gamut_clip_bad_shape():
     (np.array([0.2, 0.4, 0.6]), [0.2, 0.4, 0.6]),
 ])
 def test_parse_color(colour, expected):
-    np.testing.assert_allclose(C.parse_color(colour), expected)
+    np.testing.assert_allclose(H.parse_color(colour), expected)
 
 
 def test_color_to_hex():
-    assert C.color_to_hex((255, 128, 0)) == "#ff8000"
-    assert C.color_to_hex((1.0, 0.0, 0.5)) == "#ff0080"
+    assert H.color_to_hex((255, 128, 0)) == "#ff8000"
+    assert H.color_to_hex((1.0, 0.0, 0.5)) == "#ff0080"
 
 
 def test_parse_color_bad_string():
     with pytest.raises(ValueError, match="#rrggbb"):
-        C.parse_color("#12345g")
+        H.parse_color("#12345g")
 
 
 def test_parse_color_int_out_of_range():
     with pytest.raises(ValueError, match="0-255"):
-        C.parse_color((256, 0, 0))
+        H.parse_color((256, 0, 0))
 
 
 def test_parse_color_float_out_of_range():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        C.parse_color((1.5, 0.0, 0.0))
+        H.parse_color((1.5, 0.0, 0.0))
 
 
 def test_parse_color_wrong_type():
     with pytest.raises(TypeError, match="string or"):
-        C.parse_color(12)
+        H.parse_color(12)
 
 
 def test_parse_color_wrong_length():
     with pytest.raises(TypeError, match="three numbers"):
-        C.parse_color((1, 2))
+        H.parse_color((1, 2))
 
 
 def test_parse_color_mixed_int_float():
-    np.testing.assert_allclose(C.parse_color((0, 0.5, 1)), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(H.parse_color((0, 0.5, 1)), [0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="give\\s+integers"):
-        C.parse_color((255, 0.5, 0))
+        H.parse_color((255, 0.5, 0))
 
 
 # --- hint encoding --------------------------------------------------------------------
 
 def test_encode_hints_patch_values_are_gamut_clipped_per_pixel():
     L = np.tile(np.linspace(5, 95, 20), (20, 1))
-    ab_hint, mask = C.encode_hints(L, [(10, 10, "#ff0000")], size=5)
+    ab_hint, mask = H.encode_hints(L, [(10, 10, "#ff0000")], size=5)
     assert ab_hint.shape == (20, 20, 2) and mask.shape == (20, 20)
     assert ab_hint.dtype == np.float32 and mask.dtype == np.float32
     assert mask.sum() == 25 and mask[8:13, 8:13].all()
-    red_ab = C.rgb_to_lab(np.array([1.0, 0.0, 0.0]))[1:]
+    red_ab = LAB.rgb_to_lab(np.array([1.0, 0.0, 0.0]))[1:]
     for c in range(8, 13):
-        expected = C.gamut_clip(red_ab, L[10, c])
+        expected = LAB.gamut_clip(red_ab, L[10, c])
         np.testing.assert_allclose(ab_hint[10, c], expected, atol=1e-4)
-        assert C.in_gamut(L[10, c], ab_hint[10, c].astype(np.float64))
+        assert LAB.in_gamut(L[10, c], ab_hint[10, c].astype(np.float64))
     assert not ab_hint[mask == 0].any()
 
 
 def test_encode_hints_border_overlap_and_rounding():
     L = np.full((10, 12), 50.0)
-    ab_hint, mask = C.encode_hints(
+    ab_hint, mask = H.encode_hints(
         L, [(0, 0, "#0000ff"), (1.4, 1.2, "#ff0000"), (9, 11, (0, 255, 0))], size=3)
     assert mask[:2, :2].all() and mask[0:3, 0:3].sum() == 9
-    red_ab = C.gamut_clip(np.array([1.0, 0, 0]), 50.0)
+    red_ab = LAB.gamut_clip(np.array([1.0, 0, 0]), 50.0)
     np.testing.assert_allclose(ab_hint[0, 0], red_ab, atol=1e-4)  # later hint wins
     assert mask[8:, 10:].all() and mask.sum() == 9 + 4
-    ab1, m1 = C.encode_hints(L, [(5, 5, "#00ff00")], size=1)
+    ab1, m1 = H.encode_hints(L, [(5, 5, "#00ff00")], size=1)
     assert m1.sum() == 1
 
 
 def test_encode_hints_even_size():
     with pytest.raises(ValueError, match="odd"):
-        C.encode_hints(np.zeros((8, 8)), [(1, 1, "#ffffff")], size=4)
+        H.encode_hints(np.zeros((8, 8)), [(1, 1, "#ffffff")], size=4)
 
 
 def test_encode_hints_outside():
     with pytest.raises(ValueError, match=r"outside the image of shape \(8, 9\)"):
-        C.encode_hints(np.zeros((8, 9)), [(3, 9, "#ffffff")])
+        H.encode_hints(np.zeros((8, 9)), [(3, 9, "#ffffff")])
 
 
 def test_encode_hints_malformed_hint():
     with pytest.raises(TypeError, match="row, col, colour"):
-        C.encode_hints(np.zeros((8, 8)), [(3, "#ffffff")])
+        H.encode_hints(np.zeros((8, 8)), [(3, "#ffffff")])
 
 
 def test_encode_hints_bad_colour_names_hint():
     with pytest.raises(ValueError, match="hint 1"):
-        C.encode_hints(np.zeros((8, 8)), [(3, 3, "#ffffff"), (1, 1, "blue")])
+        H.encode_hints(np.zeros((8, 8)), [(3, 3, "#ffffff"), (1, 1, "blue")])
 
 
 # --- CSV ------------------------------------------------------------------------------
@@ -194,72 +196,72 @@ def test_encode_hints_bad_colour_names_hint():
 def test_csv_round_trip_hex(tmp_path):
     hints = [(3, 4, "#ff8000"), (10.5, 2, (0, 128, 255)), (0, 0, (0.0, 1.0, 0.0))]
     path = tmp_path / "hints.csv"
-    C.write_hints_csv(path, hints)
+    H.write_hints_csv(path, hints)
     assert path.read_text().splitlines()[0] == "row,col,color"
-    back = C.read_hints_csv(path)
+    back = H.read_hints_csv(path)
     assert [(h.row, h.col) for h in back] == [(3, 4), (10.5, 2), (0, 0)]
     assert [h.color for h in back] == ["#ff8000", "#0080ff", "#00ff00"]
 
 
 def test_csv_round_trip_rgb(tmp_path):
     path = tmp_path / "hints.csv"
-    C.write_hints_csv(path, [(1, 2, "#102030")], layout="rgb")
+    H.write_hints_csv(path, [(1, 2, "#102030")], layout="rgb")
     assert path.read_text().splitlines() == ["row,col,r,g,b", "1,2,16,32,48"]
-    (hint,) = C.read_hints_csv(path)
-    assert hint == C.Hint(1, 2, (16, 32, 48))
+    (hint,) = H.read_hints_csv(path)
+    assert hint == H.Hint(1, 2, (16, 32, 48))
 
 
 def test_csv_float_rgb(tmp_path):
     path = tmp_path / "h.csv"
     path.write_text("row,col,r,g,b\n5,6,0.5,0.25,1.0\n")
-    (hint,) = C.read_hints_csv(path)
-    np.testing.assert_allclose(C.parse_color(hint.color), [0.5, 0.25, 1.0])
+    (hint,) = H.read_hints_csv(path)
+    np.testing.assert_allclose(H.parse_color(hint.color), [0.5, 0.25, 1.0])
 
 
 def test_csv_bad_header(tmp_path):
     path = tmp_path / "h.csv"
     path.write_text("x,y,colour\n1,2,#ffffff\n")
     with pytest.raises(ValueError, match="row,col,color"):
-        C.read_hints_csv(path)
+        H.read_hints_csv(path)
 
 
 def test_csv_bad_line(tmp_path):
     path = tmp_path / "h.csv"
     path.write_text("row,col,color\n1,2,#ffffff\n3,4,#zzzzzz\n")
     with pytest.raises(ValueError, match="line 3"):
-        C.read_hints_csv(path)
+        H.read_hints_csv(path)
 
 
 def test_csv_bad_layout(tmp_path):
     with pytest.raises(ValueError, match="layout"):
-        C.write_hints_csv(tmp_path / "h.csv", [], layout="json")
+        H.write_hints_csv(tmp_path / "h.csv", [], layout="json")
 
 
 # --- Levin ----------------------------------------------------------------------------
 
 def test_nested_dissection_is_a_permutation():
-    order = C._nested_dissection(13, 29)
+    order = LV._nested_dissection(13, 29)
     assert sorted(order.tolist()) == list(range(13 * 29))
 
 
 def test_levin_weights_rows_sum_to_one():
     rng = np.random.default_rng(1)
-    W = C.levin_affinity(rng.random((6, 7)))
+    W = LV.levin_affinity(rng.random((6, 7)))
     np.testing.assert_allclose(np.asarray(W.sum(axis=1)).ravel(), 1.0)
     assert W.nnz == 8 * 4 * 5 + 5 * 2 * (4 + 5) + 3 * 4
 
 
 def test_levin_propagates_one_hint_over_a_flat_region():
     L = np.full((24, 30), 60.0)
-    ab_hint, mask = C.encode_hints(L, [(3, 4, "#3060c0")], size=3)
-    ab = C.levin(L, ab_hint, mask)
+    ab_hint, mask = H.encode_hints(L, [(3, 4, "#3060c0")], size=3)
+    ab = LV.levin(L, ab_hint, mask)
     assert ab.shape == (24, 30, 2) and ab.dtype == np.float32
     np.testing.assert_allclose(ab, np.broadcast_to(ab_hint[3, 4], ab.shape), atol=0.5)
 
 
 def _two_hints(L):
-    ab_hint, mask = C.encode_hints(L, [(20, 5, "#c03020"), (20, 34, "#2040c0")], size=3)
-    ab = C.levin(L, ab_hint, mask)
+    ab_hint, mask = H.encode_hints(L, [(20, 5, "#c03020"), (20, 34, "#2040c0")], size=3)
+    ab = LV.levin(L, ab_hint, mask)
     d = np.linalg.norm(ab_hint[20, 5] - ab_hint[20, 34])
     jump = np.linalg.norm(ab[:, 19] - ab[:, 20], axis=-1) / d
     return ab, ab_hint, mask, d, jump
@@ -284,39 +286,39 @@ def test_levin_stops_at_a_strong_edge():
 
 def test_levin_smooth_without_edges_blends():
     L = np.full((20, 20), 50.0)
-    ab_hint, mask = C.encode_hints(L, [(10, 0, "#c03020"), (10, 19, "#2040c0")], size=1)
-    ab = C.levin(L, ab_hint, mask)
+    ab_hint, mask = H.encode_hints(L, [(10, 0, "#c03020"), (10, 19, "#2040c0")], size=1)
+    ab = LV.levin(L, ab_hint, mask)
     mid = ab[10, 10]
     assert np.linalg.norm(mid - ab_hint[10, 0]) > 10 and np.linalg.norm(mid - ab_hint[10, 19]) > 10
 
 
 def test_levin_needs_a_hint():
     with pytest.raises(ValueError, match="at least one hint"):
-        C.levin(np.zeros((8, 8)), np.zeros((8, 8, 2)), np.zeros((8, 8)))
+        LV.levin(np.zeros((8, 8)), np.zeros((8, 8, 2)), np.zeros((8, 8)))
 
 
 def test_levin_shape_mismatch():
     with pytest.raises(ValueError, match="shapes"):
-        C.levin(np.zeros((8, 8)), np.zeros((8, 9, 2)), np.ones((8, 8)))
+        LV.levin(np.zeros((8, 8)), np.zeros((8, 9, 2)), np.ones((8, 8)))
 
 
 def test_levin_screened_prior_holds_far_from_hints():
     L = np.full((30, 60), 50.0)
-    ab_hint, mask = C.encode_hints(L, [(15, 2, "#c03020")], size=3)
+    ab_hint, mask = H.encode_hints(L, [(15, 2, "#c03020")], size=3)
     prior = np.zeros((30, 60, 2))
     prior[..., 1] = -20.0
-    ab = C.levin(L, ab_hint, mask, prior=prior, prior_weight=0.01)
+    ab = LV.levin(L, ab_hint, mask, prior=prior, prior_weight=0.01)
     np.testing.assert_allclose(ab[mask > 0], ab_hint[mask > 0], atol=1e-4)   # hints fixed
     np.testing.assert_allclose(ab[15, 59], [0.0, -20.0], atol=0.5)           # prior far away
     assert np.linalg.norm(ab[15, 4] - ab_hint[15, 2]) < np.linalg.norm(ab[15, 4] - prior[15, 4])
     # with a prior, no hint at all is fine
-    np.testing.assert_allclose(C.levin(L, ab_hint, 0 * mask, prior=prior, prior_weight=0.1),
+    np.testing.assert_allclose(LV.levin(L, ab_hint, 0 * mask, prior=prior, prior_weight=0.1),
                                prior, atol=1e-4)
 
 
 def test_levin_prior_errors():
     L = np.full((8, 8), 50.0)
     with pytest.raises(ValueError, match="prior_weight"):
-        C.levin(L, np.zeros((8, 8, 2)), np.ones((8, 8)), prior=np.zeros((8, 8, 2)), prior_weight=-1)
+        LV.levin(L, np.zeros((8, 8, 2)), np.ones((8, 8)), prior=np.zeros((8, 8, 2)), prior_weight=-1)
     with pytest.raises(ValueError, match="prior must have shape"):
-        C.levin(L, np.zeros((8, 8, 2)), np.ones((8, 8)), prior=np.zeros((8, 8)), prior_weight=1)
+        LV.levin(L, np.zeros((8, 8, 2)), np.ones((8, 8)), prior=np.zeros((8, 8)), prior_weight=1)

@@ -10,9 +10,11 @@ import torch
 from colorizer_layout import random_state_dict
 from skimage import color as skcolor
 
-from napari_deep_prior.core import colorize as CZ
-from napari_deep_prior.core import weights as W
-from napari_deep_prior.core.colorize import (
+from napari_deep_prior.colorize import api as CZ
+from napari_deep_prior.colorize import levin as LV
+from napari_deep_prior.colorize import pretrained as PT
+from napari_deep_prior.colorize import weights as W
+from napari_deep_prior.colorize.api import (
     DIPColorParams,
     colorize,
     colorize_auto,
@@ -20,7 +22,9 @@ from napari_deep_prior.core.colorize import (
     lightness,
     suggest_colors,
 )
-from napari_deep_prior.core.colorizers import ECCVGenerator, SIGGRAPHGenerator
+from napari_deep_prior.colorize.hints import encode_hints
+from napari_deep_prior.colorize.networks import ECCVGenerator, SIGGRAPHGenerator
+from napari_deep_prior.device import resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -217,7 +221,7 @@ def test_dip_seed_changes_result():
 def test_dip_refine_keeps_hints():
     rgb, L = two_colour_scene(16)
     hints = [(3, 3, rgb[3, 3]), (12, 12, rgb[12, 12])]
-    ab_hint, mask = CZ.encode_hints(L, hints, size=3)
+    ab_hint, mask = encode_hints(L, hints, size=3)
     params = DIPColorParams(iterations=5, depth=3, refine=0.01)
     ab = CZ.dip_ab(L, ab_hint, mask, params=params, seed=0, device="cpu")
     assert ab.shape == (16, 16, 2) and ab.dtype == np.float32
@@ -233,9 +237,9 @@ def test_dip_works_on_a_reduced_grid():
 
 
 def test_levin_on_a_reduced_grid_keeps_full_lightness(monkeypatch):
-    monkeypatch.setattr(CZ, "LEVIN_MAX_PIXELS", 24 * 24)
+    monkeypatch.setattr(LV, "LEVIN_MAX_PIXELS", 24 * 24)
     rgb, L = two_colour_scene(48)
-    ab_hint, mask = CZ.encode_hints(L, [(20, 5, rgb[20, 5])], size=3)
+    ab_hint, mask = encode_hints(L, [(20, 5, rgb[20, 5])], size=3)
     ab = CZ.levin_ab(L, ab_hint, mask, max_pixels=24 * 24)
     assert ab.shape == (48, 48, 2)
     np.testing.assert_allclose(ab[40, 5], ab_hint[20, 5], atol=3.0)
@@ -255,7 +259,7 @@ def test_suggest_colors_from_the_class_distribution():
 
 
 def test_suggest_colors_on_published_layout(fake_loader, monkeypatch):
-    monkeypatch.setattr(CZ, "NET_SIZE", 64)  # same code path, a quarter of the pixels
+    monkeypatch.setattr(PT, "NET_SIZE", 64)  # same code path, a quarter of the pixels
     s = suggest_colors(lightness(grey_image(40, 56)), 10, 12, device="cpu", k=9,
                        hints=[(5, 5, "#00ff00")])
     assert 1 <= len(s.rgb) <= 9
@@ -356,7 +360,7 @@ def test_error_suggest_colors_outside(fake_loader):
 
 
 def test_device_auto_resolves_here():
-    dev = CZ._resolve("auto")
+    dev = resolve_device("auto")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     if expected == "cpu" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         expected = "mps"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from colorizer_layout import published_layout, random_state_dict
 
-from napari_deep_prior.core.colorizers import (
+from napari_deep_prior.colorize.networks import (
     AB_GRID_SIZE,
     ECCVGenerator,
     SIGGRAPHGenerator,

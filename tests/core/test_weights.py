@@ -9,8 +9,9 @@ import urllib.error
 import pytest
 import torch
 
-from napari_deep_prior.core import weights as W
-from napari_deep_prior.core.weights import WeightsError, WeightsInfo
+from napari_deep_prior.colorize import weights as W
+from napari_deep_prior.colorize.weights import WeightsInfo
+from napari_deep_prior.errors import WeightsError
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +168,7 @@ def test_load_state_dict_rejects_non_tensor_pickles(tmp_path):
 
 def test_load_colorizer_from_a_verified_file(tmp_path, monkeypatch):
     # A small stand-in network keeps this test fast: the loader is generic over names.
-    from napari_deep_prior.core import colorizers
+    from napari_deep_prior.colorize import networks as colorizers
 
     class Tiny(torch.nn.Module):
         def __init__(self):

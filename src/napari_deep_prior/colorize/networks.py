@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lab import AB_MAX
+
 __all__ = [
     "ECCVGenerator",
     "SIGGRAPHGenerator",
@@ -30,16 +32,14 @@ __all__ = [
     "COLORIZERS",
     "L_CENT",
     "L_NORM",
-    "AB_NORM",
     "AB_GRID_STEP",
     "AB_GRID_SIZE",
     "ab_grid",
 ]
 
-#: Normalisation constants of the published models.
+#: Normalisation constants of the published models (ab is divided by :data:`.lab.AB_MAX`).
 L_CENT = 50.0
 L_NORM = 100.0
-AB_NORM = 110.0
 #: The siggraph17 ``model_class`` head: a 23 x 23 grid of ab bins, step 10 over [-110, 110].
 AB_GRID_STEP = 10.0
 AB_GRID_SIZE = 23
@@ -50,7 +50,7 @@ ECCV_BINS = 313
 def ab_grid() -> torch.Tensor:
     """ab values of the 529 ``model_class`` bins, shape (529, 2); bin ``i * 23 + j`` is
     ``(a, b) = (-110 + 10 i, -110 + 10 j)``."""
-    vals = torch.arange(AB_GRID_SIZE, dtype=torch.float32) * AB_GRID_STEP - AB_NORM
+    vals = torch.arange(AB_GRID_SIZE, dtype=torch.float32) * AB_GRID_STEP - AB_MAX
     a, b = torch.meshgrid(vals, vals, indexing="ij")
     return torch.stack([a.reshape(-1), b.reshape(-1)], dim=1)
 
@@ -124,7 +124,7 @@ class ECCVGenerator(nn.Module):
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         ab = self.model_out(self.softmax(self.logits(L)))
         ab = F.interpolate(ab, scale_factor=4, mode="bilinear", align_corners=False)
-        return ab * AB_NORM
+        return ab * AB_MAX
 
 
 class SIGGRAPHGenerator(nn.Module):
@@ -202,7 +202,7 @@ class SIGGRAPHGenerator(nn.Module):
             ab_hint = torch.zeros_like(L).expand(-1, 2, -1, -1)
         if mask is None:
             mask = torch.zeros_like(L)
-        x = torch.cat([(L - L_CENT) / L_NORM, ab_hint / AB_NORM, mask], dim=1)
+        x = torch.cat([(L - L_CENT) / L_NORM, ab_hint / AB_MAX, mask], dim=1)
         c1 = self.model1(x)
         c2 = self.model2(c1[:, :, ::2, ::2])
         c3 = self.model3(c2[:, :, ::2, ::2])
@@ -216,7 +216,7 @@ class SIGGRAPHGenerator(nn.Module):
         c1, c2, c8 = self._encode(L, ab_hint, mask)
         c9 = self.model9(self.model9up(c8) + self.model2short9(c2))
         c10 = self.model10(self.model10up(c9) + self.model1short10(c1))
-        return self.model_out(c10) * AB_NORM
+        return self.model_out(c10) * AB_MAX
 
     def class_distribution(self, L: torch.Tensor, ab_hint: torch.Tensor | None = None,
                            mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -239,5 +239,5 @@ def build_colorizer(name: str) -> nn.Module:
         return COLORIZERS[name]()
     except KeyError:
         raise ValueError(
-            f"unknown colorizer {name!r}; choose 'eccv16' or 'siggraph17'"
+            f"unknown colorizer network {name!r}; choose one of {', '.join(map(repr, COLORIZERS))}"
         ) from None

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import WeightsError
+
 __all__ = [
     "WeightsInfo",
     "WeightsError",
@@ -97,10 +99,6 @@ WEIGHTS: dict[str, WeightsInfo] = {
         "https://colorizers.s3.us-east-2.amazonaws.com/siggraph17-df00044c.pth",
     ),
 }
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights are missing, cannot be downloaded, or are damaged."""
 
 
 def weights_info(name: str | WeightsInfo) -> WeightsInfo:
@@ -361,7 +359,7 @@ def load_colorizer(name: str, weights: str | os.PathLike | None = None, *,
     WeightsError
         When the weights cannot be found, downloaded, read or matched to the network.
     """
-    from .colorizers import build_colorizer
+    from .networks import build_colorizer
 
     net = build_colorizer(name)
     path = get_weights(name, weights, download=download, progress=progress)
