@@ -156,12 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--invert-mask", action="store_true",
                    help="the mask marks known pixels instead (e.g. 255 = known, 0 = hole)")
 
+    from .colorize.api import REGISTRY, method_names
+
     c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
     c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
     c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif)")
-    c.add_argument("--method", default="eccv16", choices=("eccv16", "siggraph17", "levin", "dip"),
-                   help="eccv16/siggraph17: pretrained networks (weights needed); levin, dip: no weights, "
-                        "need --hints (siggraph17 also takes hints)")
+    c.add_argument("--method", default="eccv16", choices=method_names(),
+                   help=" ".join(col.description for col in REGISTRY.values())
+                   + f" Need --hints: {', '.join(method_names(automatic=False))}.")
     c.add_argument("--hints", type=Path, help="CSV with a header 'row,col,color' (#rrggbb) or 'row,col,r,g,b'")
     c.add_argument("--hint-size", type=int, default=5, help="side of each hint's square patch (odd, default 5)")
     c.add_argument("--weights", type=Path, help="weights file of the network (default: cache, then download)")
@@ -278,8 +280,8 @@ def _restore(args, task: str) -> int:
 
 
 def _colorize(args) -> int:
-    from .core.color import read_hints_csv
-    from .core.colorize import colorize
+    from .colorize.api import colorize
+    from .colorize.hints import read_hints_csv
     from .io import check_output, read_image, write_image
 
     image = read_image(args.input)

@@ -23,7 +23,6 @@ from typing import Callable, Generator
 import numpy as np
 
 from ..arrays import MIN_SIDE, check_seed, derive_seed, drive, new_seed
-from ..device import resolve_device, tune_cpu_allocator
 from .base import ABStep, Colorizer
 from .hints import encode_hints
 from .inputs import resize, working_shape
@@ -136,6 +135,7 @@ def dip_ab_steps(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
     import torch
     import torch.nn.functional as F
 
+    from ..device import resolve_device, tune_cpu_allocator
     from ..nets import NetParams, SkipNet, min_padded_side, required_multiple
 
     p = params if params is not None else DIPColorParams()

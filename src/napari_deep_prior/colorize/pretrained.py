@@ -18,7 +18,6 @@ import os
 
 import numpy as np
 
-from ..device import resolve_device
 from .base import ABStep, Colorizer
 from .hints import encode_hints, scale_hints
 from .inputs import resize
@@ -76,6 +75,8 @@ def network_ab(L: np.ndarray, model: str = "eccv16", *, ab_hint: np.ndarray | No
     """
     import torch
     import torch.nn.functional as F
+
+    from ..device import resolve_device
 
     if model not in ("eccv16", "siggraph17"):
         raise ValueError(f"model must be 'eccv16' or 'siggraph17', got {model!r}")

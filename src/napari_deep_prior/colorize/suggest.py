@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..device import resolve_device
 from . import pretrained
 from .hints import normalize_hints
 from .inputs import resize
@@ -100,6 +99,8 @@ def suggest_colors(L: np.ndarray, row: float, col: float, *, weights=None, devic
     """
     import torch
     import torch.nn.functional as F
+
+    from ..device import resolve_device
 
     L = np.asarray(L, np.float64)
     if L.ndim != 2:
