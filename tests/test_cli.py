@@ -91,7 +91,7 @@ def test_float_result_to_png_is_refused(tmp_path, capsys):
 
 
 def test_poisson_counts_give_float_rates_and_dtype_input_the_counts(tmp_path, capsys, monkeypatch):
-    import napari_deep_prior.core.api as api
+    import napari_deep_prior.restore.api as api
 
     counts = np.random.default_rng(3).poisson(8.0, (24, 24)).astype(np.uint16)
     iio.imwrite(tmp_path / "c.png", counts)
@@ -151,7 +151,7 @@ def test_colorize_errors_exit_2(tmp_path, capsys, monkeypatch):
     # no weights anywhere and no network: a one-line message naming the file
     monkeypatch.setenv("NAPARI_DEEP_PRIOR_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from napari_deep_prior.core import weights
+    from napari_deep_prior.colorize import weights
 
     def offline(*a, **k):
         raise OSError("network unreachable (test)")

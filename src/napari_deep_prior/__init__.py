@@ -6,12 +6,13 @@ them is called.
 
 __version__ = "0.1.0"
 
-__all__ = ["denoise", "inpaint", "colorize", "__version__"]
+__all__ = ["denoise", "inpaint", "upscale", "colorize", "__version__"]
 
 _LAZY = {
-    "denoise": "napari_deep_prior.core.api",
-    "inpaint": "napari_deep_prior.core.api",
-    "colorize": "napari_deep_prior.core.colorize",
+    "denoise": "napari_deep_prior.restore.api",
+    "inpaint": "napari_deep_prior.restore.api",
+    "upscale": "napari_deep_prior.restore.api",
+    "colorize": "napari_deep_prior.colorize.api",
 }
 
 

@@ -1,4 +1,7 @@
-"""Command line: ``napari-deep-prior denoise|inpaint|demo ...`` for batch and headless use.
+"""Command line: ``napari-deep-prior denoise|inpaint|...|colorize|demo ...`` for batch and headless use.
+
+One subcommand per registered degradation (:data:`~.restore.degradations.DEGRADATIONS`: its
+fields become options) and one for colorization (its methods from the colorizer registry).
 
 Exit codes: 0 success, 2 bad input or arguments (one-line message), 130 interrupted.
 """
@@ -12,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import drive, format_duration, guess_channel_axis
+
 PROG = "napari-deep-prior"
 
 
@@ -20,11 +25,6 @@ class UsageError(ValueError):
 
 
 # -- progress --------------------------------------------------------------------------
-
-def _fmt_s(sec: float) -> str:
-    sec = int(round(sec))
-    return f"{sec // 3600}h{sec % 3600 // 60:02d}m" if sec >= 3600 else f"{sec // 60}m{sec % 60:02d}s"
-
 
 class ProgressBar:
     """A one-line progress bar with ETA on stderr (plain lines every 10 % when not a terminal)."""
@@ -46,7 +46,7 @@ class ProgressBar:
             plane += f" tile {step.tile + 1}/{n_tiles}"
         stop = f" stop@{step.es_best_iteration}" if step.es_best_iteration else ""
         text = (f"it {step.iteration}/{step.iterations}{plane} loss {step.loss:.3g}{stop} "
-                f"{_fmt_s(elapsed)} elapsed, ETA {_fmt_s(eta) if eta == eta else '?'} (at most)")
+                f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)} (at most)")
         if self.tty:
             filled = int(self.width * frac)
             bar = "#" * filled + "." * (self.width - filled)
@@ -69,7 +69,7 @@ class ProgressBar:
 
 def _channel_axis(image: np.ndarray, arg: str) -> int | None:
     if arg == "auto":
-        return -1 if image.ndim >= 3 and image.shape[-1] in (3, 4) else None
+        return guess_channel_axis(image.shape)
     if arg == "none":
         return None
     try:
@@ -99,13 +99,15 @@ def _quality(ref: np.ndarray, img: np.ndarray, channel_axis: int | None) -> tupl
     return float(psnr), float(ssim)
 
 
-def _common_args(p: argparse.ArgumentParser, task: str) -> None:
-    from .core.params import PRESETS
+def _common_args(p: argparse.ArgumentParser, deg) -> None:
+    from .restore.presets import PRESETS
 
     p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif)")
     p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
-    p.add_argument("--preset", default=task, choices=("paper",) + tuple(PRESETS),
-                   help=f"parameter preset (default {task!r}; 'paper' = the paper's recipe for this task)")
+    default = deg.presets[0]
+    p.add_argument("--preset", default=default, choices=("paper",) + tuple(PRESETS),
+                   help=f"parameter preset (default {default!r}; 'paper' = the paper's recipe for this task; "
+                        f"offered for {deg.name}: {', '.join(deg.presets)})")
     p.add_argument("--iterations", type=int, help="maximum iterations (default: the preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -130,6 +132,33 @@ def _common_args(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _task_parser(sub, deg) -> None:
+    """The subcommand of one registered degradation: common options + its fields + its noise models."""
+    p = sub.add_parser(deg.name, help=deg.summary)
+    _common_args(p, deg)
+    for f in deg.fields:
+        if f.kind == "mask":
+            p.add_argument(f.flag, type=Path, required=True, help=f"{f.label} image file: {f.help}")
+            p.add_argument(f"--invert-{f.name.replace('_', '-')}", action="store_true",
+                           help=f"the {f.label} marks known pixels instead (e.g. 255 = known, 0 = hole)")
+        elif f.kind == "choice":
+            p.add_argument(f.flag, type=type(f.default), choices=f.choices, default=f.default,
+                           help=f"{f.help} (default {f.default})")
+        else:
+            raise TypeError(f"field kind {f.kind!r} of {deg.name} has no command-line form")
+    if len(deg.noise_models) > 1:
+        p.add_argument("--loss", choices=deg.noise_models,
+                       help=f"noise model: {deg.noise_models[0]} (default), or poisson for photon counts (the "
+                            "image must be counts, or give --offset, --gain and --read-noise of the camera); "
+                            "with the default preset poisson selects the 'denoise-poisson' preset")
+    if "poisson" in deg.noise_models:
+        p.add_argument("--offset", type=float, help="poisson: camera offset (value of zero photons)")
+        p.add_argument("--gain", type=float,
+                       help="poisson: camera units per photon (photons = (value - offset) / gain)")
+        p.add_argument("--read-noise", type=float, help="poisson: Gaussian read noise in photons rms (sCMOS)")
+    p.set_defaults(func=_restore, degradation=deg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -140,21 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("denoise", help="remove noise from an image")
-    _common_args(d, "denoise")
-    d.add_argument("--loss", choices=("gaussian", "poisson"),
-                   help="noise model: gaussian (default), or poisson for photon counts (the image must "
-                        "be counts, or give --offset, --gain and --read-noise of the camera); with the "
-                        "default preset poisson selects the 'denoise-poisson' preset")
-    d.add_argument("--offset", type=float, help="poisson: camera offset (value of zero photons)")
-    d.add_argument("--gain", type=float, help="poisson: camera units per photon (photons = (value - offset) / gain)")
-    d.add_argument("--read-noise", type=float, help="poisson: Gaussian read noise in photons rms (sCMOS)")
+    from .restore.degradations import DEGRADATIONS
 
-    i = sub.add_parser("inpaint", help="fill masked pixels")
-    _common_args(i, "inpaint")
-    i.add_argument("--mask", type=Path, required=True, help="mask image: nonzero = pixel to fill")
-    i.add_argument("--invert-mask", action="store_true",
-                   help="the mask marks known pixels instead (e.g. 255 = known, 0 = hole)")
+    for deg in DEGRADATIONS.values():
+        _task_parser(sub, deg)
 
     from .colorize.api import REGISTRY, method_names
 
@@ -182,23 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto")
     demo.add_argument("--iterations", type=int, help="maximum iterations (default: the preset's)")
     demo.add_argument("-q", "--quiet", action="store_true")
+    demo.set_defaults(func=_demo)
 
     return parser
 
 
 def _run_job(job, quiet: bool):
     bar = None if quiet else ProgressBar()
-    gen = job.steps()
     try:
-        while True:
-            try:
-                step = next(gen)
-            except StopIteration as stop:
-                return stop.value  # the job's output, assembled once
-            if bar is not None:
-                bar(step)
+        return drive(job.steps(), bar)  # the job's output, assembled once
     finally:
-        gen.close()
         if bar is not None:
             bar.close()
 
@@ -219,10 +230,21 @@ def _report(out, t0: float) -> None:
         print(f"early stop: {', '.join(reasons)}{noise}")
 
 
-def _restore(args, task: str) -> int:
-    from .core.api import prepare_denoise, prepare_inpaint
+def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
+    from .io import read_image
+
+    mask = read_image(path)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == image.shape[:2]:
+        mask = mask[..., 0]  # a grey mask saved as RGB(A)
+    mask = mask != 0
+    return ~mask if invert else mask
+
+
+def _restore(args) -> int:
+    from .restore.api import prepare
     from .io import check_output, read_image, write_history_tiff, write_image
 
+    deg = args.degradation
     image = read_image(args.input)
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(preset=args.preset, channel_axis=ca, iterations=args.iterations, lr=args.lr,
@@ -230,22 +252,22 @@ def _restore(args, task: str) -> int:
               history_every=args.history_every, warm_start=args.warm_start,
               tile_size=args.tile, tile_overlap=args.tile_overlap,
               output_dtype=None if args.dtype == "auto" else args.dtype)
+    if len(deg.noise_models) > 1:
+        kw["loss"] = args.loss
+    if "poisson" in deg.noise_models:
+        kw.update(camera_offset=args.offset, gain=args.gain, read_noise=args.read_noise)
     if args.history is not None and args.history.suffix.lower() not in (".tif", ".tiff"):
         raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
     reference = read_image(args.reference) if args.reference is not None else None
-    if task == "denoise":
-        job = prepare_denoise(image, loss=args.loss, camera_offset=args.offset, gain=args.gain,
-                              read_noise=args.read_noise, **kw)
-    else:
-        mask = read_image(args.mask)
-        if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == image.shape[:2]:
-            mask = mask[..., 0]  # a grey mask saved as RGB(A)
-        mask = mask != 0
-        if args.invert_mask:
-            mask = ~mask
-        job = prepare_inpaint(image, mask, **kw)
+    fields = {}
+    for f in deg.fields:
+        value = getattr(args, f.name)
+        if f.kind == "mask":
+            value = _read_mask(value, image, getattr(args, f"invert_{f.name}"))
+        fields[f.name] = value
+    job = prepare(deg(**fields), image, **kw)
     try:
-        check_output(args.output, job.layout.result_dtype, image.shape)
+        check_output(args.output, job.layout.result_dtype, job.layout.result_shape(*job.out_shape[:2]))
     except ValueError as exc:
         if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
             raise UsageError(f"{exc} (the Poisson model returns float32 photon rates; "
@@ -298,25 +320,16 @@ def _colorize(args) -> int:
     return 0
 
 
-def demo_sample(size: int = 128, sigma: float = 25.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The demo's (clean, noisy) uint8 RGB pair: a crop of scikit-image's astronaut with Gaussian noise."""
-    from skimage import data
-
-    clean = data.astronaut()
-    h, w = clean.shape[:2]
-    size = int(min(max(size, 16), h, w))
-    top, left = max(0, min(h - size, 164 - size // 2)), max(0, min(w - size, 214 - size // 2))
-    clean = clean[top:top + size, left:left + size]
-    rng = np.random.default_rng(seed)
-    noisy = np.clip(clean + rng.normal(0.0, sigma, clean.shape), 0, 255).round().astype(np.uint8)
-    return clean, noisy
+#: The demo's crop of scikit-image's astronaut: the face.
+DEMO_CENTRE = (164, 214)
 
 
 def _demo(args) -> int:
-    from .core.api import prepare_denoise
     from .io import write_image
+    from .restore.api import prepare_denoise
+    from .samples import astronaut_pair
 
-    clean, noisy = demo_sample(args.size, args.sigma, args.seed)
+    clean, noisy = astronaut_pair(args.size, args.sigma, args.seed, centre=DEMO_CENTRE)
     out_path = args.output
     noisy_path = out_path.with_name(out_path.stem + "_noisy" + out_path.suffix)
     print(f"sample: scikit-image astronaut, {clean.shape[0]}x{clean.shape[1]} RGB, "
@@ -340,14 +353,9 @@ def _demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .core.api import ImageTooLargeError
-    from .core.weights import WeightsError
+    from .errors import ImageTooLargeError, WeightsError
 
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command in ("denoise", "inpaint"):
-            return _restore(args, args.command)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -41,7 +41,7 @@ from psygnal import Signal
 from . import layers as L
 from ._plot import LossPlot
 from ._workers import WorkerError, unwrap
-from .sample_data import NOISE_MODEL_KEY
+from ..samples import NOISE_MODEL_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari

@@ -4,10 +4,8 @@ A plane too large for one Deep Image Prior fit is cut into overlapping square ti
 (:func:`plan_tiles`); each tile is fitted on its own and the estimates are blended with
 smooth weights (:func:`blend_window`) that fall to almost zero at a tile's inner edges and
 sum to one across every overlap, so no seam shows (:class:`TileBlender`).  Sides of a tile
-that lie on the image border keep full weight.  :func:`choose_tile_size` picks the largest
-tile whose fit fits a memory budget.
-
-Only numpy is imported here; the network helpers (torch) are imported when needed.
+that lie on the image border keep full weight.  Pure numpy: which tile side fits in memory
+is decided in :mod:`.planning`.
 """
 
 from __future__ import annotations
@@ -16,13 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .api import ImageTooLargeError
 
 __all__ = [
     "MIN_TILE",
     "TileBlender",
     "blend_window",
-    "choose_tile_size",
     "default_overlap",
     "plan_tiles",
 ]
@@ -302,55 +298,3 @@ class TileBlender:
             return
         for k in range(self.n_frames):
             self._normalise(self.frames[k], self.wsum, fallback, self.frames[k])
-
-
-def choose_tile_size(params, height: int, width: int, channels: int, budget_bytes: float) -> int:
-    """The largest tile side whose fit fits in ``budget_bytes``.
-
-    Parameters
-    ----------
-    params : DIPParams
-        The fit's parameters (network, history cadence).
-    height, width, channels : int
-        Image size; the tile never grows beyond the image (rounded up to the multiple).
-    budget_bytes : float
-        Memory allowed for one tile's fit.
-
-    Returns
-    -------
-    int
-        A multiple of :func:`~.nets.required_multiple`, at least
-        ``max(MIN_TILE, min_padded_side)``, such that :func:`~.fit.estimate_fit_bytes` of a
-        tile (``min(tile, height)`` x ``min(tile, width)``) is at most ``budget_bytes``.
-
-    Raises
-    ------
-    ImageTooLargeError
-        (a ``ValueError`` and ``MemoryError``) Even the smallest tile does not fit.
-    """
-    from .fit import estimate_fit_bytes
-    from .nets import min_padded_side, required_multiple
-
-    mult = required_multiple(params.net)
-    lo = max(MIN_TILE, min_padded_side(params.net))
-    lo = -(-lo // mult) * mult
-    hi = max(lo, -(-max(int(height), int(width)) // mult) * mult)
-
-    def need(t: int) -> int:
-        return estimate_fit_bytes(params, min(t, height), min(t, width), channels)
-
-    smallest = need(lo)
-    if smallest > budget_bytes:
-        raise ImageTooLargeError(
-            f"even the smallest tile ({lo}x{lo} pixels) needs about {smallest / 2**30:.2f} GiB "
-            f"but the budget is {max(budget_bytes, 0) / 2**30:.2f} GiB"
-        )
-    a, b = lo // mult, hi // mult  # need(a * mult) fits; find the largest k in [a, b] that fits
-    while a < b:
-        m = (a + b + 1) // 2
-        if need(m * mult) <= budget_bytes:
-            a = m
-        else:
-            b = m - 1
-    return a * mult
-

@@ -8,20 +8,20 @@ import itertools
 import numpy as np
 import pytest
 
-from napari_deep_prior.core import api, device
-from napari_deep_prior.core.api import (
+from napari_deep_prior import device
+from napari_deep_prior.restore import api, planning
+from napari_deep_prior.restore.api import (
     ImageTooLargeError,
     denoise,
     inpaint,
     prepare_denoise,
     prepare_inpaint,
 )
-from napari_deep_prior.core.fit import estimate_fit_bytes
-from napari_deep_prior.core.tiles import (
+from napari_deep_prior.restore.planning import choose_tile_size, estimate_fit_bytes
+from napari_deep_prior.restore.tiles import (
     MIN_TILE,
     TileBlender,
     blend_window,
-    choose_tile_size,
     default_overlap,
     plan_tiles,
 )
@@ -172,7 +172,7 @@ def _small_memory(monkeypatch, nbytes):
 def test_automatic_tiling_when_memory_is_small_and_tile_size_0_refuses(monkeypatch, fast):
     h, w = 64, 300  # wide enough that its 30-frame history cannot fit beside a 64 px tile
     p = fast.replace(iterations=30, history_every=1)  # a 30-frame history
-    need_tile = api._tiled_output_bytes(h, w, 3, 1) + estimate_fit_bytes(
+    need_tile = planning._tiled_output_bytes(h, w, 3, 1) + estimate_fit_bytes(
         p.replace(history_every=0), 64, 64, 3)
     _small_memory(monkeypatch, need_tile / 0.9 + 1000)
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
@@ -340,7 +340,7 @@ def test_cancel_mid_tile_keeps_what_was_done(tiny_params):
 
 
 def test_automatic_tiles_just_cover_the_image():
-    from napari_deep_prior.core.api import _shrink_tile
+    from napari_deep_prior.restore.planning import _shrink_tile
 
     assert _shrink_tile(2048, 4096, 4096, 32, 32, None) == 1504
     for h, w, tile in ((4096, 4096, 2048), (3000, 1000, 2048), (700, 900, 256)):

@@ -5,8 +5,9 @@ from skimage.metrics import peak_signal_noise_ratio as psnr
 
 import napari_deep_prior
 from napari_deep_prior import denoise, inpaint
-from napari_deep_prior.core import api
-from napari_deep_prior.core.api import (
+from napari_deep_prior.arrays import denormalise
+from napari_deep_prior.restore import api
+from napari_deep_prior.restore.api import (
     ImageTooLargeError,
     prepare_denoise,
     prepare_inpaint,
@@ -232,7 +233,7 @@ def test_bad_iterations(img, it, exc):
 
 
 def test_too_large_for_memory(monkeypatch):
-    from napari_deep_prior.core import device
+    from napari_deep_prior import device
 
     monkeypatch.setattr(device, "available_memory", lambda dev: 512 * 2**20)
     # a zero-stride view: no memory is taken by the test itself
@@ -311,7 +312,7 @@ def test_camera_model_maps_camera_values_to_counts_and_back(one_torch_thread):
     photons = np.maximum((adu - offset) / gain + read ** 2, 0)
     np.testing.assert_allclose(job.planes[0, ..., 0] * job.layout.counts_scale, photons, rtol=1e-5)
     # and the layout maps fitted values back to camera units exactly
-    back = api._denormalise(job.planes, job.layout).reshape(adu.shape)
+    back = denormalise(job.planes, job.layout).reshape(adu.shape)
     np.testing.assert_allclose(back, np.maximum(adu, offset - read ** 2 * gain), atol=1e-3)
     est = denoise(adu, loss="poisson", iterations=60, early_stop=False, seed=0,
                   camera_offset=offset, gain=gain, read_noise=read)

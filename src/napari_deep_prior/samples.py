@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-__all__ = ["noisy_grey", "noisy_colour", "fluorescence_poisson", "damaged_with_mask"]
+__all__ = ["astronaut_pair", "noisy_grey", "noisy_colour", "fluorescence_poisson", "damaged_with_mask"]
 
 #: Seed of every synthetic corruption.
 SEED = 2018
@@ -40,12 +40,28 @@ def noisy_grey():
                      "contrast_limits": (0, 255), "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
 
 
-def noisy_colour():
-    """Astronaut (256 x 256, RGB, uint8) with Gaussian noise of sigma = 25 per channel."""
+def astronaut_pair(size: int = 256, sigma: float = SIGMA, seed: int = SEED + 1,
+                   centre: tuple[int, int] = (148, 268)) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy) uint8 RGB crops of scikit-image's astronaut with Gaussian noise.
+
+    The ``size`` x ``size`` crop around ``centre`` (clipped to the image); ``sigma`` in 8-bit
+    grey levels.  The command line's demo uses it (a 128 px crop of the face), the napari
+    sample :func:`noisy_colour` its 256 px default.
+    """
     from skimage import data
 
-    clean = data.astronaut()[20:276, 140:396]
-    noisy = _add_gaussian(clean, SIGMA, SEED + 1)
+    clean = data.astronaut()
+    h, w = clean.shape[:2]
+    size = int(min(max(size, 16), h, w))
+    top = max(0, min(h - size, centre[0] - size // 2))
+    left = max(0, min(w - size, centre[1] - size // 2))
+    clean = clean[top:top + size, left:left + size]
+    return clean, _add_gaussian(clean, sigma, seed)
+
+
+def noisy_colour():
+    """Astronaut (256 x 256, RGB, uint8) with Gaussian noise of sigma = 25 per channel."""
+    _clean, noisy = astronaut_pair()
     return [(noisy, {"name": "astronaut (noisy, σ=25)", "rgb": True,
                      "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from napari_deep_prior.core.params import (
+from napari_deep_prior.restore.presets import (
     PRESET_DESCRIPTIONS,
     PRESETS,
     DIPParams,
@@ -35,7 +35,7 @@ def test_defaults_stop_early_and_every_preset_is_described():
 def test_unknown_preset_and_paper_without_task():
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         get_preset("fast")
-    with pytest.raises(ValueError, match="needs task"):
+    with pytest.raises(ValueError, match="needs a task"):
         get_preset("paper")
 
 

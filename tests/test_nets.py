@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from napari_deep_prior.core.nets import (
+from napari_deep_prior.nets import (
     SkipNet,
     make_input,
     min_padded_side,
     required_multiple,
 )
-from napari_deep_prior.core.params import PRESETS, NetParams, get_preset
+from napari_deep_prior.restore.presets import PRESETS, NetParams, get_preset
 
 # Parameter counts of the reference networks (REFERENCE.md, section 1), for RGB output.
 REFERENCE_MPARAMS = {

@@ -2,15 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_deep_prior.core.fit import (
+from napari_deep_prior.nets import padded_shape
+from napari_deep_prior.restore.planning import estimate_fit_bytes
+from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_sigma
+from napari_deep_prior.restore.fit import (
     DIPFit,
-    WindowVariance,
     autocast_dtype,
-    estimate_fit_bytes,
-    estimate_noise_sigma,
     history_iterations,
     make_adam,
-    padded_shape,
 )
 
 
@@ -130,7 +129,7 @@ def test_poisson_loss_runs(tiny_params, smooth_image):
 
 
 def test_expected_poisson_deviance_matches_a_simulation():
-    from napari_deep_prior.core.fit import _expected_deviance, expected_poisson_deviance
+    from napari_deep_prior.restore.stopping import _expected_deviance, expected_poisson_deviance
 
     rng = np.random.default_rng(0)
     for lam in (0.05, 0.5, 1.0, 3.0, 10.0, 50.0):

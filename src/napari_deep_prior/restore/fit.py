@@ -28,27 +28,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .nets import SkipNet, make_input, min_padded_side, required_multiple
-from .params import DIPParams, NetParams
+from ..nets import SkipNet, make_input, padded_shape
+from .presets import DIPParams
+from .degradations import MaskOperator, Operator
+from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
 
 __all__ = [
     "DIPFit",
     "FitResult",
     "History",
     "Step",
-    "WindowVariance",
     "autocast_dtype",
-    "estimate_fit_bytes",
-    "estimate_noise_sigma",
-    "expected_poisson_deviance",
     "make_adam",
-    "padded_shape",
 ]
 
 #: Frames above this many elements are subsampled (strided) for the ES-WMV statistic.
 _ES_MAX_ELEMENTS = 1 << 18
 _POISSON_EPS = 1e-6
-_ESTIMATE_MARGIN = 1.3
 #: Weight of the running mean of the training loss read by the noise-level stop.
 _LOSS_EMA = 0.95
 
@@ -171,111 +167,6 @@ class FitResult:
     expected_deviance: float | None = None
 
 
-#: Most patches read by the noise estimate (a regular subsample beyond).
-_NOISE_MAX_PATCHES = 1 << 16
-
-
-def estimate_noise_sigma(image: np.ndarray) -> float:
-    """Noise standard deviation of an (H, W, C) image (white Gaussian noise model).
-
-    Patch PCA (Chen, Zhu and Heng, *An Efficient Statistical Method for Image Noise Level
-    Estimation*, ICCV 2015): the covariance of the image's 7x7xC patches has eigenvalues that
-    hold the image structure plus a tail of eigenvalues that only the noise explains; the
-    tail is the longest one whose mean is not above its median, and its mean is the noise
-    variance.  Unlike the wavelet median absolute deviation (scikit-image's
-    ``estimate_sigma``), fine texture does not read as noise: on Set9 at sigma 15/255 the
-    wavelet estimate of the most textured image (kodim01) was 16.9, this one 14.7 (actual
-    15.0).  Images too small for a 3x3 patch covariance use Immerkaer's (1996) Laplacian
-    estimate.
-    """
-    if image.ndim != 3:
-        raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
-    x = np.asarray(image, dtype=np.float64)
-    h, w, c = x.shape
-    for d in (7, 5, 3):
-        n = max(h - d + 1, 0) * max(w - d + 1, 0)
-        if n >= 8 * d * d * c:
-            break
-    else:
-        return _immerkaer_sigma(x)
-    stride = max(1, math.ceil(math.sqrt(n / _NOISE_MAX_PATCHES)))
-    patches = np.lib.stride_tricks.sliding_window_view(x, (d, d), axis=(0, 1))[::stride, ::stride]
-    patches = patches.reshape(-1, c * d * d)
-    patches = patches - patches.mean(axis=0)
-    cov = patches.T @ patches / len(patches)
-    lam = np.clip(np.linalg.eigvalsh(cov), 0.0, None)  # ascending
-    # the tail lam[:k] (smallest k): the longest one whose mean <= median
-    for k in range(len(lam), 0, -1):
-        tail = lam[:k]
-        if tail.mean() <= np.median(tail):
-            return float(math.sqrt(tail.mean()))
-    return float(math.sqrt(lam[0]))
-
-
-#: Rates of the table of expected Poisson deviances (log-spaced); above its end the
-#: asymptotic 1 + 1/(6 lambda) is used, below it the deviance goes to 0 with the rate.
-_DEV_LAM = np.geomspace(1e-4, 1e3, 281)
-_DEV_TABLE: np.ndarray | None = None
-
-
-def _deviance_table() -> np.ndarray:
-    """E[D] at the rates ``_DEV_LAM``, by summing the Poisson probabilities (built once)."""
-    global _DEV_TABLE
-    if _DEV_TABLE is None:
-        from scipy.stats import poisson
-
-        k = np.arange(0, 1 + int(_DEV_LAM[-1] + 12 * math.sqrt(_DEV_LAM[-1])))[:, None]
-        lam = _DEV_LAM[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ylog = np.where(k > 0, k * np.log(np.maximum(k, 1) / lam), 0.0)
-        _DEV_TABLE = (poisson.pmf(k, lam) * 2.0 * (ylog - (k - lam))).sum(axis=0)
-    return _DEV_TABLE
-
-
-def _expected_deviance(lam: torch.Tensor) -> torch.Tensor:
-    """Elementwise :func:`expected_poisson_deviance` of a tensor, on its device and dtype."""
-    table = torch.as_tensor(_deviance_table(), dtype=lam.dtype, device=lam.device)
-    lo, hi = float(_DEV_LAM[0]), float(_DEV_LAM[-1])
-    step = math.log(_DEV_LAM[1] / _DEV_LAM[0])
-    pos = (torch.log(lam.clamp(lo, hi)) - math.log(lo)) / step  # linear in log(rate)
-    i0 = pos.floor().clamp(0, len(table) - 2).long()
-    frac = (pos - i0).clamp(0, 1)
-    e = table[i0] * (1 - frac) + table[i0 + 1] * frac
-    e = torch.where(lam < lo, table[0] * lam / lo, e)
-    return torch.where(lam > hi, 1.0 + 1.0 / (6.0 * lam.clamp_min(hi)), e)
-
-
-def expected_poisson_deviance(lam) -> np.ndarray:
-    """E[D] of one pixel with Poisson counts of rate ``lam`` (array-like, >= 0).
-
-    D(y, lam) = 2 (y log(y / lam) - (y - lam)) is the pixel's deviance: its expectation is
-    close to 1 for rates of ~5 photons and more (1 + 1/(6 lam) asymptotically), about 1.15
-    at 1-2 photons and falls to 0 as the rate does (a dark pixel is almost always 0, which
-    the fit matches exactly).  Computed once by summing the Poisson probabilities on a
-    log-spaced grid of rates, then interpolated in log(rate).
-    """
-    lam = torch.as_tensor(np.asarray(lam, dtype=np.float64))
-    return _expected_deviance(lam).numpy()
-
-
-def _immerkaer_sigma(x: np.ndarray) -> float:
-    """Immerkaer's fast noise estimate: mean |Laplacian difference| over the channels."""
-    h, w, c = x.shape
-    if h < 3 or w < 3:
-        return 0.0
-    lap = (x[:-2, :-2] - 2 * x[:-2, 1:-1] + x[:-2, 2:]
-           - 2 * x[1:-1, :-2] + 4 * x[1:-1, 1:-1] - 2 * x[1:-1, 2:]
-           + x[2:, :-2] - 2 * x[2:, 1:-1] + x[2:, 2:])
-    return float(math.sqrt(math.pi / 2) * np.abs(lap).mean() / 6)
-
-
-def padded_shape(net: NetParams, height: int, width: int) -> tuple[int, int]:
-    """Size of the network input for an image of ``height`` x ``width`` (no pixel is cropped away)."""
-    mult = required_multiple(net)
-    lo = min_padded_side(net)
-    return (max(lo, -(-height // mult) * mult), max(lo, -(-width // mult) * mult))
-
-
 def history_iterations(params: DIPParams) -> np.ndarray:
     """The iterations at which history frames are saved (empty when the history is off)."""
     t = params.iterations
@@ -288,85 +179,6 @@ def history_iterations(params: DIPParams) -> np.ndarray:
         if its.size == 0 or its[-1] != t:
             its = np.append(its, t)
     return its
-
-
-_ACT_CACHE: dict[tuple, float] = {}
-
-
-def _activation_elements_per_pixel(net: NetParams, channels: int) -> float:
-    """Elements of all layer outputs of one forward, per padded input pixel (measured once)."""
-    key = (net, channels)
-    if key not in _ACT_CACHE:
-        side = min_padded_side(net)
-        model = SkipNet.from_params(net, channels)
-        total = 0
-
-        def hook(_m, _i, out):
-            nonlocal total
-            total += out.numel()
-
-        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-        with torch.no_grad():
-            model(torch.zeros(1, net.in_channels, side, side))
-        for h in handles:
-            h.remove()
-        _ACT_CACHE[key] = total / float(side * side)
-    return _ACT_CACHE[key]
-
-
-def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int) -> int:
-    """Estimated peak memory of one fit, in bytes (activations, gradients, optimiser, buffers)."""
-    hp, wp = padded_shape(params.net, height, width)
-    act = _activation_elements_per_pixel(params.net, channels) * hp * wp
-    n_params = sum(p.numel() for p in SkipNet.from_params(params.net, channels).parameters())
-    n_img = height * width * channels
-    es = min(n_img, _ES_MAX_ELEMENTS) * params.es_window
-    frames = len(history_iterations(params)) * n_img
-    # activations are kept for backward and their gradients are live at the same time (x2);
-    # weights, gradients and two Adam moments (x4, twice for the backtracking copy);
-    # target, mask, averages, early-stopping candidate (~6 images); z and its jitter.
-    elems = 2.0 * act + 8 * n_params + 6 * n_img + es + 2 * params.net.in_channels * hp * wp
-    # The layer outputs miss the functional intermediates (reflection-padded copies inside the
-    # convolutions, up-sampled and concatenated tensors) and the allocator's slack: the
-    # measured peak of the default network on the CPU was 1.23-1.30x the sum above at
-    # 512-2048 px (benchmarks/dip_speed.py --scaling).
-    return int(_ESTIMATE_MARGIN * 4 * elems + 4 * frames)
-
-
-class WindowVariance:
-    """ES-WMV statistic: mean over pixels of the variance of the last ``window`` frames.
-
-    Running sums of the window and of its squares make each update O(pixels) instead of
-    O(window x pixels) (at 128 px the full recomputation cost a third of a small network's
-    step).  The sums are recomputed exactly each time the ring wraps, so rounding cannot
-    drift; they are float64 where the device has it.  Everything stays on the device.
-    """
-
-    def __init__(self, window: int, n: int, device: torch.device):
-        self.window = int(window)
-        self.ring = torch.zeros(self.window, n, device=device)
-        self.acc = torch.float32 if device.type == "mps" else torch.float64
-        self.s1 = torch.zeros(n, device=device, dtype=self.acc)
-        self.s2 = torch.zeros(n, device=device, dtype=self.acc)
-        self.count = 0
-
-    def push(self, frame: torch.Tensor) -> None:
-        """Add one frame (flattened, n values), dropping the oldest once the window is full."""
-        k = self.count % self.window
-        if k == 0 and self.count > 0:
-            self.s1.copy_(self.ring.sum(dim=0, dtype=self.acc))
-            self.s2.copy_((self.ring.to(self.acc) ** 2).sum(dim=0))
-        old = self.ring[k].to(self.acc)
-        new = frame.to(self.acc)
-        self.s1.add_(new - old)
-        self.s2.add_(new * new - old * old)
-        self.ring[k] = frame
-        self.count += 1
-
-    def variance(self) -> torch.Tensor:
-        """The statistic over the last ``window`` frames (a 0-d float32 tensor on the device)."""
-        mean = self.s1 / self.window
-        return (self.s2 / self.window - mean * mean).clamp_min_(0).mean().float()
 
 
 def make_adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -406,10 +218,15 @@ class DIPFit:
 
     Parameters
     ----------
-    target : ndarray, shape (H, W, C), float32
-        The corrupted image, normalised to [0, 1].
-    known : ndarray of bool, shape (H, W), optional
+    target : ndarray, shape (h, w, C), float32
+        The measured (corrupted) image, normalised to [0, 1].
+    known : ndarray of bool, shape (h, w), optional
         True where the pixel is known (inpainting); holes are False. None: all known.
+        A shorthand for ``operator=MaskOperator(known)``.
+    operator : Operator, optional
+        The forward operator ``A`` of the degradation (:mod:`.degradations`): the loss
+        compares ``A(output)`` with ``target``; the estimate has ``operator.output_hw(h, w)``
+        pixels.  None: the identity (denoising), or the mask ``known``.
     params : DIPParams
     device : torch.device
     seed : int
@@ -422,20 +239,26 @@ class DIPFit:
     """
 
     def __init__(self, target: np.ndarray, *, known: np.ndarray | None = None,
-                 params: DIPParams, device: torch.device, seed: int,
-                 counts_scale: float = 1.0, init_state: dict | None = None):
+                 operator: Operator | None = None, params: DIPParams, device: torch.device,
+                 seed: int, counts_scale: float = 1.0, init_state: dict | None = None):
         if target.ndim != 3:
             raise ValueError(f"target must have shape (H, W, C), got {target.shape}")
+        if operator is not None and known is not None:
+            raise ValueError("give known (a mask) or operator, not both")
         self.target = np.ascontiguousarray(target, dtype=np.float32)
-        self.known = None if known is None else np.asarray(known, dtype=bool)
+        if operator is None:
+            operator = Operator() if known is None else MaskOperator(known)
+        self.operator = operator
+        self.known = operator.known
         self.params = params
         self.device = torch.device(device)
         self.seed = int(seed)
         self.counts_scale = float(counts_scale)
         self.init_state = init_state
         h, w, _ = self.target.shape
-        self.padded = padded_shape(params.net, h, w)
-        self.offset = ((self.padded[0] - h) // 2, (self.padded[1] - w) // 2)
+        self.out_hw = operator.output_hw(h, w)
+        self.padded = padded_shape(params.net, *self.out_hw)
+        self.offset = ((self.padded[0] - self.out_hw[0]) // 2, (self.padded[1] - self.out_hw[1]) // 2)
         self.history_its = history_iterations(params)
         # state shared with result()
         self._t = 0
@@ -472,8 +295,10 @@ class DIPFit:
         """Run the fit, yielding a :class:`Step` every ``params.yield_every`` iterations."""
         p = self.params
         dev = self.device
-        h, w, c = self.target.shape
+        h, w, c = self.target.shape  # the measurement
+        oh, ow = self.out_hw  # the estimate
         top, left = self.offset
+        op = self.operator.to(dev, c)
         t0 = time.perf_counter()
 
         cpu_gen = torch.Generator().manual_seed(self.seed)
@@ -506,8 +331,8 @@ class DIPFit:
         losses = torch.zeros(T, device=dev)
         variances = torch.full((T,), float("nan"), device=dev)
         # ES-WMV ring buffer on a strided view of the output
-        stride = max(1, math.ceil(math.sqrt(h * w * c / _ES_MAX_ELEMENTS)))
-        es_n = len(range(0, h, stride)) * len(range(0, w, stride)) * c
+        stride = max(1, math.ceil(math.sqrt(oh * ow * c / _ES_MAX_ELEMENTS)))
+        es_n = len(range(0, oh, stride)) * len(range(0, ow, stride)) * c
         wvar = WindowVariance(p.es_window, es_n, dev)
         best_var = torch.tensor(float("inf"), device=dev)
         self._best_iter = torch.tensor(0, device=dev, dtype=torch.long)
@@ -517,7 +342,7 @@ class DIPFit:
         # Noise-level stop (discrepancy principle), on every pixel (no mask): the Gaussian
         # loss against the estimated noise variance; the Poisson loss by its deviance
         # against the deviance Poisson noise of the estimated rate leaves.
-        noise_stop = p.early_stop and p.es_noise_factor > 0 and m is None
+        noise_stop = p.early_stop and p.es_noise_factor > 0 and op.noise_stop and m is None
         noise_level = None
         dev_offset = 0.0
         if noise_stop and poisson:
@@ -529,7 +354,7 @@ class DIPFit:
         loss_mean = None
 
         if len(self.history_its):
-            self._frames = np.zeros((len(self.history_its), h, w, c), dtype=np.float32)
+            self._frames = np.zeros((len(self.history_its), oh, ow, c), dtype=np.float32)
         hist_set = {int(i): k for k, i in enumerate(self.history_its)}
 
         avg = None
@@ -544,17 +369,18 @@ class DIPFit:
                          else torch.randn(z.shape, generator=cpu_gen).to(dev))
                 zin = z + p.reg_noise_std * noise
             if amp_dtype is None:
-                out = net(zin)[:, :, top:top + h, left:left + w]
+                out = net(zin)[:, :, top:top + oh, left:left + ow]
             else:
                 with torch.autocast(device_type=dev.type, dtype=amp_dtype):
-                    out = net(zin)[:, :, top:top + h, left:left + w]
+                    out = net(zin)[:, :, top:top + oh, left:left + ow]
                 out = out.float()
+            pred = op(out)  # A(x): the prediction of the measurement
             if poisson:
-                lam = out * s + _POISSON_EPS
+                lam = pred * s + _POISSON_EPS
                 nll = lam - y_counts * torch.log(lam)
                 loss = ((nll * m).sum() / n_known if m is not None else nll.mean()) / s
             else:
-                sq = (out - x) ** 2
+                sq = (pred - x) ** 2
                 loss = (sq * m).sum() / n_known if m is not None else sq.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -605,10 +431,11 @@ class DIPFit:
                 self._losses.append(losses[lo:t].cpu().numpy())
                 self._vars.append(variances[lo:t].cpu().numpy())
                 with torch.no_grad():
+                    po = pred.detach()
                     if m is not None:
-                        fit_mse = float((((o - x) ** 2) * m).sum() / n_known)
+                        fit_mse = float((((po - x) ** 2) * m).sum() / n_known)
                     else:
-                        fit_mse = float(((o - x) ** 2).mean())
+                        fit_mse = float(((po - x) ** 2).mean())
                 fit_psnr = -10.0 * math.log10(max(fit_mse, 1e-12))
                 if (p.backtrack and last_fit_psnr is not None and ckpt is not None
                         and fit_psnr < last_fit_psnr - p.backtrack_db):

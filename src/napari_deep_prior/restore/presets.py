@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
+from ..nets import NetParams
+from .degradations import DEGRADATIONS, get_degradation
+
 __all__ = [
     "DENOISE_DEFAULTS",
     "PRESETS",
@@ -26,77 +29,6 @@ __all__ = [
     "get_preset",
     "preset_names",
 ]
-
-Task = Literal["denoise", "inpaint"]
-
-
-@dataclass(frozen=True)
-class NetParams:
-    """Architecture of the "skip" encoder-decoder of Ulyanov et al. (2018).
-
-    Parameters
-    ----------
-    channels_down, channels_up, channels_skip : tuple of int
-        Width of each level, from the finest (full resolution) to the coarsest.
-        All three have one entry per level; a skip width of 0 means no skip connection.
-    kernel_down, kernel_up, kernel_skip : int
-        Convolution kernel sizes (odd).
-    upsample : {"bilinear", "nearest"}
-        Up-sampling mode of the decoder.
-    need_1x1_up : bool
-        Whether each decoder level ends with an extra 1x1 convolution.
-    input_kind : {"noise", "meshgrid"}
-        The fixed network input z: uniform noise U(0, 0.1) with ``input_depth`` channels,
-        or a 2-channel coordinate grid.
-    input_depth : int
-        Channels of z (ignored for "meshgrid", which has 2).
-    """
-
-    channels_down: tuple[int, ...] = (128,) * 5
-    channels_up: tuple[int, ...] = (128,) * 5
-    channels_skip: tuple[int, ...] = (4,) * 5
-    kernel_down: int = 3
-    kernel_up: int = 3
-    kernel_skip: int = 1
-    upsample: Literal["bilinear", "nearest"] = "bilinear"
-    need_1x1_up: bool = True
-    input_kind: Literal["noise", "meshgrid"] = "noise"
-    input_depth: int = 32
-
-    def __post_init__(self) -> None:
-        n = len(self.channels_down)
-        if n == 0:
-            raise ValueError("NetParams needs at least one level (channels_down is empty)")
-        if len(self.channels_up) != n or len(self.channels_skip) != n:
-            raise ValueError(
-                "channels_down, channels_up and channels_skip must have one entry per level; "
-                f"got {len(self.channels_down)}, {len(self.channels_up)} and {len(self.channels_skip)}"
-            )
-        if any(c <= 0 for c in self.channels_down + self.channels_up):
-            raise ValueError("every down/up width must be positive")
-        if any(c < 0 for c in self.channels_skip):
-            raise ValueError("skip widths must be >= 0 (0 disables the skip connection)")
-        for name in ("kernel_down", "kernel_up", "kernel_skip"):
-            k = getattr(self, name)
-            if k < 1 or k % 2 == 0:
-                raise ValueError(f"{name} must be a positive odd integer, got {k}")
-        if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
-        if self.input_kind not in ("noise", "meshgrid"):
-            raise ValueError(f"input_kind must be 'noise' or 'meshgrid', got {self.input_kind!r}")
-        if self.input_kind == "noise" and self.input_depth < 1:
-            raise ValueError(f"input_depth must be >= 1, got {self.input_depth}")
-
-    @property
-    def depth(self) -> int:
-        """Number of levels (each halves the resolution)."""
-        return len(self.channels_down)
-
-    @property
-    def in_channels(self) -> int:
-        """Channels of the network input z."""
-        return 2 if self.input_kind == "meshgrid" else self.input_depth
-
 
 @dataclass(frozen=True)
 class DIPParams:
@@ -351,8 +283,6 @@ PRESETS["inpaint"] = DIPParams(
     es_start=500,
 )
 
-_PAPER = {"denoise": "denoise-paper", "inpaint": "inpaint-text"}
-
 PRESET_DESCRIPTIONS: dict[str, str] = {
     "denoise": ("Fast default: tapered 16/32-wide skip net, output averaging, stops at the "
                 "estimated noise level."),
@@ -368,31 +298,21 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "restore-missing-pixels": "Reference 50 %-missing-pixels recipe (barbara): lr 0.001, 11000 steps.",
 }
 
-_TASK_PRESETS: dict[str, tuple[str, ...]] = {
-    "denoise": ("denoise", "denoise-poisson", "paper", "denoise-paper", "denoise-photo"),
-    "inpaint": (
-        "inpaint", "paper", "inpaint-text", "inpaint-large-hole",
-        "inpaint-large-regions", "restore-missing-pixels",
-    ),
-}
+def preset_names(task: str) -> tuple[str, ...]:
+    """Names of the presets offered for a task, the default first (from its degradation)."""
+    return get_degradation(task).presets
 
 
-def preset_names(task: Task) -> tuple[str, ...]:
-    """Names of the presets offered for a task, the default first."""
-    if task not in _TASK_PRESETS:
-        raise ValueError(f"task must be 'denoise' or 'inpaint', got {task!r}")
-    return _TASK_PRESETS[task]
-
-
-def get_preset(name: str, task: Task | None = None) -> DIPParams:
+def get_preset(name: str, task: str | None = None) -> DIPParams:
     """Parameters of a named preset.
 
     Parameters
     ----------
     name : str
         A key of :data:`PRESETS`, or ``"paper"`` (needs ``task``).
-    task : {"denoise", "inpaint"}, optional
-        Resolves ``"paper"``; any preset may be used for any task.
+    task : str, optional
+        A task of :data:`~.degradations.DEGRADATIONS` ("denoise", "inpaint", ...): resolves
+        ``"paper"`` to its recipe; any preset may be used for any task.
 
     Examples
     --------
@@ -400,9 +320,9 @@ def get_preset(name: str, task: Task | None = None) -> DIPParams:
     1800
     """
     if name == "paper":
-        if task not in _PAPER:
-            raise ValueError("preset 'paper' needs task='denoise' or task='inpaint'")
-        name = _PAPER[task]
+        if task is None:
+            raise ValueError("preset 'paper' needs a task: " + ", ".join(f"task={t!r}" for t in DEGRADATIONS))
+        name = get_degradation(task).paper_preset
     try:
         return PRESETS[name]
     except KeyError:

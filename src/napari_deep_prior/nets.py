@@ -8,13 +8,84 @@ than the nested ``Sequential`` of the reference code, with the same layers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .params import NetParams
 
-__all__ = ["SkipNet", "make_input", "required_multiple", "min_padded_side"]
+__all__ = ["NetParams", "SkipNet", "make_input", "min_padded_side", "padded_shape", "required_multiple"]
+
+
+@dataclass(frozen=True)
+class NetParams:
+    """Architecture of the "skip" encoder-decoder of Ulyanov et al. (2018).
+
+    Parameters
+    ----------
+    channels_down, channels_up, channels_skip : tuple of int
+        Width of each level, from the finest (full resolution) to the coarsest.
+        All three have one entry per level; a skip width of 0 means no skip connection.
+    kernel_down, kernel_up, kernel_skip : int
+        Convolution kernel sizes (odd).
+    upsample : {"bilinear", "nearest"}
+        Up-sampling mode of the decoder.
+    need_1x1_up : bool
+        Whether each decoder level ends with an extra 1x1 convolution.
+    input_kind : {"noise", "meshgrid"}
+        The fixed network input z: uniform noise U(0, 0.1) with ``input_depth`` channels,
+        or a 2-channel coordinate grid.
+    input_depth : int
+        Channels of z (ignored for "meshgrid", which has 2).
+    """
+
+    channels_down: tuple[int, ...] = (128,) * 5
+    channels_up: tuple[int, ...] = (128,) * 5
+    channels_skip: tuple[int, ...] = (4,) * 5
+    kernel_down: int = 3
+    kernel_up: int = 3
+    kernel_skip: int = 1
+    upsample: Literal["bilinear", "nearest"] = "bilinear"
+    need_1x1_up: bool = True
+    input_kind: Literal["noise", "meshgrid"] = "noise"
+    input_depth: int = 32
+
+    def __post_init__(self) -> None:
+        n = len(self.channels_down)
+        if n == 0:
+            raise ValueError("NetParams needs at least one level (channels_down is empty)")
+        if len(self.channels_up) != n or len(self.channels_skip) != n:
+            raise ValueError(
+                "channels_down, channels_up and channels_skip must have one entry per level; "
+                f"got {len(self.channels_down)}, {len(self.channels_up)} and {len(self.channels_skip)}"
+            )
+        if any(c <= 0 for c in self.channels_down + self.channels_up):
+            raise ValueError("every down/up width must be positive")
+        if any(c < 0 for c in self.channels_skip):
+            raise ValueError("skip widths must be >= 0 (0 disables the skip connection)")
+        for name in ("kernel_down", "kernel_up", "kernel_skip"):
+            k = getattr(self, name)
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"{name} must be a positive odd integer, got {k}")
+        if self.upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
+        if self.input_kind not in ("noise", "meshgrid"):
+            raise ValueError(f"input_kind must be 'noise' or 'meshgrid', got {self.input_kind!r}")
+        if self.input_kind == "noise" and self.input_depth < 1:
+            raise ValueError(f"input_depth must be >= 1, got {self.input_depth}")
+
+    @property
+    def depth(self) -> int:
+        """Number of levels (each halves the resolution)."""
+        return len(self.channels_down)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the network input z."""
+        return 2 if self.input_kind == "meshgrid" else self.input_depth
+
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -52,7 +123,7 @@ class SkipNet(nn.Module):
 
     Examples
     --------
-    >>> from napari_deep_prior.core.params import NetParams
+    >>> from napari_deep_prior.nets import NetParams
     >>> net = SkipNet(32, 3, NetParams((16,) * 3, (16,) * 3, (4,) * 3))
     >>> net(torch.rand(1, 32, 64, 64)).shape
     torch.Size([1, 3, 64, 64])
@@ -133,3 +204,10 @@ def make_input(net: NetParams, height: int, width: int, *, generator: torch.Gene
     else:
         z = torch.rand(1, net.input_depth, height, width, generator=generator) * 0.1
     return z.to(device)
+
+
+def padded_shape(net: NetParams, height: int, width: int) -> tuple[int, int]:
+    """Size of the network input for an image of ``height`` x ``width`` (no pixel is cropped away)."""
+    mult = required_multiple(net)
+    lo = min_padded_side(net)
+    return (max(lo, -(-height // mult) * mult), max(lo, -(-width // mult) * mult))

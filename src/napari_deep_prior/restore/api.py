@@ -1,0 +1,321 @@
+"""Public API: ``denoise``, ``inpaint`` (and every registered degradation), ndarray in, ndarray out.
+
+One flow for every task: array in -> validated, normalised float planes -> a
+:class:`~.job.DIPJob` whose ``steps()`` generator runs one :class:`~.fit.DIPFit` per plane,
+fitting the network so that the degradation of its output (:mod:`.degradations`) matches the
+input -> result back in the input's dtype, range and layout.  The napari widgets and the
+command line are thin front ends over :func:`prepare`.
+
+Planes whose fit does not fit in the device's memory are processed in overlapping tiles
+blended without seams (:mod:`.tiles`, planned in :mod:`.planning`); ``tile_size`` controls it
+(None: automatic, 0: never).
+
+Dtype policy (tested): integer input is fitted as float in [0, 1] (scaled from its data
+range) and comes back as the same integer dtype, rounded and clipped; float32/float64 keep
+their dtype and range; float16 is computed and returned as float32.  With the Poisson loss
+the result is an estimate of the photon rate, which is fractional: integer counts come back
+as float32 in the counts' units (``output_dtype="input"`` restores the rounded integers).
+The input array is never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from ..arrays import MIN_SIDE, check_dtype, check_seed, drive, new_seed, normalise, resolve_output_dtype, \
+    split_channels
+from ..device import resolve_device
+from ..errors import ImageTooLargeError
+from .camera import CameraModel, normalise_counts
+from .degradations import Degradation, Identity, Mask
+from .job import DIPJob, DIPOutput
+from .planning import plan_tiles_for
+from .presets import DENOISE_DEFAULTS, DIPParams, get_preset
+
+__all__ = [
+    "denoise",
+    "inpaint",
+    "prepare",
+    "prepare_denoise",
+    "prepare_inpaint",
+    "DIPJob",
+    "DIPOutput",
+    "ImageTooLargeError",
+    "MIN_SIDE",
+]
+
+
+def _resolve_params(degradation: Degradation, preset: str | None, params: DIPParams | None,
+                    **overrides) -> DIPParams:
+    if params is not None and not isinstance(params, DIPParams):
+        raise TypeError(f"params must be a DIPParams, got {type(params).__name__}")
+    task = degradation.name
+    name = preset or degradation.default_preset
+    loss = overrides.get("loss")
+    if loss is not None and loss not in degradation.noise_models:
+        raise ValueError(
+            f"loss={loss!r} is not available for {task}; choose one of: {', '.join(degradation.noise_models)}"
+        )
+    if params is None and name == DENOISE_DEFAULTS["gaussian"] and loss == "poisson":
+        # the default for photon counts is its own preset (net, learning rate and stop)
+        name = DENOISE_DEFAULTS["poisson"]
+    p = params if params is not None else get_preset(name, task=task)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "iterations" in changes:
+        it = changes["iterations"]
+        if isinstance(it, bool) or not isinstance(it, (int, np.integer)):
+            raise TypeError(f"iterations must be an integer, got {it!r}")
+        if it <= 0:
+            raise ValueError(f"iterations must be a positive integer, got {it}")
+        changes["iterations"] = int(it)
+    return p.replace(**changes) if changes else p
+
+
+def prepare(degradation: Degradation, image, *, preset: str | None = None, params: DIPParams | None = None,
+            channel_axis: int | None = None, has_alpha: bool | None = None, device="auto",
+            seed: int | None = None, warm_start: bool = False, tile_size: int | None = None,
+            tile_overlap: int | None = None, output_dtype=None, camera_offset: float | None = None,
+            gain: float | None = None, read_noise: float | None = None, **overrides) -> DIPJob:
+    """Validate a restoration job without running it; every check happens here.
+
+    Parameters
+    ----------
+    degradation : Degradation
+        How ``image`` was made from the wanted one (:mod:`.degradations`): ``Identity()``
+        to denoise, ``Mask(mask)`` to inpaint, ...; it is bound to the image here.
+    image, preset, params, channel_axis, has_alpha, device, seed, warm_start, tile_size,
+    tile_overlap, output_dtype, camera_offset, gain, read_noise
+        As for :func:`denoise` (``preset`` None: the degradation's default).
+    **overrides
+        ``iterations``, ``lr``, ``early_stop``, ``loss``, ``history_every``: override the preset.
+
+    Returns
+    -------
+    DIPJob
+        Iterate its ``steps()`` to run it.
+    """
+    if not isinstance(degradation, Degradation):
+        raise TypeError(f"degradation must be a Degradation (Identity(), Mask(mask), ...), got {degradation!r}")
+    p = _resolve_params(degradation, preset, params, **overrides)
+    image = np.asarray(image)
+    check_dtype(image)
+    poisson = p.loss == "poisson"
+    out_dtype = resolve_output_dtype(output_dtype, image.dtype, poisson)
+    camera = CameraModel.from_args(camera_offset, gain, read_noise, poisson)
+    arr, ca, alpha = split_channels(image, channel_axis, has_alpha)
+    h, w, c = arr.shape[-3:]
+    c_fit = c - 1 if alpha else c
+    n_planes = int(np.prod(arr.shape[:-3], dtype=np.int64))
+    degradation.bind(image.shape, arr.shape[:-1], n_planes)
+    dev = resolve_device(device)
+    tiles, overlap, fit_params, notes = plan_tiles_for(p, degradation, h, w, c_fit, n_planes, dev,
+                                                       tile_size, tile_overlap)
+    if poisson:
+        planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
+    else:
+        planes, layout = normalise(arr, alpha, image.shape, ca)
+    layout.out_dtype = out_dtype
+    seed = check_seed(seed)
+    if seed is None:
+        seed = new_seed()
+    return DIPJob(degradation, planes, layout, p, dev, seed, warm_start=warm_start,
+                  tiles=tiles, tile_overlap=overlap, fit_params=fit_params, notes=notes)
+
+
+def prepare_denoise(image, *, preset: str | None = "denoise", params: DIPParams | None = None,
+                    channel_axis: int | None = None, has_alpha: bool | None = None,
+                    iterations: int | None = None, lr: float | None = None,
+                    early_stop: bool | None = None, loss: Literal["gaussian", "poisson"] | None = None,
+                    history_every: int | None = None, device="auto", seed: int | None = None,
+                    warm_start: bool = False, tile_size: int | None = None,
+                    tile_overlap: int | None = None, output_dtype=None,
+                    camera_offset: float | None = None, gain: float | None = None,
+                    read_noise: float | None = None) -> DIPJob:
+    """Validate a denoising job without running it (see :func:`denoise` for the parameters)."""
+    return prepare(Identity(), image, preset=preset, params=params, channel_axis=channel_axis,
+                    has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
+                    tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
+                    camera_offset=camera_offset, gain=gain, read_noise=read_noise,
+                    iterations=iterations, lr=lr, early_stop=early_stop, loss=loss,
+                    history_every=history_every)
+
+
+def prepare_inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | None = None,
+                    channel_axis: int | None = None, has_alpha: bool | None = None,
+                    iterations: int | None = None, lr: float | None = None,
+                    early_stop: bool | None = None, history_every: int | None = None,
+                    device="auto", seed: int | None = None, warm_start: bool = False,
+                    tile_size: int | None = None, tile_overlap: int | None = None,
+                    output_dtype=None) -> DIPJob:
+    """Validate an inpainting job without running it (see :func:`inpaint` for the parameters)."""
+    return prepare(Mask(mask), image, preset=preset, params=params, channel_axis=channel_axis,
+                    has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
+                    tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
+                    iterations=iterations, lr=lr, early_stop=early_stop, history_every=history_every)
+
+
+def _run(job: DIPJob, callback: Callable | None, return_history: bool):
+    out = drive(job.steps(), callback)  # steps() assembles the result once; no second copy
+    return (out.image, out) if return_history else out.image
+
+
+def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None = None,
+            channel_axis: int | None = None, has_alpha: bool | None = None,
+            iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
+            loss: Literal["gaussian", "poisson"] | None = None, history_every: int | None = None,
+            device="auto", seed: int | None = None, callback: Callable | None = None,
+            return_history: bool = False, warm_start: bool = False,
+            tile_size: int | None = None, tile_overlap: int | None = None, output_dtype=None,
+            camera_offset: float | None = None, gain: float | None = None,
+            read_noise: float | None = None):
+    """Denoise an image with Deep Image Prior.
+
+    A randomly initialised encoder-decoder is fitted to the noisy image; its architecture
+    reproduces image structure long before noise, so the fit is stopped early (ES-WMV,
+    automatically by default).
+
+    Parameters
+    ----------
+    image : ndarray, shape (..., H, W) or (..., H, W, C)
+        Grey image, image with channels (``channel_axis``), or an nD stack whose leading axes
+        (time, z, ...) are processed plane by plane.  Integer or float dtype.
+    preset : str, optional
+        A key of :data:`~napari_deep_prior.core.params.PRESETS` or "paper".  Default "denoise".
+    params : DIPParams, optional
+        Full parameters (overrides ``preset``).
+    channel_axis : int or None
+        Axis of the channels; None means grey.
+    has_alpha : bool or None
+        Leave the last channel untouched (RGBA). None: True for 4 channels on the last axis.
+    iterations, lr, early_stop, loss, history_every : optional
+        Override the preset's values.  ``loss="poisson"`` for photon counts (the image must
+        be the counts themselves: subtract a camera offset and divide by the gain first); with
+        the default preset it selects the ``"denoise-poisson"`` preset, which stops where the
+        fit's deviance from the counts reaches the deviance Poisson noise leaves.
+    device : {"auto", "cpu", "cuda", "mps"} or torch.device
+    seed : int, optional
+        Same seed, same result on the CPU.  None draws one (see the returned output's ``seed``).
+    callback : callable, optional
+        Called with every :class:`~napari_deep_prior.core.fit.Step`.
+    return_history : bool
+        Also return the :class:`DIPOutput` (history stack, iterations, losses, stops).
+    warm_start : bool
+        For stacks: start each plane from the previous plane's weights (and, for tiled
+        planes, each tile from the previous tile's).
+    tile_size : int or None
+        Process each plane in overlapping square tiles of this side, blended without seams,
+        so images too large for one fit still run.  None (default): automatic, only when the
+        whole-plane fit would not fit in the device's available memory (the largest tile
+        that fits is used); 0: never (raise :class:`ImageTooLargeError` instead); a positive
+        side forces tiles (at least the network's smallest input, rounded up to a multiple of
+        ``2 ** depth``).  A tiled run keeps its history only when it fits in memory (see
+        ``DIPOutput.notes``).
+    tile_overlap : int or None
+        Minimum overlap of neighbouring tiles (default ``max(16, tile // 8)``, even).
+    output_dtype : None, "input" or dtype
+        dtype of the result and its history.  None (default): the input's dtype (float16
+        gives float32), except that integer counts denoised with ``loss="poisson"`` come
+        back as float32 rates in the counts' units; "input": always the input's dtype
+        (integers rounded and clipped); or any integer or float dtype.
+    camera_offset, gain, read_noise : float, optional
+        Poisson loss on camera values that are not photon counts (e.g. sCMOS in ADU):
+        ``photons = (image - camera_offset) / gain`` (gain in camera units per photon), with
+        Gaussian read noise of ``read_noise`` photons rms (shifted-Poisson approximation).
+        The result is the rate in the image's units (``rate * gain + camera_offset``).
+
+    Returns
+    -------
+    restored : ndarray
+        Same shape as ``image``, dtype as ``output_dtype`` says.
+    output : DIPOutput
+        Only with ``return_history=True``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, dtypes, values or parameters, with the fix in the message.
+    ImageTooLargeError
+        The fit would not fit in the device's available memory, even in tiles (or with
+        ``tile_size=0``).
+
+    References
+    ----------
+    .. [1] D. Ulyanov, A. Vedaldi, V. Lempitsky, "Deep Image Prior", CVPR 2018.
+    .. [2] H. Wang, T. Li, Z. Zhuang, T. Chen, H. Liang, J. Sun, "Early Stopping for Deep
+       Image Prior", TMLR 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_deep_prior import denoise
+    >>> rng = np.random.default_rng(0)
+    >>> noisy = np.clip(0.5 + 0.1 * rng.standard_normal((32, 32)), 0, 1)
+    >>> denoise(noisy, iterations=20, seed=0).shape
+    (32, 32)
+    """
+    job = prepare_denoise(image, preset=preset, params=params, channel_axis=channel_axis,
+                          has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
+                          loss=loss, history_every=history_every, device=device, seed=seed,
+                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
+                          output_dtype=output_dtype, camera_offset=camera_offset, gain=gain,
+                          read_noise=read_noise)
+    return _run(job, callback, return_history)
+
+
+def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | None = None,
+            channel_axis: int | None = None, has_alpha: bool | None = None,
+            iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
+            history_every: int | None = None, device="auto", seed: int | None = None,
+            callback: Callable | None = None, return_history: bool = False,
+            warm_start: bool = False, tile_size: int | None = None,
+            tile_overlap: int | None = None, output_dtype=None):
+    """Fill the masked pixels of an image with Deep Image Prior.
+
+    The network is fitted to the known pixels only; its output in the holes is the fill.
+    Known pixels of the result keep their input values.
+
+    Parameters
+    ----------
+    image : ndarray, shape (..., H, W) or (..., H, W, C)
+        As for :func:`denoise`.
+    mask : ndarray, shape (H, W) or the image's non-channel shape
+        Boolean or label array: nonzero marks the pixels to fill.  A 2D mask applies to every
+        plane of a stack.
+    preset : str, optional
+        Default "inpaint"; "paper" is the text-removal recipe; see
+        :data:`~napari_deep_prior.core.params.PRESETS` for the large-hole, large-region and
+        missing-pixel recipes.
+    params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, device, seed,
+    callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
+        As for :func:`denoise`.  In tiles, a tile without holes is not fitted and a tile
+        entirely inside a hole is refused at once (use a larger ``tile_size``).
+
+    Returns
+    -------
+    restored : ndarray
+        Same shape and dtype as ``image`` (float16 gives float32).
+    output : DIPOutput
+        Only with ``return_history=True``.
+
+    References
+    ----------
+    .. [1] D. Ulyanov, A. Vedaldi, V. Lempitsky, "Deep Image Prior", CVPR 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_deep_prior import inpaint
+    >>> img = np.tile(np.linspace(0, 1, 32), (32, 1))
+    >>> mask = np.zeros((32, 32), bool); mask[12:16, 12:16] = True
+    >>> inpaint(img, mask, iterations=20, seed=0).shape
+    (32, 32)
+    """
+    job = prepare_inpaint(image, mask, preset=preset, params=params, channel_axis=channel_axis,
+                          has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
+                          history_every=history_every, device=device, seed=seed,
+                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
+                          output_dtype=output_dtype)
+    return _run(job, callback, return_history)

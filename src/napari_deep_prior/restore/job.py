@@ -1,0 +1,412 @@
+"""The job runner: one validated restoration over the planes (and tiles) of an image.
+
+A :class:`DIPJob` is made by :func:`~napari_deep_prior.restore.api.prepare` (all checks
+happen there); its :meth:`DIPJob.steps` generator runs one :class:`~.fit.DIPFit` per plane
+or tile, blending tiles without seams, and returns a :class:`DIPOutput` in the input's
+dtype, range and layout.  After a cancel, :meth:`DIPJob.result` returns what was computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..arrays import Layout, denormalise, denormalise_frames
+from ..device import tune_cpu_allocator
+from .degradations import Degradation
+from .fit import DIPFit, Step, history_iterations
+from .presets import DIPParams
+from .tiles import TileBlender
+
+__all__ = ["DIPJob", "DIPOutput"]
+
+
+@dataclass
+class DIPOutput:
+    """Result of a DIP job, in the input's dtype and layout.
+
+    Attributes
+    ----------
+    image : ndarray
+        The restored image: the input's shape (its planes scaled by the degradation's factor
+        when up-scaling), in the dtype of the dtype policy (float16 input gives float32; integer counts with the Poisson loss give
+        float32 rates; ``output_dtype`` overrides it).
+    history : ndarray or None
+        Shape (F, *image.shape): frame k is the estimate at ``history_iterations[k]``.
+        Planes that stopped earlier repeat their last frame.
+    history_iterations : ndarray, shape (F,)
+    history_losses : ndarray, shape (F, n_planes)
+        Loss at each frame (NaN after a plane's stop).
+    stop_iterations : list of int
+        Per plane, the iteration the returned estimate comes from.
+    iterations_run : list of int
+        Per plane, the steps actually taken.
+    planes_done : int
+        Planes fitted to the end (fewer after a cancel).
+    seed : int
+    fits : list
+        Per plane, the :class:`~.fit.FitResult` (None for a plane not fitted); for a tiled
+        plane the last tile's, without its history and weights.
+    notes : list of str
+        Human-readable remarks on the run (e.g. a history dropped to save memory).
+    tiles : list of (y0, y1, x0, x1) or None
+        The tile plan of every plane when the image was processed in tiles.
+    tile_stop_iterations, tile_iterations_run : list of list of int
+        For tiled runs, per plane and tile (0 for a tile not fitted); ``stop_iterations``
+        and ``iterations_run`` then hold the largest value over the plane's tiles.
+    """
+
+    image: np.ndarray
+    history: np.ndarray | None
+    history_iterations: np.ndarray
+    history_losses: np.ndarray
+    stop_iterations: list[int]
+    iterations_run: list[int]
+    planes_done: int
+    seed: int
+    fits: list = field(default_factory=list, repr=False)
+    notes: list[str] = field(default_factory=list)
+    tiles: list | None = field(default=None, repr=False)
+    tile_stop_iterations: list[list[int]] = field(default_factory=list, repr=False)
+    tile_iterations_run: list[list[int]] = field(default_factory=list, repr=False)
+
+
+def _relay(fit, *, preview: Callable | None = None, **fields):
+    """Yield the Steps of one fit with ``fields`` (plane, tile...) set; return its FitResult.
+
+    ``preview`` maps a Step's preview image (a tiled plane shows the whole plane blended).
+    """
+    gen = fit.steps()
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        for name, value in fields.items():
+            setattr(step, name, value)
+        if preview is not None and step.preview is not None:
+            step.preview = preview(step.preview)
+        yield step
+
+
+class DIPJob:
+    """A validated restoration job over one or more 2D planes.
+
+    Create it with :func:`~.api.prepare` (or ``prepare_denoise`` / ``prepare_inpaint`` /
+    ``prepare_upscale``: all input checks happen there, before any heavy work); iterate
+    :meth:`steps` to run it; call :meth:`result` at the end, or after a cancel to get what was
+    computed so far (planes not reached keep the degradation's stand-in: the input itself, or
+    the input up-scaled by interpolation).
+
+    Attributes
+    ----------
+    degradation : Degradation
+        The bound degradation (:mod:`.degradations`): its operator per plane and tile.
+    tiles : list of (y0, y1, x0, x1) or None
+        The tile plan applied to every plane (None: each plane is fitted whole).
+    tile_overlap : int or None
+        Minimum overlap of neighbouring tiles.
+    fit_params : DIPParams
+        The parameters of each fit (``params``, with the history turned off when a tiled
+        history would not fit in memory).
+    notes : list of str
+        Remarks passed on to :attr:`DIPOutput.notes`.
+    """
+
+    def __init__(self, degradation: Degradation, planes: np.ndarray, layout: Layout,
+                 params: DIPParams, device, seed: int, warm_start: bool = False, *,
+                 tiles: list | None = None, tile_overlap: int | None = None,
+                 fit_params: DIPParams | None = None, notes: list[str] | None = None):
+        self.degradation = degradation
+        self.planes = planes  # (P, h, w, C) the measured planes, normalised
+        h, w, c = planes.shape[1:]
+        self.out_shape = degradation.output_hw(h, w) + (c,)  # (H, W, C) of a result plane
+        self.layout = layout
+        self.params = params
+        self.device = device
+        self.seed = seed
+        self.warm_start = warm_start
+        self.tiles = None if tiles is None else [tuple(int(v) for v in b) for b in tiles]
+        self.tile_overlap = tile_overlap
+        self.fit_params = params if fit_params is None else fit_params
+        self.notes = list(notes or [])
+        self.fits: list = []  # per plane started: its DIPFit (tiled: the running tile's, else None)
+        self.results: list = []  # FitResult per plane finished (tiled: the last tile's, stripped)
+        # tiled runs: the running plane's blender, finished planes' images, per-tile metadata
+        self._blender = None
+        self._blend_plane = -1
+        self._tile = -1
+        self._tiled_images: dict[int, np.ndarray] = {}
+        n_tiles = 0 if self.tiles is None else len(self.tiles)
+        self._tile_stops = [[0] * n_tiles for _ in range(self.n_planes)]
+        self._tile_runs = [[0] * n_tiles for _ in range(self.n_planes)]
+        self._hist_num: np.ndarray | None = None  # (F, P, H, W, C) tiled history
+        self._hist_loss_sum: np.ndarray | None = None
+        self._hist_loss_n: np.ndarray | None = None
+        self._hist_len = np.zeros(self.n_planes, dtype=np.int64)
+
+    @property
+    def task(self) -> str:
+        """The task's name ("denoise", "inpaint", ...): the degradation's."""
+        return self.degradation.name
+
+    @property
+    def n_planes(self) -> int:
+        return self.planes.shape[0]
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles per plane (1 when planes are fitted whole)."""
+        return 1 if self.tiles is None else len(self.tiles)
+
+    def steps(self) -> Generator["Step", None, DIPOutput]:  # noqa: F821
+        """Fit every plane (and tile) in turn, yielding Step records.
+
+        ``plane``/``n_planes`` and ``tile``/``n_tiles`` are set on every Step; a tiled
+        plane's preview is the whole plane blended so far.
+        """
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
+        elif self.device.type == "cuda":
+            import torch
+
+            # every step of a fit has the same shapes: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
+        counts_scale = self.layout.counts_scale if self.params.loss == "poisson" else 1.0
+        state = None
+        try:
+            deg = self.degradation
+            for i in range(self.n_planes):
+                if deg.skip(i):
+                    # nothing to restore in this plane (e.g. no hole): keep it as it is
+                    self.fits.append(None)
+                    self.results.append(None)
+                    continue
+                if self.tiles is not None:
+                    state = yield from self._fit_tiles(i, counts_scale, state)
+                    continue
+                fit = DIPFit(self.planes[i], operator=deg.operator(i), params=self.fit_params,
+                             device=self.device, seed=self.seed, counts_scale=counts_scale,
+                             init_state=state if self.warm_start else None)
+                self.fits.append(fit)
+                res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
+                self.results.append(res)
+                if state is None:
+                    # The warm start of every later plane: the first fitted plane's weights at
+                    # its early-stopping point.  Chaining each plane's weights on to the next
+                    # kept adding fitting steps and lost up to 1 dB by the 8th plane of a
+                    # 128 px stack (benchmarks/dip_stack.py); the first cold fit does not drift.
+                    state = res.state_dict
+        finally:
+            self._release()
+        return self.result()
+
+    def _fit_tiles(self, i: int, counts_scale: float, state):
+        """Fit plane ``i`` tile by tile, blending each tile as it finishes."""
+        deg = self.degradation
+        h, w, c = self.out_shape
+        n_frames = len(history_iterations(self.fit_params))
+        if n_frames and self._hist_num is None:
+            self._hist_num = np.zeros((n_frames, self.n_planes, h, w, c), dtype=np.float32)
+            self._hist_loss_sum = np.zeros((n_frames, self.n_planes))
+            self._hist_loss_n = np.zeros((n_frames, self.n_planes), dtype=np.int64)
+        blender = TileBlender(h, w, c, [deg.output_box(b) for b in self.tiles], n_frames=n_frames,
+                              frames=None if not n_frames else self._hist_num[:, i])
+        self._blender, self._blend_plane = blender, i
+        self.fits.append(None)
+        last = None
+        n_tiles = len(self.tiles)
+        initial = deg.initial(self.planes[i])
+        for k, box in enumerate(self.tiles):
+            if deg.skip(i, box):
+                continue  # nothing to restore in this tile (no hole): it keeps its input values
+            y0, y1, x0, x1 = box
+            fit = DIPFit(self.planes[i, y0:y1, x0:x1], operator=deg.operator(i, box), params=self.fit_params,
+                         device=self.device, seed=self.seed, counts_scale=counts_scale,
+                         init_state=state if self.warm_start else None)
+            self.fits[i], self._tile = fit, k
+            res = yield from _relay(
+                fit, plane=i, n_planes=self.n_planes, tile=k, n_tiles=n_tiles,
+                preview=lambda prev, k=k: blender.image(initial, extra=(k, prev)))
+            hist = res.history
+            blender.add(k, res.image, None if hist is None else hist.frames)
+            if hist is not None and len(hist.losses):
+                m = len(hist.losses)
+                self._hist_loss_sum[:m, i] += hist.losses
+                self._hist_loss_n[:m, i] += 1
+                self._hist_len[i] = max(self._hist_len[i], m)
+            self._tile_stops[i][k] = int(res.iteration)
+            self._tile_runs[i][k] = int(res.iterations_run)
+            if self.warm_start and state is None:
+                state = res.state_dict  # the first fitted tile's, as for planes
+            # keep small metadata only: no tile image history or weights stay alive
+            last = replace(res, history=None, state_dict=None)
+            fit._net = None
+            self.fits[i] = None
+            del fit, res, hist
+        self._tiled_images[i] = blender.image(initial)
+        blender.finalise_frames(initial)
+        self._blender, self._blend_plane, self._tile = None, -1, -1
+        self.results.append(last)
+        return state
+
+    def _release(self) -> None:
+        for fit in self.fits:
+            if fit is not None:
+                fit._net = None
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _initial_planes(self) -> np.ndarray:
+        """(P, H, W, C) float32: the result of planes not restored (a new array)."""
+        deg = self.degradation
+        if self.out_shape == self.planes.shape[1:]:
+            return self.planes.copy()
+        return np.stack([deg.initial(p) for p in self.planes]).astype(np.float32, copy=False)
+
+    def _keep(self):
+        """``(kept, source)`` for :func:`~napari_deep_prior.arrays.denormalise`, or None."""
+        kept = self.degradation.kept()
+        return None if kept is None else (kept, self.layout.source)
+
+    def result(self) -> DIPOutput:
+        """Assemble the output from the planes fitted so far (a running plane gives its current estimate)."""
+        if self.tiles is not None:
+            return self._tiled_result()
+        p_count = self.n_planes
+        out = self._initial_planes()
+        fit_results = []
+        for i in range(p_count):
+            res = None
+            if i < len(self.results):
+                res = self.results[i]
+            elif i < len(self.fits) and self.fits[i] is not None and self.fits[i]._cand is not None:
+                res = self.fits[i].result()
+            fit_results.append(res)
+            if res is not None:
+                out[i] = res.image
+        keep = self._keep()
+        history = None
+        its = np.zeros(0, dtype=np.int64)
+        hl = np.zeros((0, p_count))
+        hists = [r.history for r in fit_results if r is not None and r.history is not None]
+        if hists:
+            longest = max(hists, key=lambda hh: len(hh.iterations))
+            its = longest.iterations
+            f = len(its)
+            frames = np.repeat(out[None], f, axis=0) if f else np.zeros((0,) + out.shape, np.float32)
+            hl = np.full((f, p_count), np.nan)
+            for i, r in enumerate(fit_results):
+                if r is None or r.history is None or len(r.history.iterations) == 0:
+                    continue
+                n = len(r.history.iterations)
+                fr = r.history.frames
+                frames[:n, i] = fr
+                frames[n:, i] = fr[-1]
+                hl[:n, i] = r.history.losses
+            history = (denormalise_frames(frames, f, self.layout, keep) if f
+                       else denormalise(frames, self.layout, keep))
+        return DIPOutput(
+            image=denormalise(out, self.layout, keep),
+            history=history,
+            history_iterations=np.asarray(its),
+            history_losses=hl,
+            stop_iterations=[r.iteration if r is not None else 0 for r in fit_results],
+            iterations_run=[r.iterations_run if r is not None else 0 for r in fit_results],
+            planes_done=len(self.results),
+            seed=self.seed,
+            fits=fit_results,
+            notes=list(self.notes),
+        )
+
+    def _tiled_result(self) -> DIPOutput:
+        from dataclasses import replace
+
+        p_count = self.n_planes
+        out = self._initial_planes()
+        fit_results: list = []
+        stops = [list(s) for s in self._tile_stops]
+        runs = [list(r) for r in self._tile_runs]
+        running = None  # (plane, tile, FitResult of the running tile) after a cancel
+        for i in range(p_count):
+            res = None
+            if i < len(self.results):
+                res = self.results[i]
+                if i in self._tiled_images:
+                    out[i] = self._tiled_images[i]
+            elif i == self._blend_plane and self._blender is not None:
+                fit = self.fits[i] if i < len(self.fits) else None
+                extra = None
+                if fit is not None and fit._cand is not None:
+                    cur = fit.result()
+                    running = (i, self._tile, cur)
+                    extra = (self._tile, cur.image)
+                    stops[i][self._tile] = int(cur.iteration)
+                    runs[i][self._tile] = int(cur.iterations_run)
+                    res = replace(cur, history=None, state_dict=None)
+                out[i] = self._blender.image(out[i], extra=extra)
+            fit_results.append(res)
+        keep = self._keep()
+        history = None
+        its = np.zeros(0, dtype=np.int64)
+        hl = np.zeros((0, p_count))
+        if self._hist_num is not None:
+            hist_len = self._hist_len.copy()
+            loss_sum = self._hist_loss_sum.copy()
+            loss_n = self._hist_loss_n.copy()
+            run_hist = None
+            if running is not None and running[2].history is not None:
+                i, _k, cur = running
+                run_hist = cur.history
+                m = len(run_hist.losses)
+                loss_sum[:m, i] += run_hist.losses
+                loss_n[:m, i] += 1
+                hist_len[i] = max(hist_len[i], m)
+            f = int(hist_len.max())
+            its = history_iterations(self.fit_params)[:f]
+            with np.errstate(invalid="ignore"):
+                hl = np.where(loss_n[:f] > 0, loss_sum[:f] / np.maximum(loss_n[:f], 1), np.nan)
+            if f:
+                history = denormalise_frames(self._tiled_frames(f, running, run_hist), f,
+                                              self.layout, keep)
+        return DIPOutput(
+            image=denormalise(out, self.layout, keep),
+            history=history,
+            history_iterations=np.asarray(its),
+            history_losses=hl,
+            stop_iterations=[max(s) if s else 0 for s in stops],
+            iterations_run=[max(r) if r else 0 for r in runs],
+            planes_done=len(self.results),
+            seed=self.seed,
+            fits=fit_results,
+            notes=list(self.notes),
+            tiles=list(self.tiles),
+            tile_stop_iterations=stops,
+            tile_iterations_run=runs,
+        )
+
+    def _tiled_frames(self, f: int, running, run_hist):
+        """Yield the first ``f`` normalised history frames, each (P, H, W, C)."""
+        initial = self._initial_planes()
+        live = None
+        if self._blender is not None:
+            i = self._blend_plane
+            extra = None
+            if running is not None:
+                _i, k, cur = running
+                extra = (k, cur.image, None if run_hist is None else run_hist.frames)
+            live = (i, self._blender.frame_images(initial[i], extra=extra))
+        for k in range(f):
+            frame = np.empty(initial.shape, dtype=np.float32)
+            for i in range(self.n_planes):
+                if i in self._tiled_images:
+                    frame[i] = self._hist_num[k, i]  # normalised when the plane finished
+                else:
+                    frame[i] = initial[i]
+            if live is not None:
+                frame[live[0]] = next(live[1])
+            yield frame

@@ -1,0 +1,283 @@
+"""Memory and tile planning: will a fit fit on the device, and if not, in which tiles.
+
+:func:`estimate_fit_bytes` predicts the peak memory of one fit; :func:`plan_tiles_for`
+decides whether a plane is fitted whole or in overlapping tiles (and whether its history
+is kept), raising :class:`~napari_deep_prior.errors.ImageTooLargeError` with the way out
+when neither fits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import device as devices
+from ..errors import ImageTooLargeError
+from ..nets import NetParams, SkipNet, min_padded_side, padded_shape, required_multiple
+from .degradations import Degradation
+from .fit import _ES_MAX_ELEMENTS, history_iterations
+from .presets import DIPParams
+from .tiles import MIN_TILE, default_overlap, plan_tiles
+
+__all__ = ["choose_tile_size", "estimate_fit_bytes", "plan_tiles_for"]
+
+_ESTIMATE_MARGIN = 1.3
+
+_ACT_CACHE: dict[tuple, float] = {}
+
+
+def _activation_elements_per_pixel(net: NetParams, channels: int) -> float:
+    """Elements of all layer outputs of one forward, per padded input pixel (measured once)."""
+    key = (net, channels)
+    if key not in _ACT_CACHE:
+        side = min_padded_side(net)
+        model = SkipNet.from_params(net, channels)
+        total = 0
+
+        def hook(_m, _i, out):
+            nonlocal total
+            total += out.numel()
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+        with torch.no_grad():
+            model(torch.zeros(1, net.in_channels, side, side))
+        for h in handles:
+            h.remove()
+        _ACT_CACHE[key] = total / float(side * side)
+    return _ACT_CACHE[key]
+
+
+def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int) -> int:
+    """Estimated peak memory of one fit, in bytes (activations, gradients, optimiser, buffers)."""
+    hp, wp = padded_shape(params.net, height, width)
+    act = _activation_elements_per_pixel(params.net, channels) * hp * wp
+    n_params = sum(p.numel() for p in SkipNet.from_params(params.net, channels).parameters())
+    n_img = height * width * channels
+    es = min(n_img, _ES_MAX_ELEMENTS) * params.es_window
+    frames = len(history_iterations(params)) * n_img
+    # activations are kept for backward and their gradients are live at the same time (x2);
+    # weights, gradients and two Adam moments (x4, twice for the backtracking copy);
+    # target, mask, averages, early-stopping candidate (~6 images); z and its jitter.
+    elems = 2.0 * act + 8 * n_params + 6 * n_img + es + 2 * params.net.in_channels * hp * wp
+    # The layer outputs miss the functional intermediates (reflection-padded copies inside the
+    # convolutions, up-sampled and concatenated tensors) and the allocator's slack: the
+    # measured peak of the default network on the CPU was 1.23-1.30x the sum above at
+    # 512-2048 px (benchmarks/dip_speed.py --scaling).
+    return int(_ESTIMATE_MARGIN * 4 * elems + 4 * frames)
+
+
+def choose_tile_size(params, height: int, width: int, channels: int, budget_bytes: float) -> int:
+    """The largest tile side whose fit fits in ``budget_bytes``.
+
+    Parameters
+    ----------
+    params : DIPParams
+        The fit's parameters (network, history cadence).
+    height, width, channels : int
+        Image size; the tile never grows beyond the image (rounded up to the multiple).
+    budget_bytes : float
+        Memory allowed for one tile's fit.
+
+    Returns
+    -------
+    int
+        A multiple of :func:`~.nets.required_multiple`, at least
+        ``max(MIN_TILE, min_padded_side)``, such that :func:`~.fit.estimate_fit_bytes` of a
+        tile (``min(tile, height)`` x ``min(tile, width)``) is at most ``budget_bytes``.
+
+    Raises
+    ------
+    ImageTooLargeError
+        (a ``ValueError`` and ``MemoryError``) Even the smallest tile does not fit.
+    """
+    mult = required_multiple(params.net)
+    lo = max(MIN_TILE, min_padded_side(params.net))
+    lo = -(-lo // mult) * mult
+    hi = max(lo, -(-max(int(height), int(width)) // mult) * mult)
+
+    def need(t: int) -> int:
+        return estimate_fit_bytes(params, min(t, height), min(t, width), channels)
+
+    smallest = need(lo)
+    if smallest > budget_bytes:
+        raise ImageTooLargeError(
+            f"even the smallest tile ({lo}x{lo} pixels) needs about {smallest / 2**30:.2f} GiB "
+            f"but the budget is {max(budget_bytes, 0) / 2**30:.2f} GiB"
+        )
+    a, b = lo // mult, hi // mult  # need(a * mult) fits; find the largest k in [a, b] that fits
+    while a < b:
+        m = (a + b + 1) // 2
+        if need(m * mult) <= budget_bytes:
+            a = m
+        else:
+            b = m - 1
+    return a * mult
+
+
+def _check_size_arg(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer or None, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 (or None for automatic), got {value}")
+    return int(value)
+
+
+def _tiled_output_bytes(h: int, w: int, c: int, n_planes: int) -> int:
+    """Memory of a tiled run's full-size buffers: blending sums, finished planes, the output."""
+    # weighted sum and sum of weights; finished planes; the result's float32 copy, its float64
+    # scaling and the output array (up to 8 bytes per value)
+    return 4 * h * w * (c + 1) + n_planes * h * w * c * (4 + 4 + 8 + 8)
+
+
+def plan_tiles_for(params: DIPParams, degradation: Degradation, h: int, w: int, c: int, n_planes: int,
+                   device, tile_size: int | None, tile_overlap: int | None):
+    """Decide whether and how to tile a restoration; returns (tiles, overlap, fit_params, notes).
+
+    Memory is planned for the result's planes (the input's scaled by the degradation's factor);
+    ``tiles`` are boxes of the input planes and ``tile_size`` / ``tile_overlap`` are in input
+    pixels.  The degradation may refuse the plan (a tile entirely inside a hole).  Raises
+    :class:`~napari_deep_prior.errors.ImageTooLargeError` when neither the whole plane nor
+    tiles fit in memory.
+    """
+    tile_size = _check_size_arg(tile_size, "tile_size")
+    tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
+    s = degradation.scale
+    tiles, overlap, fit_params, notes = _plan_tiles(
+        params, h * s, w * s, c, n_planes, device,
+        None if tile_size is None else tile_size * s, None if tile_overlap is None else tile_overlap * s)
+    if tiles is None:
+        return tiles, overlap, fit_params, notes
+    tile = max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles)
+    if s > 1:  # the same plan on the input's grid
+        tile, overlap = tile // s, -(-overlap // s)
+        tiles = plan_tiles(h, w, tile, overlap)
+    degradation.check_tiles(tiles, tile)
+    return tiles, overlap, fit_params, notes
+
+
+def _plan_tiles(params: DIPParams, h: int, w: int, c: int, n_planes: int, device,
+                tile_size: int | None, tile_overlap: int | None):
+    """Decide whether and how to tile; returns (tiles, overlap, fit_params, notes).
+
+    Raises ImageTooLargeError when neither the whole plane nor tiles fit in memory.
+    """
+    tile_size = _check_size_arg(tile_size, "tile_size")
+    tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
+    mult = required_multiple(params.net)
+    min_tile = max(MIN_TILE, min_padded_side(params.net))
+    min_tile = -(-min_tile // mult) * mult
+    if tile_size:
+        if tile_size < min_tile:
+            raise ValueError(
+                f"tile_size={tile_size} is too small for this network: tiles need at least "
+                f"{min_tile} pixels a side (or use tile_size=None for automatic, 0 for none)"
+            )
+        tile_size = -(-tile_size // mult) * mult
+    n_frames = len(history_iterations(params))
+    hist_bytes = 2 * n_frames * n_planes * h * w * c * 4  # assembled history
+    need = estimate_fit_bytes(params, h, w, c) + hist_bytes
+    avail = devices.available_memory(device)
+    budget = None if avail is None else 0.9 * avail
+    whole_fits = budget is None or need <= budget
+    forced_whole = tile_size is not None and tile_size >= max(h, w)
+    if tile_size == 0 or forced_whole or (tile_size is None and whole_fits):
+        if not whole_fits:
+            raise ImageTooLargeError(
+                f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
+                f"{avail / 2**30:.1f} GiB is available on {device}; process it in tiles "
+                "(tile_size=None for automatic tiles, or a tile side), crop or downscale the "
+                "image, choose a lighter preset, turn the history off (history_every=0) or use a GPU"
+            )
+        return None, None, params, []
+
+    out_bytes = _tiled_output_bytes(h, w, c, n_planes)
+    no_hist = params.replace(history_every=0) if n_frames else params
+    if tile_size is None:
+        free = budget - out_bytes
+        keep_hist = n_frames > 0 and hist_bytes <= 0.5 * free
+        fit_params = params if keep_hist else no_hist
+        try:
+            tile = choose_tile_size(fit_params, h, w, c, free - (hist_bytes if keep_hist else 0))
+        except ImageTooLargeError as exc:
+            raise ImageTooLargeError(
+                f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
+                f"{avail / 2**30:.1f} GiB is available on {device}, and processing it in tiles "
+                f"does not fit either ({exc}; the {n_planes}-plane output buffers need "
+                f"{out_bytes / 2**30:.2f} GiB); crop or downscale the image, choose a lighter "
+                "preset or use a device with more memory"
+            ) from None
+    else:
+        tile = tile_size
+        keep_hist = n_frames > 0
+        fit_params = params
+        if budget is not None:
+            th, tw = min(tile, h), min(tile, w)
+            keep_hist = (n_frames > 0
+                         and out_bytes + hist_bytes + estimate_fit_bytes(params, th, tw, c) <= budget)
+            fit_params = params if keep_hist else no_hist
+            tile_need = estimate_fit_bytes(fit_params, th, tw, c) + out_bytes
+            if tile_need > budget:
+                raise ImageTooLargeError(
+                    f"tiles of {tile}x{tile} pixels need about {tile_need / 2**30:.2f} GiB with the "
+                    f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}; "
+                    "use a smaller tile_size or tile_size=None (automatic)"
+                )
+    if tile_size is None:
+        tile = _shrink_tile(tile, h, w, min_tile, mult, tile_overlap)
+    overlap = default_overlap(tile) if tile_overlap is None else tile_overlap
+    if overlap >= tile:
+        raise ValueError(f"tile_overlap={overlap} must be smaller than the tile side ({tile})")
+    tiles = plan_tiles(h, w, tile, overlap)
+    notes = []
+    if n_frames and not keep_hist:
+        notes.append(
+            f"history dropped: the image is processed in {len(tiles)} tiles of {tile}x{tile} "
+            f"pixels and its {n_frames}-frame history (about {hist_bytes / 2**30:.1f} GiB) does "
+            "not fit in the memory available; crop the image to get a history, or set "
+            "history_every=0 to silence this note"
+        )
+    return tiles, overlap, fit_params, notes
+
+
+def _shrink_tile(tile: int, h: int, w: int, min_tile: int, mult: int, overlap: int | None) -> int:
+    """The smallest tile side (a multiple of ``mult``) that needs no more tiles than ``tile``.
+
+    Memory decides the largest side; tiles that just cover the image waste less work on
+    overlaps (a 4096 px square with memory for 2048 px tiles needs 3 x 3 tiles either way:
+    2048 px tiles overlap by 1024 px, 1504 px tiles by 188 px, with 54 % of the pixels).
+    """
+    def counts(t):
+        ov = default_overlap(t) if overlap is None else overlap
+        if ov >= t:
+            return None
+        return tuple(1 if n <= t else 1 + -(-(n - t) // (t - ov)) for n in (h, w))
+
+    target = counts(tile)
+    best = tile
+    t = tile - mult
+    while t >= min_tile:
+        c = counts(t)
+        if c is None or c[0] > target[0] or c[1] > target[1]:
+            break
+        best = t
+        t -= mult
+    return best
+
+
+def _check_tile_known(known: np.ndarray, tiles: list, tile: int) -> None:
+    """Every tile that has a hole must also have known pixels to learn from."""
+    planes = range(1) if known.strides[0] == 0 else range(known.shape[0])
+    for p in planes:
+        kp = known[p]
+        if kp.all():
+            continue
+        for (y0, y1, x0, x1) in tiles:
+            if not kp[y0:y1, x0:x1].any():
+                where = f" of plane {p}" if known.shape[0] > 1 and known.strides[0] != 0 else ""
+                raise ValueError(
+                    f"tile rows {y0}:{y1}, columns {x0}:{x1}{where} lies entirely inside the hole: "
+                    f"it has no known pixel to learn from; use a larger tile_size (now {tile}) "
+                    "so every tile reaches known pixels"
+                )

@@ -1,0 +1,152 @@
+"""Early stopping and the noise level: what tells a Deep Image Prior fit when to stop.
+
+- :class:`WindowVariance`: the ES-WMV statistic (Wang, Li, Zhuang, Sun, TMLR 2023), the
+  windowed moving variance of the outputs, updated in O(pixels) per step on the device;
+- :func:`estimate_noise_sigma`: the Gaussian noise level of an image (Immerkaer's operator
+  on patches), for the discrepancy-principle stop;
+- :func:`expected_poisson_deviance`: the deviance Poisson noise of a given rate leaves, the
+  threshold of the Poisson loss's stop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["WindowVariance", "estimate_noise_sigma", "expected_poisson_deviance"]
+
+
+#: Most patches read by the noise estimate (a regular subsample beyond).
+_NOISE_MAX_PATCHES = 1 << 16
+
+
+def estimate_noise_sigma(image: np.ndarray) -> float:
+    """Noise standard deviation of an (H, W, C) image (white Gaussian noise model).
+
+    Patch PCA (Chen, Zhu and Heng, *An Efficient Statistical Method for Image Noise Level
+    Estimation*, ICCV 2015): the covariance of the image's 7x7xC patches has eigenvalues that
+    hold the image structure plus a tail of eigenvalues that only the noise explains; the
+    tail is the longest one whose mean is not above its median, and its mean is the noise
+    variance.  Unlike the wavelet median absolute deviation (scikit-image's
+    ``estimate_sigma``), fine texture does not read as noise: on Set9 at sigma 15/255 the
+    wavelet estimate of the most textured image (kodim01) was 16.9, this one 14.7 (actual
+    15.0).  Images too small for a 3x3 patch covariance use Immerkaer's (1996) Laplacian
+    estimate.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
+    x = np.asarray(image, dtype=np.float64)
+    h, w, c = x.shape
+    for d in (7, 5, 3):
+        n = max(h - d + 1, 0) * max(w - d + 1, 0)
+        if n >= 8 * d * d * c:
+            break
+    else:
+        return _immerkaer_sigma(x)
+    stride = max(1, math.ceil(math.sqrt(n / _NOISE_MAX_PATCHES)))
+    patches = np.lib.stride_tricks.sliding_window_view(x, (d, d), axis=(0, 1))[::stride, ::stride]
+    patches = patches.reshape(-1, c * d * d)
+    patches = patches - patches.mean(axis=0)
+    cov = patches.T @ patches / len(patches)
+    lam = np.clip(np.linalg.eigvalsh(cov), 0.0, None)  # ascending
+    # the tail lam[:k] (smallest k): the longest one whose mean <= median
+    for k in range(len(lam), 0, -1):
+        tail = lam[:k]
+        if tail.mean() <= np.median(tail):
+            return float(math.sqrt(tail.mean()))
+    return float(math.sqrt(lam[0]))
+
+
+#: Rates of the table of expected Poisson deviances (log-spaced); above its end the
+#: asymptotic 1 + 1/(6 lambda) is used, below it the deviance goes to 0 with the rate.
+_DEV_LAM = np.geomspace(1e-4, 1e3, 281)
+_DEV_TABLE: np.ndarray | None = None
+
+
+def _deviance_table() -> np.ndarray:
+    """E[D] at the rates ``_DEV_LAM``, by summing the Poisson probabilities (built once)."""
+    global _DEV_TABLE
+    if _DEV_TABLE is None:
+        from scipy.stats import poisson
+
+        k = np.arange(0, 1 + int(_DEV_LAM[-1] + 12 * math.sqrt(_DEV_LAM[-1])))[:, None]
+        lam = _DEV_LAM[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylog = np.where(k > 0, k * np.log(np.maximum(k, 1) / lam), 0.0)
+        _DEV_TABLE = (poisson.pmf(k, lam) * 2.0 * (ylog - (k - lam))).sum(axis=0)
+    return _DEV_TABLE
+
+
+def _expected_deviance(lam: torch.Tensor) -> torch.Tensor:
+    """Elementwise :func:`expected_poisson_deviance` of a tensor, on its device and dtype."""
+    table = torch.as_tensor(_deviance_table(), dtype=lam.dtype, device=lam.device)
+    lo, hi = float(_DEV_LAM[0]), float(_DEV_LAM[-1])
+    step = math.log(_DEV_LAM[1] / _DEV_LAM[0])
+    pos = (torch.log(lam.clamp(lo, hi)) - math.log(lo)) / step  # linear in log(rate)
+    i0 = pos.floor().clamp(0, len(table) - 2).long()
+    frac = (pos - i0).clamp(0, 1)
+    e = table[i0] * (1 - frac) + table[i0 + 1] * frac
+    e = torch.where(lam < lo, table[0] * lam / lo, e)
+    return torch.where(lam > hi, 1.0 + 1.0 / (6.0 * lam.clamp_min(hi)), e)
+
+
+def expected_poisson_deviance(lam) -> np.ndarray:
+    """E[D] of one pixel with Poisson counts of rate ``lam`` (array-like, >= 0).
+
+    D(y, lam) = 2 (y log(y / lam) - (y - lam)) is the pixel's deviance: its expectation is
+    close to 1 for rates of ~5 photons and more (1 + 1/(6 lam) asymptotically), about 1.15
+    at 1-2 photons and falls to 0 as the rate does (a dark pixel is almost always 0, which
+    the fit matches exactly).  Computed once by summing the Poisson probabilities on a
+    log-spaced grid of rates, then interpolated in log(rate).
+    """
+    lam = torch.as_tensor(np.asarray(lam, dtype=np.float64))
+    return _expected_deviance(lam).numpy()
+
+
+def _immerkaer_sigma(x: np.ndarray) -> float:
+    """Immerkaer's fast noise estimate: mean |Laplacian difference| over the channels."""
+    h, w, c = x.shape
+    if h < 3 or w < 3:
+        return 0.0
+    lap = (x[:-2, :-2] - 2 * x[:-2, 1:-1] + x[:-2, 2:]
+           - 2 * x[1:-1, :-2] + 4 * x[1:-1, 1:-1] - 2 * x[1:-1, 2:]
+           + x[2:, :-2] - 2 * x[2:, 1:-1] + x[2:, 2:])
+    return float(math.sqrt(math.pi / 2) * np.abs(lap).mean() / 6)
+
+
+class WindowVariance:
+    """ES-WMV statistic: mean over pixels of the variance of the last ``window`` frames.
+
+    Running sums of the window and of its squares make each update O(pixels) instead of
+    O(window x pixels) (at 128 px the full recomputation cost a third of a small network's
+    step).  The sums are recomputed exactly each time the ring wraps, so rounding cannot
+    drift; they are float64 where the device has it.  Everything stays on the device.
+    """
+
+    def __init__(self, window: int, n: int, device: torch.device):
+        self.window = int(window)
+        self.ring = torch.zeros(self.window, n, device=device)
+        self.acc = torch.float32 if device.type == "mps" else torch.float64
+        self.s1 = torch.zeros(n, device=device, dtype=self.acc)
+        self.s2 = torch.zeros(n, device=device, dtype=self.acc)
+        self.count = 0
+
+    def push(self, frame: torch.Tensor) -> None:
+        """Add one frame (flattened, n values), dropping the oldest once the window is full."""
+        k = self.count % self.window
+        if k == 0 and self.count > 0:
+            self.s1.copy_(self.ring.sum(dim=0, dtype=self.acc))
+            self.s2.copy_((self.ring.to(self.acc) ** 2).sum(dim=0))
+        old = self.ring[k].to(self.acc)
+        new = frame.to(self.acc)
+        self.s1.add_(new - old)
+        self.s2.add_(new * new - old * old)
+        self.ring[k] = frame
+        self.count += 1
+
+    def variance(self) -> torch.Tensor:
+        """The statistic over the last ``window`` frames (a 0-d float32 tensor on the device)."""
+        mean = self.s1 / self.window
+        return (self.s2 / self.window - mean * mean).clamp_min_(0).mean().float()
