@@ -93,13 +93,26 @@ def test_importing_the_package_is_light():
     assert heavy == ""
 
 
-def test_public_names_are_the_functions_even_after_the_subpackages_are_imported():
-    """`napari_deep_prior.colorize` is the function, also once the `colorize` subpackage (or
-    `restore`) has been imported by something else, e.g. the widget."""
+@pytest.mark.parametrize(
+    "before",
+    ["pass", "import napari_deep_prior.restore.api, napari_deep_prior.colorize.api"],
+    ids=["fresh", "after-the-subpackages"],
+)
+def test_public_names_are_the_functions(before):
+    """`from napari_deep_prior import colorize` gives the function, in a fresh interpreter and
+    once the `colorize` subpackage (or `restore`) has been imported by something else (the
+    widget, the command line): the subpackage must not shadow the function."""
     kinds = _fresh_python(
-        "import napari_deep_prior.restore.api, napari_deep_prior.colorize.api",
+        before,
+        "import importlib",
         "import napari_deep_prior as m",
-        "from napari_deep_prior import colorize, denoise, inpaint, upscale",
-        "print(' '.join(type(f).__name__ for f in (colorize, denoise, inpaint, upscale, m.colorize)))",
+        "for name in ('colorize', 'denoise', 'inpaint', 'upscale'):",
+        "    try:",
+        "        f = getattr(importlib.import_module('napari_deep_prior'), name)",
+        "        exec(f'from napari_deep_prior import {name} as g')",
+        "        print(name, type(f).__name__, type(g).__name__, type(getattr(m, name)).__name__)",
+        "    except Exception as exc:",
+        "        print(name, type(exc).__name__)",
     )
-    assert kinds == " ".join(["function"] * 5)
+    got = dict(line.split(" ", 1) for line in kinds.splitlines())
+    assert got == dict.fromkeys(("colorize", "denoise", "inpaint", "upscale"), "function function function")
