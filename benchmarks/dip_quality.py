@@ -38,8 +38,16 @@ SIGMA = 25.0 / 255.0
 TV_GRID = (0.04, 0.06, 0.08, 0.1, 0.13, 0.17, 0.22)
 #: The images of the paper's Table 1 (50 % missing pixels) found in Set12, and the paper's DIP
 #: PSNR on each (mean 33.52 dB).
-TABLE1_SET12 = {"09_Barbara": 32.22, "10_Boat": 33.06, "02_House": 39.16, "08_Lena": 36.16,
-                "03_Peppers": 33.05, "01_C.man": 29.80, "12_Couple": 32.52, "11_Man": 32.20}
+TABLE1_SET12 = {
+    "09_Barbara": 32.22,
+    "10_Boat": 33.06,
+    "02_House": 39.16,
+    "08_Lena": 36.16,
+    "03_Peppers": 33.05,
+    "01_C.man": 29.80,
+    "12_Couple": 32.52,
+    "11_Man": 32.20,
+}
 
 
 def psnr(gt, x):
@@ -61,7 +69,7 @@ def crop(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     s_h, s_w = min(size, h), min(size, w)
     top, left = (h - s_h) // 2, (w - s_w) // 2
-    return img[top:top + s_h, left:left + s_w]
+    return img[top : top + s_h, left : left + s_w]
 
 
 #: cap on the DIP iterations (``--max-iterations``, smoke runs of the script only; 0: none)
@@ -89,7 +97,7 @@ def dip_record(gt, out, full, wall):
         "dip_steps": steps,
         "dip_wall_s": wall,
         "dip_s_per_step": wall / max(steps, 1),
-        "psnr_curve": list(zip([int(i) for i in full.history_iterations], hist_psnr)),
+        "psnr_curve": list(zip([int(i) for i in full.history_iterations], hist_psnr, strict=True)),
     }
 
 
@@ -104,14 +112,15 @@ def bench_denoise(files, size, preset, history_every, log):
         rec = {"image": f.stem, "shape": list(gt.shape), "input": psnr(gt, noisy)}
         sig = float(np.mean(estimate_sigma(noisy, channel_axis=-1)))
         t0 = time.perf_counter()
-        nlm = denoise_nl_means(noisy, h=0.8 * sig, sigma=sig, fast_mode=True, patch_size=5,
-                               patch_distance=6, channel_axis=-1)
+        nlm = denoise_nl_means(
+            noisy, h=0.8 * sig, sigma=sig, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=-1
+        )
         rec["nl_means"], rec["nl_means_s"] = psnr(gt, nlm), time.perf_counter() - t0
         rec["tv_chambolle"] = psnr(gt, denoise_tv_chambolle(noisy, weight=0.1, channel_axis=-1))
         rec["tv_chambolle_oracle"] = max(
-            psnr(gt, denoise_tv_chambolle(noisy, weight=w, channel_axis=-1)) for w in TV_GRID)
-        out, full, wall = run_dip(denoise, noisy, preset=preset, channel_axis=-1,
-                                  history_every=history_every)
+            psnr(gt, denoise_tv_chambolle(noisy, weight=w, channel_axis=-1)) for w in TV_GRID
+        )
+        out, full, wall = run_dip(denoise, noisy, preset=preset, channel_axis=-1, history_every=history_every)
         rec.update(dip_record(gt, out, full, wall))
         rows.append(rec)
         log(rec)
@@ -127,13 +136,11 @@ def bench_inpaint(pairs, size, preset, history_every, log, grey=False):
         holes = ~known
         ch = None if gt.ndim == 2 else -1
         damaged = (gt * (known if ch is None else known[..., None])).astype(np.float32)
-        rec = {"image": name, "shape": list(gt.shape), "holes": float(holes.mean()),
-               "input": psnr(gt, damaged)}
+        rec = {"image": name, "shape": list(gt.shape), "holes": float(holes.mean()), "input": psnr(gt, damaged)}
         t0 = time.perf_counter()
         bh = inpaint_biharmonic(damaged, holes, channel_axis=ch)
         rec["biharmonic"], rec["biharmonic_s"] = psnr(gt, bh), time.perf_counter() - t0
-        out, full, wall = run_dip(inpaint, damaged, holes, preset=preset, channel_axis=ch,
-                                  history_every=history_every)
+        out, full, wall = run_dip(inpaint, damaged, holes, preset=preset, channel_axis=ch, history_every=history_every)
         rec.update(dip_record(gt, out, full, wall))
         rows.append(rec)
         log(rec)
@@ -145,13 +152,16 @@ def table(rows, cols):
     sep = "|" + "---|" * (len(cols) + 1)
     lines = [head, sep]
     for r in rows:
-        cells = [r["image"]] + [
-            (f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, ""))) for c in cols]
+        cells = [r["image"]] + [(f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, ""))) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     means = ["**mean**"] + [
-        (f"{np.mean([r[c] for r in rows]):.2f}"
-         if all(isinstance(r.get(c), (int, float)) and r.get(c) is not None for r in rows) else "")
-        for c in cols]
+        (
+            f"{np.mean([r[c] for r in rows]):.2f}"
+            if all(isinstance(r.get(c), (int, float)) and r.get(c) is not None for r in rows)
+            else ""
+        )
+        for c in cols
+    ]
     lines.append("| " + " | ".join(means) + " |")
     return "\n".join(lines)
 
@@ -166,8 +176,12 @@ def main(argv=None):
     ap.add_argument("--denoise-preset", default="denoise")
     ap.add_argument("--inpaint-preset", default="inpaint")
     ap.add_argument("--history-every", type=int, default=25)
-    ap.add_argument("--max-iterations", type=int, default=0,
-                    help="cap the DIP iterations (smoke runs of the script only; 0: the preset's)")
+    ap.add_argument(
+        "--max-iterations",
+        type=int,
+        default=0,
+        help="cap the DIP iterations (smoke runs of the script only; 0: the preset's)",
+    )
     args = ap.parse_args(argv)
     global MAX_ITERATIONS
     MAX_ITERATIONS = args.max_iterations
@@ -178,8 +192,11 @@ def main(argv=None):
     out_path = args.out or Path(__file__).parent / "results" / f"quality-{args.size}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "size": args.size, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
+        "size": args.size,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
         "presets": {"denoise": args.denoise_preset, "inpaint": args.inpaint_preset},
     }
 
@@ -211,8 +228,9 @@ def main(argv=None):
         gt = load(args.data / "dip" / "restoration" / "barbara.png", grey=True)
         rng = np.random.default_rng(0)
         known = rng.random(gt.shape) < 0.5
-        result["barbara"] = bench_inpaint([("barbara-50%", gt, known)], args.size, args.inpaint_preset,
-                                          args.history_every, log)
+        result["barbara"] = bench_inpaint(
+            [("barbara-50%", gt, known)], args.size, args.inpaint_preset, args.history_every, log
+        )
         save()
 
     if "set12-50" in cases:
@@ -229,12 +247,35 @@ def main(argv=None):
         result["set12-50"] = rows
         save()
 
-    cols_d = ["input", "nl_means", "tv_chambolle", "tv_chambolle_oracle", "dip", "dip_best_frame",
-              "dip_stop_iteration", "dip_steps", "dip_wall_s", "dip_s_per_step"]
-    cols_i = ["holes", "input", "biharmonic", "dip", "dip_best_frame", "dip_stop_iteration",
-              "dip_steps", "dip_wall_s", "dip_s_per_step"]
-    for key, cols in (("denoise", cols_d), ("inpaint", cols_i), ("barbara", cols_i),
-                      ("set12-50", cols_i + ["paper_dip"])):
+    cols_d = [
+        "input",
+        "nl_means",
+        "tv_chambolle",
+        "tv_chambolle_oracle",
+        "dip",
+        "dip_best_frame",
+        "dip_stop_iteration",
+        "dip_steps",
+        "dip_wall_s",
+        "dip_s_per_step",
+    ]
+    cols_i = [
+        "holes",
+        "input",
+        "biharmonic",
+        "dip",
+        "dip_best_frame",
+        "dip_stop_iteration",
+        "dip_steps",
+        "dip_wall_s",
+        "dip_s_per_step",
+    ]
+    for key, cols in (
+        ("denoise", cols_d),
+        ("inpaint", cols_i),
+        ("barbara", cols_i),
+        ("set12-50", cols_i + ["paper_dip"]),
+    ):
         if key in result:
             print(f"\n### {key} (size {args.size}, PSNR dB)\n")
             print(table(result[key], cols))

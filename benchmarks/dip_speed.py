@@ -50,8 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from dip_quality import SIGMA, crop, load, psnr
 
-INPAINT_PAPER = {"kate": "inpaint-text", "vase": "inpaint-large-hole",
-                 "library": "inpaint-large-regions"}
+INPAINT_PAPER = {"kate": "inpaint-text", "vase": "inpaint-large-hole", "library": "inpaint-large-regions"}
 
 
 # --- memory -------------------------------------------------------------------------------
@@ -118,8 +117,7 @@ def _sync(device):
 
 
 # --- (a) the reference loop ---------------------------------------------------------------
-def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log_every=0,
-              max_seconds=0.0):
+def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log_every=0, max_seconds=0.0):
     """The published optimisation loop, eager fp32, fixed iterations; PSNR every eval_every."""
     import torch
 
@@ -147,7 +145,7 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
     for it in range(1, params.iterations + 1):
         t0 = time.perf_counter()
         zin = z + params.reg_noise_std * torch.randn_like(z) if params.reg_noise_std > 0 else z
-        out = net(zin)[:, :, top:top + h, left:left + w]
+        out = net(zin)[:, :, top : top + h, left : left + w]
         loss = ((out - x) ** 2 * m).mean() if m is not None else ((out - x) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -175,16 +173,23 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
             if q > best:
                 best, best_it, best_t = q, it, train_s
             if log_every and it % log_every == 0:
-                print(f"    paper step {it}: {q:.2f} dB (best {best:.2f} @ {best_it}) "
-                      f"{train_s:.0f} s", flush=True)
+                print(f"    paper step {it}: {q:.2f} dB (best {best:.2f} @ {best_it}) {train_s:.0f} s", flush=True)
             if guard and it - best_it >= guard and q <= best - 1.0:
                 break
             if max_seconds and train_s > max_seconds:
                 truncated = True
                 break
-    return {"steps": it, "truncated": truncated, "train_s": train_s, "s_per_step": train_s / it, "peak_psnr": best,
-            "peak_iteration": best_it, "time_to_peak_s": best_t, "final_psnr": curve[-1][2],
-            "curve": curve}
+    return {
+        "steps": it,
+        "truncated": truncated,
+        "train_s": train_s,
+        "s_per_step": train_s / it,
+        "peak_psnr": best,
+        "peak_iteration": best_it,
+        "time_to_peak_s": best_t,
+        "final_psnr": curve[-1][2],
+        "curve": curve,
+    }
 
 
 # --- (b) the default pipeline -------------------------------------------------------------
@@ -210,9 +215,15 @@ def run_default(gt, target, holes, device, *, seed, preset=None, amp=None, max_i
     steps = int(sum(full.iterations_run))
     curve = []
     if full.history is not None:
-        curve = [(int(i), round(psnr(gt, f), 3)) for i, f in zip(full.history_iterations, full.history)]
-    return {"steps": steps, "wall_s": wall, "s_per_step": wall / max(steps, 1),
-            "psnr": psnr(gt, out), "stop_iteration": int(full.stop_iterations[0]), "curve": curve}
+        curve = [(int(i), round(psnr(gt, f), 3)) for i, f in zip(full.history_iterations, full.history, strict=True)]
+    return {
+        "steps": steps,
+        "wall_s": wall,
+        "s_per_step": wall / max(steps, 1),
+        "psnr": psnr(gt, out),
+        "stop_iteration": int(full.stop_iterations[0]),
+        "curve": curve,
+    }
 
 
 # --- cases ----------------------------------------------------------------------------------
@@ -255,26 +266,41 @@ def bench_case(case, inputs, args, device, log, on_row=lambda rows: None):
         paper = get_preset("denoise-paper" if case == "denoise" else INPAINT_PAPER[name])
         if args.paper_iterations:
             paper = paper.replace(iterations=args.paper_iterations)
-        rec = {"image": name, "shape": list(gt.shape), "case": case,
-               "input_psnr": psnr(gt, target)}
+        rec = {"image": name, "shape": list(gt.shape), "case": case, "input_psnr": psnr(gt, target)}
         if name in reuse:
             a = reuse[name]
             print(f"{case} {name} {gt.shape}: paper recipe taken from {args.reuse_paper}", flush=True)
         else:
             print(f"{case} {name} {gt.shape}: paper recipe ({paper.iterations} steps)...", flush=True)
             with PeakMemory(device) as mem:
-                a = run_paper(gt, target, known, paper, device, seed=args.seed,
-                              eval_every=args.eval_every, guard=args.paper_guard,
-                              log_every=args.log_every, max_seconds=args.paper_max_seconds)
+                a = run_paper(
+                    gt,
+                    target,
+                    known,
+                    paper,
+                    device,
+                    seed=args.seed,
+                    eval_every=args.eval_every,
+                    guard=args.paper_guard,
+                    log_every=args.log_every,
+                    max_seconds=args.paper_max_seconds,
+                )
             a["peak_memory_mb"] = mem.peak / 2**20
             a["threads"] = torch.get_num_threads()
         rec["paper"] = a
         if not args.paper_only:
             print("  default pipeline...", flush=True)
             with PeakMemory(device) as mem:
-                b = run_default(gt, target, None if known is None else ~known, device,
-                                seed=args.seed, preset=args.preset, amp=args.amp,
-                                max_iterations=args.max_iterations)
+                b = run_default(
+                    gt,
+                    target,
+                    None if known is None else ~known,
+                    device,
+                    seed=args.seed,
+                    preset=args.preset,
+                    amp=args.amp,
+                    max_iterations=args.max_iterations,
+                )
             b["peak_memory_mb"] = mem.peak / 2**20
             rec["default"] = b
             rec["time_ratio"] = b["wall_s"] / max(a["time_to_peak_s"], 1e-9)
@@ -286,9 +312,11 @@ def bench_case(case, inputs, args, device, log, on_row=lambda rows: None):
 
 
 def summary_table(rows):
-    head = ("| image | paper peak dB | @step | paper s/step | paper time-to-peak s | paper peak MB "
-            "| default dB | Δ dB | default steps | default s/step | default wall s | default peak MB "
-            "| time ratio |")
+    head = (
+        "| image | paper peak dB | @step | paper s/step | paper time-to-peak s | paper peak MB "
+        "| default dB | Δ dB | default steps | default s/step | default wall s | default peak MB "
+        "| time ratio |"
+    )
     lines = [head, "|" + "---|" * 13]
     for r in rows:
         a, b = r["paper"], r["default"]
@@ -296,9 +324,13 @@ def summary_table(rows):
             f"| {r['image']} | {a['peak_psnr']:.2f} | {a['peak_iteration']} | {a['s_per_step']:.3f} "
             f"| {a['time_to_peak_s']:.1f} | {a['peak_memory_mb']:.0f} | {b['psnr']:.2f} "
             f"| {r['psnr_gap']:+.2f} | {b['steps']} | {b['s_per_step']:.3f} | {b['wall_s']:.1f} "
-            f"| {b['peak_memory_mb']:.0f} | {r['time_ratio']:.3f} |")
+            f"| {b['peak_memory_mb']:.0f} | {r['time_ratio']:.3f} |"
+        )
     if rows:
-        m = lambda f: float(np.mean([f(r) for r in rows]))
+
+        def m(f):
+            return float(np.mean([f(r) for r in rows]))
+
         t_a = sum(r["paper"]["time_to_peak_s"] for r in rows)
         t_b = sum(r["default"]["wall_s"] for r in rows)
         lines.append(
@@ -308,7 +340,8 @@ def summary_table(rows):
             f"| {m(lambda r: r['paper']['peak_memory_mb']):.0f} | {m(lambda r: r['default']['psnr']):.2f} "
             f"| {m(lambda r: r['psnr_gap']):+.2f} | {m(lambda r: r['default']['steps']):.0f} "
             f"| {m(lambda r: r['default']['s_per_step']):.3f} | {t_b / len(rows):.1f} "
-            f"| {m(lambda r: r['default']['peak_memory_mb']):.0f} | {t_b / t_a:.3f} (total) |")
+            f"| {m(lambda r: r['default']['peak_memory_mb']):.0f} | {t_b / t_a:.3f} (total) |"
+        )
     return "\n".join(lines)
 
 
@@ -328,9 +361,16 @@ def scaling(sizes, steps, device, log, amp=None):
         img = np.stack([np.sin(6 * xx + 3 * yy), np.cos(5 * yy), xx * yy], -1) * 0.4 + 0.5
         noisy = np.clip(img + np.random.default_rng(0).normal(0, SIGMA, img.shape), 0, 1).astype(np.float32)
         with PeakMemory(device) as mem:
-            job = prepare_denoise(noisy, params=params, channel_axis=-1, iterations=steps,
-                                  early_stop=False,
-                                  device=device, seed=0, tile_size=0)
+            job = prepare_denoise(
+                noisy,
+                params=params,
+                channel_axis=-1,
+                iterations=steps,
+                early_stop=False,
+                device=device,
+                seed=0,
+                tile_size=0,
+            )
             times = []
             t_prev = time.perf_counter()
             for st in job.steps():
@@ -342,8 +382,13 @@ def scaling(sizes, steps, device, log, amp=None):
         per = [dt / (it - prev) for (prev, _), (it, dt) in itertools.pairwise(times)]
         per = per or [times[0][1] / times[0][0]]
         est = estimate_fit_bytes(job.params, s, s, 3)
-        rec = {"size": s, "s_per_step": float(np.median(per)), "peak_memory_mb": mem.peak / 2**20,
-               "estimate_mb": est / 2**20, "steps": steps}
+        rec = {
+            "size": s,
+            "s_per_step": float(np.median(per)),
+            "peak_memory_mb": mem.peak / 2**20,
+            "estimate_mb": est / 2**20,
+            "steps": steps,
+        }
         rows.append(rec)
         log(rec)
     return rows
@@ -360,20 +405,35 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default=None, help="preset for (b) (default: the task's default)")
     ap.add_argument("--eval-every", type=int, default=10, help="PSNR of (a) every N steps")
-    ap.add_argument("--paper-guard", type=int, default=0,
-                    help="end (a) once it stayed >= 1 dB below its best for N steps (0: never)")
+    ap.add_argument(
+        "--paper-guard",
+        type=int,
+        default=0,
+        help="end (a) once it stayed >= 1 dB below its best for N steps (0: never)",
+    )
     ap.add_argument("--paper-iterations", type=int, default=0, help="override (a)'s iterations")
-    ap.add_argument("--paper-max-seconds", type=float, default=0.0,
-                    help="end (a) after this much training time (marked truncated; 0: no limit)")
-    ap.add_argument("--max-iterations", type=int, default=0,
-                    help="cap (b)'s iterations (smoke runs of the script only; 0: the preset's)")
-    ap.add_argument("--amp", choices=("off", "bf16", "auto"), default=None,
-                    help="mixed precision for (b) (default: the preset's)")
+    ap.add_argument(
+        "--paper-max-seconds",
+        type=float,
+        default=0.0,
+        help="end (a) after this much training time (marked truncated; 0: no limit)",
+    )
+    ap.add_argument(
+        "--max-iterations",
+        type=int,
+        default=0,
+        help="cap (b)'s iterations (smoke runs of the script only; 0: the preset's)",
+    )
+    ap.add_argument(
+        "--amp", choices=("off", "bf16", "auto"), default=None, help="mixed precision for (b) (default: the preset's)"
+    )
     ap.add_argument("--log-every", type=int, default=200)
     ap.add_argument("--paper-only", action="store_true", help="run (a) only")
-    ap.add_argument("--reuse-paper", default="",
-                    help="take (a) from this earlier JSON (same size, machine and threads) "
-                         "instead of running it again")
+    ap.add_argument(
+        "--reuse-paper",
+        default="",
+        help="take (a) from this earlier JSON (same size, machine and threads) instead of running it again",
+    )
     ap.add_argument("--scaling", default="", help="comma list of sizes for the s/step-vs-size table")
     ap.add_argument("--scaling-steps", type=int, default=6)
     ap.add_argument("--out", type=Path, default=None)
@@ -392,22 +452,29 @@ def main(argv=None):
     out_path = args.out or Path(__file__).parent / "results" / f"speed-{tag}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "size": size, "device": str(device), "torch": torch.__version__,
+        "size": size,
+        "device": str(device),
+        "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
-        "paper_guard": args.paper_guard, "eval_every": args.eval_every,
-        "paper_reused_from": args.reuse_paper or None, "amp": args.amp,
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "paper_guard": args.paper_guard,
+        "eval_every": args.eval_every,
+        "paper_reused_from": args.reuse_paper or None,
+        "amp": args.amp,
     }
 
     def log(rec):
-        short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items()
-                 if k not in ("paper", "default")}
+        short = {
+            k: (round(v, 3) if isinstance(v, float) else v) for k, v in rec.items() if k not in ("paper", "default")
+        }
         for k in ("paper", "default"):
             if k in rec:
-                short[k] = {kk: (round(v, 3) if isinstance(v, float) else v)
-                            for kk, v in rec[k].items() if kk != "curve"}
+                short[k] = {
+                    kk: (round(v, 3) if isinstance(v, float) else v) for kk, v in rec[k].items() if kk != "curve"
+                }
         print(json.dumps(short), flush=True)
 
     def save():
@@ -419,8 +486,7 @@ def main(argv=None):
         save()
         print("\n| size | s/step | peak MB | estimate MB |\n|---|---|---|---|")
         for r in result["scaling"]:
-            print(f"| {r['size']} | {r['s_per_step']:.3f} | {r['peak_memory_mb']:.0f} "
-                  f"| {r['estimate_mb']:.0f} |")
+            print(f"| {r['size']} | {r['s_per_step']:.3f} | {r['peak_memory_mb']:.0f} | {r['estimate_mb']:.0f} |")
         print(f"\nwrote {out_path}")
         return
     if args.data is None:
@@ -432,6 +498,7 @@ def main(argv=None):
             inputs = inpaint_inputs(args.data, size, keep)
         else:
             ap.error(f"unknown case {case!r}; use denoise and/or inpaint")
+
         def partial(rows, case=case):
             result[case] = rows
             save()
@@ -440,8 +507,7 @@ def main(argv=None):
         save()
         if args.paper_only:
             continue
-        print(f"\n### {case} (size {'full' if args.full else size}, {device}, "
-              f"{torch.get_num_threads()} threads)\n")
+        print(f"\n### {case} (size {'full' if args.full else size}, {device}, {torch.get_num_threads()} threads)\n")
         print(summary_table(result[case]))
     print(f"\nwrote {out_path}")
 

@@ -63,19 +63,36 @@ def _params(preset: str, sets: list[str], steps: int):
             raise SystemExit(f"--set {key}: unknown key")
     net = replace(p.net, **net_kw)
     # the stop is replayed offline: no early stop, a frame every 10 steps
-    return p.replace(net=net, iterations=steps, es_patience=steps, es_noise_factor=0.0, history_every=10,
-                     history_spacing="linear", preview_every=0, **kw)
+    return p.replace(
+        net=net,
+        iterations=steps,
+        es_patience=steps,
+        es_noise_factor=0.0,
+        history_every=10,
+        history_spacing="linear",
+        preview_every=0,
+        **kw,
+    )
 
 
 def record(args) -> None:
     import torch
+
     from napari_deep_prior.restore.fit import DIPFit
     from napari_deep_prior.restore.stopping import estimate_noise_sigma
 
     params = _params(args.preset, args.set or [], args.steps)
     names = args.images.split(",") if args.images else list(SET9)
-    out = {"size": args.size, "steps": args.steps, "sigma": args.sigma, "preset": args.preset, "set": args.set or [],
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "images": []}
+    out = {
+        "size": args.size,
+        "steps": args.steps,
+        "sigma": args.sigma,
+        "preset": args.preset,
+        "set": args.set or [],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "images": [],
+    }
     for name in names:
         gt = crop(load(Path(args.data) / "set9" / f"{name}.png"), args.size)
         rng = np.random.default_rng(0)
@@ -93,20 +110,27 @@ def record(args) -> None:
         its = res.history.iterations
         frames = res.history.frames
         rec = {
-            "image": name, "sigma_hat": sigma_hat, "sigma": args.sigma / 255.0, "wall_s": wall,
+            "image": name,
+            "sigma_hat": sigma_hat,
+            "sigma": args.sigma / 255.0,
+            "wall_s": wall,
             "s_per_step": (wall - first[1]) / max(len(res.losses) - first[0], 1),
             "startup_s": first[1] - first[0] * (wall - first[1]) / max(len(res.losses) - first[0], 1),
             "iterations": its.tolist(),
             "psnr": [round(psnr(gt, f), 4) for f in frames],
             "fit_mse": [float(np.mean((f - noisy) ** 2)) for f in frames],
             "loss_all": [float(v) for v in res.losses],
-            "es_var": [None if not np.isfinite(res.es_variances[i - 1]) else float(res.es_variances[i - 1])
-                       for i in its],
+            "es_var": [
+                None if not np.isfinite(res.es_variances[i - 1]) else float(res.es_variances[i - 1]) for i in its
+            ],
             "es_var_all": [None if not np.isfinite(v) else float(v) for v in res.es_variances],
         }
         k = int(np.argmax(rec["psnr"]))
-        print(f"{name}: peak {rec['psnr'][k]:.2f} dB at {its[k]}, {rec['s_per_step']:.4f} s/step, "
-              f"sigma_hat {sigma_hat * 255:.1f}/255", flush=True)
+        print(
+            f"{name}: peak {rec['psnr'][k]:.2f} dB at {its[k]}, {rec['s_per_step']:.4f} s/step, "
+            f"sigma_hat {sigma_hat * 255:.1f}/255",
+            flush=True,
+        )
         out["images"].append(rec)
         Path(args.out).write_text(json.dumps(out))
 
@@ -129,7 +153,7 @@ def rule_discrepancy(rec, factor, start=150, confirm=1):
     """Stop once the estimate's mean squared distance to the input falls to factor * sigma_hat^2."""
     s2 = rec["sigma_hat"] ** 2
     below = 0
-    for it, m in zip(rec["iterations"], rec["fit_mse"]):
+    for it, m in zip(rec["iterations"], rec["fit_mse"], strict=True):
         if it >= start and m <= factor * s2:
             below += 1
             if below >= confirm:
@@ -170,17 +194,21 @@ def analyse(args) -> None:
                     paper.setdefault(row["image"], row["paper"])
     imgs = rec["images"]
     print(f"recording {args.recording}: preset {rec['preset']} {rec['set']}, {len(imgs)} images")
-    print("image     peak dB @step  s/step  sigma_hat*255  at the peak: estimate's mse to input / sigma^2, "
-          "/ sigma_hat^2, running-mean loss / sigma_hat^2")
+    print(
+        "image     peak dB @step  s/step  sigma_hat*255  at the peak: estimate's mse to input / sigma^2, "
+        "/ sigma_hat^2, running-mean loss / sigma_hat^2"
+    )
     for r in imgs:
         k = int(np.argmax(r["psnr"]))
         t = r["iterations"][k]
         ema = None
         for v in r["loss_all"][:t]:
             ema = v if ema is None else 0.95 * ema + 0.05 * v
-        print(f"{r['image']:9s} {r['psnr'][k]:6.2f} {t:5d}  {r['s_per_step']:.4f}  "
-              f"{r['sigma_hat'] * 255:5.1f}  {r['fit_mse'][k] / r.get('sigma', SIGMA) ** 2:6.3f}  "
-              f"{r['fit_mse'][k] / r['sigma_hat'] ** 2:6.3f}  {ema / r['sigma_hat'] ** 2:6.3f}")
+        print(
+            f"{r['image']:9s} {r['psnr'][k]:6.2f} {t:5d}  {r['s_per_step']:.4f}  "
+            f"{r['sigma_hat'] * 255:5.1f}  {r['fit_mse'][k] / r.get('sigma', SIGMA) ** 2:6.3f}  "
+            f"{r['fit_mse'][k] / r['sigma_hat'] ** 2:6.3f}  {ema / r['sigma_hat'] ** 2:6.3f}"
+        )
     rules = {}
     for pat in (100, 150, 200, 250, 300):
         rules[f"es p{pat}"] = lambda r, pat=pat: rule_es(r, pat)
@@ -192,7 +220,8 @@ def analyse(args) -> None:
     for f in (1.02, 1.03, 1.04):
         for pat in (400, 500, 600, 800):
             rules[f"min(loss {f:.2f}, es p{pat})"] = lambda r, f=f, pat=pat: min(
-                rule_loss_discrepancy(r, f), rule_es(r, pat))
+                rule_loss_discrepancy(r, f), rule_es(r, pat)
+            )
     rules["oracle"] = lambda r: r["iterations"][int(np.argmax(r["psnr"]))]
     print()
     head = "rule                     " + " ".join(f"{r['image'][:7]:>13s}" for r in imgs) + "   mean dB  Δpaper  ratio"

@@ -39,12 +39,12 @@ def seam_ratio(err: np.ndarray, tiles, h: int, w: int) -> dict:
     y_ends = sorted({b[1] for b in tiles})
     for s in y_starts[1:]:
         e = min(v for v in y_ends if v > s)
-        rows[s:e - 1] = True
+        rows[s : e - 1] = True
     x_starts = sorted({b[2] for b in tiles})
     x_ends = sorted({b[3] for b in tiles})
     for s in x_starts[1:]:
         e = min(v for v in x_ends if v > s)
-        cols[s:e - 1] = True
+        cols[s : e - 1] = True
     dy = np.abs(np.diff(err, axis=0)).mean(axis=tuple(range(1, err.ndim)))
     dx = np.abs(np.diff(err, axis=1)).mean(axis=tuple(i for i in range(err.ndim) if i != 1))
     res = {"overlap_rows": int(rows.sum()), "overlap_cols": int(cols.sum())}
@@ -90,22 +90,38 @@ def main(argv=None):
 
     with PeakMemory(torch.device("cpu")) as mem:
         t0 = time.perf_counter()
-        out, full = denoise(noisy, channel_axis=None if args.grey else -1, seed=args.seed,
-                            iterations=args.iterations, tile_size=args.tile, history_every=0,
-                            return_history=True, callback=progress, device="cpu")
+        out, full = denoise(
+            noisy,
+            channel_axis=None if args.grey else -1,
+            seed=args.seed,
+            iterations=args.iterations,
+            tile_size=args.tile,
+            history_every=0,
+            return_history=True,
+            callback=progress,
+            device="cpu",
+        )
         wall = time.perf_counter() - t0
     tiles = full.tiles or [(0, args.size, 0, args.size)]
     side = tiles[0][1] - tiles[0][0]
     rec = {
-        "size": args.size, "channels": c, "iterations_per_tile": args.iterations,
-        "single_fit_estimate_gib": need / 2**30, "tiles": len(tiles), "tile_side": side,
+        "size": args.size,
+        "channels": c,
+        "iterations_per_tile": args.iterations,
+        "single_fit_estimate_gib": need / 2**30,
+        "tiles": len(tiles),
+        "tile_side": side,
         "tile_estimate_gib": estimate_fit_bytes(get_preset("denoise"), side, side, c) / 2**30,
-        "wall_s": wall, "peak_memory_gib": mem.peak / 2**30,
-        "input_psnr": psnr(clean, noisy), "output_psnr": psnr(clean, out),
+        "wall_s": wall,
+        "peak_memory_gib": mem.peak / 2**30,
+        "input_psnr": psnr(clean, noisy),
+        "output_psnr": psnr(clean, out),
         "steps_per_tile": full.tile_iterations_run[0] if full.tile_iterations_run else full.iterations_run,
         "seam_output": seam_ratio(out - clean, tiles, args.size, args.size),
         "seam_input": seam_ratio(noisy - clean, tiles, args.size, args.size),
-        "notes": full.notes, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "notes": full.notes,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }
     print(json.dumps(rec, indent=1))

@@ -89,13 +89,13 @@ def _new_viewer(title: str):
 
 
 def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
-    from napari_deep_prior.samples import noisy_grey
     from napari_deep_prior._napari.widgets import DenoiseWidget
+    from napari_deep_prior.samples import noisy_grey
 
     viewer = _new_viewer("DIP Denoise")
     data, kwargs = noisy_grey()[0]
     y0, x0 = 40, 64
-    noisy = viewer.add_image(data[y0:y0 + CROP, x0:x0 + CROP], **kwargs)
+    noisy = viewer.add_image(data[y0 : y0 + CROP, x0 : x0 + CROP], **kwargs)
     w = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(w, name="DIP Denoise", area="right")
     w.image.value = noisy
@@ -122,14 +122,14 @@ def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
 
 
 def inpaint_shots(out: Path, app, iterations: int, timeout: float) -> None:
-    from napari_deep_prior.samples import damaged_with_mask
     from napari_deep_prior._napari.widgets import InpaintWidget
+    from napari_deep_prior.samples import damaged_with_mask
 
     viewer = _new_viewer("DIP Inpaint")
     (img, ikw), (mask, mkw, _kind) = damaged_with_mask()
     y0, x0 = 60, 70
-    damaged = viewer.add_image(img[y0:y0 + CROP, x0:x0 + CROP], **ikw)
-    holes = viewer.add_labels(mask[y0:y0 + CROP, x0:x0 + CROP], **mkw)
+    damaged = viewer.add_image(img[y0 : y0 + CROP, x0 : x0 + CROP], **ikw)
+    holes = viewer.add_labels(mask[y0 : y0 + CROP, x0 : x0 + CROP], **mkw)
     w = InpaintWidget(viewer)
     viewer.window.add_dock_widget(w, name="DIP Inpaint", area="right")
     w.image.value = damaged
@@ -173,8 +173,9 @@ def poisson_shots(out: Path, app, timeout: float) -> None:
     viewer.window.add_dock_widget(w, name="DIP Denoise", area="right")
     w.image.value = counts  # preselects the Poisson model and its preset
     w.seed.value = 0
-    print(f"poisson: model {w.loss.value!r}, preset {w.preset.value!r}, "
-          f"up to {w.iterations.value} iterations", flush=True)
+    print(
+        f"poisson: model {w.loss.value!r}, preset {w.preset.value!r}, up to {w.iterations.value} iterations", flush=True
+    )
     _process(app, 1.0)
     worker = w.run(start=False)
     outputs = []
@@ -183,8 +184,11 @@ def poisson_shots(out: Path, app, timeout: float) -> None:
     _process(app, 0.5)
     if outputs and outputs[0] is not None:
         fit = outputs[0].fits[0]
-        print(f"poisson: stopped at {outputs[0].stop_iterations[0]} ({fit.stop_reason}), "
-              f"deviance {fit.deviance} vs {fit.expected_deviance}", flush=True)
+        print(
+            f"poisson: stopped at {outputs[0].stop_iterations[0]} ({fit.stop_reason}), "
+            f"deviance {fit.deviance} vs {fit.expected_deviance}",
+            flush=True,
+        )
     for layer in viewer.layers:
         layer.visible = layer.metadata.get("dip_role") != "history"
     viewer.canvas.grid.enabled = True
@@ -197,10 +201,10 @@ def poisson_shots(out: Path, app, timeout: float) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default="docs/images", help="output folder")
-    parser.add_argument("--iterations", type=int, default=200,
-                        help="iterations of each run (default 200)")
-    parser.add_argument("--timeout", type=float, default=240.0,
-                        help="cancel a run after this many seconds (its partial result is kept)")
+    parser.add_argument("--iterations", type=int, default=200, help="iterations of each run (default 200)")
+    parser.add_argument(
+        "--timeout", type=float, default=240.0, help="cancel a run after this many seconds (its partial result is kept)"
+    )
     parser.add_argument("--only", choices=["denoise", "inpaint", "poisson"], help="one set only")
     args = parser.parse_args(argv)
     out = Path(args.out)
