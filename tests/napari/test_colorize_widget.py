@@ -19,12 +19,16 @@ import pytest
 import torch
 from colorizer_layout import random_state_dict
 
-from napari_deep_prior._napari import _colorize_widget as CW
-from napari_deep_prior._napari.widgets import ColorizeWidget
-from napari_deep_prior.core import colorize as CZ
-from napari_deep_prior.core import weights as W
-from napari_deep_prior.core.color import rgb_to_lab
-from napari_deep_prior.core.colorize import DIPColorParams
+from napari_deep_prior._napari import base as B
+from napari_deep_prior._napari.colorize import hints_panel as HP
+from napari_deep_prior._napari.colorize import runner as RN
+from napari_deep_prior._napari.colorize import weights_panel as WP
+from napari_deep_prior._napari.colorize import widget as CW
+from napari_deep_prior._napari.colorize import ColorizeWidget
+from napari_deep_prior.colorize import pretrained as PT
+from napari_deep_prior.colorize import weights as W
+from napari_deep_prior.colorize.dip import DIPColorParams
+from napari_deep_prior.colorize.lab import rgb_to_lab
 
 #: Waits: a levin update takes milliseconds after the 300 ms debounce.
 WAIT_MS = 20_000
@@ -39,8 +43,10 @@ BLUE, ORANGE = "#3070c0", "#d08030"
 def notes(monkeypatch):
     """Record the notifications the widget shows."""
     rec: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    for kind in rec:
-        monkeypatch.setattr(CW, f"show_{kind}", lambda m, k=kind: rec[k].append(str(m)))
+    for mod in (CW, HP, WP):
+        for kind in rec:
+            if hasattr(mod, f"show_{kind}"):
+                monkeypatch.setattr(mod, f"show_{kind}", lambda m, k=kind: rec[k].append(str(m)))
     return rec
 
 
@@ -56,13 +62,13 @@ def weights_dirs(tmp_path, monkeypatch):
         raise urllib.error.URLError("network disabled in tests")
 
     monkeypatch.setattr(W, "_urlopen", no_network)
-    CZ.clear_model_cache()
+    PT.clear_model_cache()
     yield env
-    CZ.clear_model_cache()
+    PT.clear_model_cache()
 
 
 def random_net(name: str):
-    from napari_deep_prior.core.colorizers import build_colorizer
+    from napari_deep_prior.colorize.networks import build_colorizer
 
     with torch.device("meta"):
         net = build_colorizer(name)
@@ -175,10 +181,10 @@ def test_add_hints_layer_on_the_image_grid(make_napari_viewer, notes):
     add_point(pts, 30, 40, ORANGE)
     hints = w.hints()
     assert [(r, c) for r, c, _ in hints] == [(10, 5), (30, 40)]
-    assert [CW._hex(rgb) for *_rc, rgb in hints] == [BLUE, ORANGE]
+    assert [HP.hex_of(rgb) for *_rc, rgb in hints] == [BLUE, ORANGE]
     # a hints layer on another grid lands on the same image pixels
     other = viewer.add_points([[3 + 10 * 0.5, -4 + 5 * 2.0]], name="world points")
-    assert CW.hints_from_points(other, viewer.layers["grey"])[0][:2] == pytest.approx((10, 5))
+    assert HP.hints_from_points(other, viewer.layers["grey"])[0][:2] == pytest.approx((10, 5))
     assert not notes["error"]
 
 
@@ -278,7 +284,7 @@ def test_live_off_needs_run(make_napari_viewer, qtbot, notes):
 def test_automatic_eccv16_with_random_weights(make_napari_viewer, qtbot, monkeypatch,
                                               weights_dirs, notes):
     calls = install_weights(monkeypatch, weights_dirs, "eccv16", random_net("eccv16"))
-    monkeypatch.setattr(CZ, "NET_SIZE", 64)  # the same code path on a quarter of the pixels
+    monkeypatch.setattr(PT, "NET_SIZE", 64)  # the same code path on a quarter of the pixels
     viewer = make_napari_viewer()
     grey = two_region_image(40)
     viewer.add_image(grey, name="grey", scale=(2, 3))
@@ -311,7 +317,7 @@ def test_siggraph17_suggestions_recolour_the_point(make_napari_viewer, qtbot, mo
     with qtbot.waitSignal(w.suggestions_ready, timeout=WAIT_MS):
         w.suggest()
     sugg = w.suggestions
-    assert sugg is not None and 2 <= len(w.swatches) == len(sugg.rgb) <= CW.N_SUGGESTIONS
+    assert sugg is not None and 2 <= len(w.swatches) == len(sugg.rgb) <= HP.N_SUGGESTIONS
     assert sugg.ab[0][1] < -20  # the most probable (blue-ish) peak first
     with qtbot.waitSignal(w.colorized, timeout=WAIT_MS):
         w.swatches[0].clicked.emit()  # a swatch click recolours the point ...
@@ -346,7 +352,7 @@ def test_choose_a_weights_file(make_napari_viewer, tmp_path, monkeypatch, notes)
     f = tmp_path / "elsewhere" / "my-siggraph17.pth"
     f.parent.mkdir()
     f.write_bytes(b"x")
-    monkeypatch.setattr(CW, "_ask_open_file", lambda *a: str(f))
+    monkeypatch.setattr(B, "ask_open_file", lambda *a: str(f))
     assert w.choose_weights_file() == f
     assert w.weights_paths["siggraph17"] == f and "found (chosen)" in w.weights_status.value
     assert not w.suggest_button.enabled  # suggestions are for hints
@@ -543,9 +549,9 @@ def test_save_and_load_hints_csv(make_napari_viewer, qtbot, tmp_path, monkeypatc
     assert lines == ["row,col,color", f"3,4,{BLUE}", f"20,30,{ORANGE}", "40,12,#20a040"]
     pts.data = np.empty((0, 2))
     assert w.hints() == []
-    monkeypatch.setattr(CW, "_ask_open_file", lambda *a: str(path))  # the "Load" dialog
+    monkeypatch.setattr(B, "ask_open_file", lambda *a: str(path))  # the "Load" dialog
     w.load_hints_button.clicked.emit()
-    got = [(r, c, CW._hex(rgb)) for r, c, rgb in w.hints()]
+    got = [(r, c, HP.hex_of(rgb)) for r, c, rgb in w.hints()]
     assert got == [(3, 4, BLUE), (20, 30, ORANGE), (40, 12, "#20a040")]
     np.testing.assert_allclose(pts.data, [[3, 4], [20, 30], [40, 12]])  # same grid
     # with no hints layer, loading makes one on the image's grid
@@ -554,8 +560,56 @@ def test_save_and_load_hints_csv(make_napari_viewer, qtbot, tmp_path, monkeypatc
     new = w.load_hints(path)
     assert new.name == "grey [color hints]" and new is not pts
     np.testing.assert_allclose(new.scale, (2, 2))
-    assert [(r, c, CW._hex(rgb)) for r, c, rgb in w.hints()] == got
+    assert [(r, c, HP.hex_of(rgb)) for r, c, rgb in w.hints()] == got
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
     assert w.load_hints(bad) is None and "header" in notes["error"][-1]
     assert len(notes["error"]) == 1
+
+
+# --- the registry drives the widget -----------------------------------------------------------
+
+def test_worker_body_returns_what_colorize_returns():
+    """The worker body is the registry's steps() plus the gamut notes: same image as colorize()."""
+    from napari_deep_prior.arrays import drive
+    from napari_deep_prior.colorize.api import REGISTRY, colorize
+    from napari_deep_prior.colorize.base import ColorizeOptions
+
+    img = two_region_image(32)
+    img[:, :8] = 20  # a near-black strip: a bright yellow hint there is out of gamut
+    hints = [(10, 20, BLUE), (5, 3, "#ffff00")]
+    steps = []
+    out = drive(RN.colorize_job(REGISTRY["levin"], img, hints, ColorizeOptions(hint_size=3)), steps.append)
+    np.testing.assert_array_equal(out.rgb, colorize(img, method="levin", hints=hints, hint_size=3))
+    assert [s.iteration for s in steps] == [1] and out.seconds > 0
+    assert len(out.notes) == 1 and out.notes[0].startswith("hint 2 at (row 5, col 3): #ffff00 ->")
+
+
+def test_a_registered_colorizer_appears_and_runs_live(make_napari_viewer, qtbot, monkeypatch, notes):
+    from napari_deep_prior.colorize.api import REGISTRY
+    from napari_deep_prior.colorize.base import ABStep, Colorizer
+
+    class Flat(Colorizer):
+        name = "flat"
+        title = "flat (mean hint colour)"
+        live = True
+
+        def ab_steps(self, L, hints, options):
+            yield ABStep(1, 1)
+            return np.broadcast_to(np.float32([10.0, -40.0]), L.shape + (2,))
+
+    monkeypatch.setitem(REGISTRY, "flat", Flat())
+    viewer = make_napari_viewer()
+    viewer.add_image(two_region_image(), name="grey")
+    w = make_widget(viewer)
+    assert w.method.choices == ("siggraph17", "levin", "dip", "flat")
+    w.method.value = "flat"
+    assert w.is_fast() and w.live.enabled and not w.iterations.visible
+    pts = w.add_hints_layer()
+    with qtbot.waitSignal(w.colorized, timeout=WAIT_MS):
+        add_point(pts, 10, 10, ORANGE)
+    res = viewer.layers["grey [colorized]"]
+    assert res.metadata["method"] == "flat" and ab_at(res.data, 40, 40)[1] < -25
+    w.mode.value = "automatic"
+    assert w.method.choices == ("eccv16", "siggraph17")  # flat needs hints
+    assert not notes["error"], notes

@@ -1,0 +1,5 @@
+"""The Colorize dock widget (:class:`~.widget.ColorizeWidget`) and its parts."""
+
+from .widget import ColorizeWidget
+
+__all__ = ["ColorizeWidget"]
