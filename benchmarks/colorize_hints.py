@@ -110,9 +110,11 @@ def main(argv=None) -> int:
     import torch
     from skimage.color import rgb2lab
 
-    from napari_deep_prior.core import weights as W
-    from napari_deep_prior.core.color import lab_to_rgb
-    from napari_deep_prior.core.colorize import DIPColorParams, dip_ab, levin_ab, network_ab
+    from napari_deep_prior.colorize import weights as W
+    from napari_deep_prior.colorize.dip import DIPColorParams, dip_ab
+    from napari_deep_prior.colorize.lab import lab_image
+    from napari_deep_prior.colorize.levin import levin_ab
+    from napari_deep_prior.colorize.pretrained import network_ab
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,8 +168,7 @@ def main(argv=None) -> int:
                 else:
                     ab = network_ab(L, "eccv16", weights=args.weights, device=args.device)
                 secs = time.perf_counter() - t0
-                out = lab_to_rgb(np.concatenate([L[..., None], ab], axis=-1))
-                out = np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+                out = lab_image(L, ab, as_uint8=True)
                 rec = dict(image=name, hints=n, method=m, psnr=psnr_uint8(out, rgb), seconds=secs)
                 records.append(rec)
                 print(f"{name:28s} N={n:4d} {m:10s} {rec['psnr']:6.2f} dB {secs:7.2f} s",
