@@ -212,7 +212,7 @@ def main(argv=None) -> int:
 
     from napari.qt import get_qapp
 
-    from napari_deep_prior._napari._dip_widget import wait_for_warm_up
+    from napari_deep_prior._napari.restore import wait_for_warm_up
 
     t0 = time.perf_counter()
     app = get_qapp()

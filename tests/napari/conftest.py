@@ -23,12 +23,12 @@ def _one_torch_thread():
 @pytest.fixture
 def notes(monkeypatch):
     """Record the notifications the widget shows (error / warning / info)."""
-    from napari_deep_prior._napari import _dip_widget
+    from napari_deep_prior._napari.restore import _notify
 
     rec: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
-    monkeypatch.setattr(_dip_widget, "show_error", lambda m: rec["error"].append(str(m)))
-    monkeypatch.setattr(_dip_widget, "show_warning", lambda m: rec["warning"].append(str(m)))
-    monkeypatch.setattr(_dip_widget, "show_info", lambda m: rec["info"].append(str(m)))
+    monkeypatch.setattr(_notify, "show_error", lambda m: rec["error"].append(str(m)))
+    monkeypatch.setattr(_notify, "show_warning", lambda m: rec["warning"].append(str(m)))
+    monkeypatch.setattr(_notify, "show_info", lambda m: rec["info"].append(str(m)))
     return rec
 
 

@@ -74,7 +74,7 @@ def test_manifest_contributions():
 
 
 def test_sample_data_loads(make_napari_viewer):
-    from napari_deep_prior._napari import sample_data as sd
+    from napari_deep_prior import samples as sd
 
     for func in (sd.noisy_grey, sd.noisy_colour, sd.fluorescence_poisson, sd.damaged_with_mask):
         a = func()
@@ -510,7 +510,7 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, tiny_params, 
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    from napari_deep_prior._napari._dip_widget import wait_for_warm_up
+    from napari_deep_prior._napari.restore import wait_for_warm_up
 
     assert wait_for_warm_up(120)  # as when a user sets the widget up before pressing Run
     worker = w.run(start=False)  # the preview layer is created here, at the "click"
@@ -539,7 +539,7 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, tiny_params, 
 def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_params, grey_image,
                                               notes, monkeypatch):
     """A torch RuntimeError (e.g. out of memory) mid-run reaches the user; the widget recovers."""
-    from napari_deep_prior.core import fit as core_fit
+    from napari_deep_prior.restore import fit as core_fit
 
     real_steps = core_fit.DIPFit.steps
 
@@ -561,3 +561,54 @@ def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_pa
     assert w.run_button.enabled and not w.cancel_button.enabled
     assert not _layers(viewer, "result") and not _layers(viewer, "preview")
     np.testing.assert_array_equal(src.data, before)
+
+
+# --- DIP Restore: every registered task in one widget ------------------------------------------
+
+def _shown(widget) -> bool:
+    """Not hidden explicitly (``visible`` also needs the dock on screen)."""
+    return not widget.native.isHidden()
+
+
+def test_restore_widget_offers_every_registered_task(make_napari_viewer):
+    from napari_deep_prior._napari.restore.fields import field_names
+    from napari_deep_prior._napari.widgets import RestoreWidget
+    from napari_deep_prior.restore.degradations import DEGRADATIONS
+
+    viewer = make_napari_viewer()
+    w = RestoreWidget(viewer)
+    assert list(w.task.choices) == list(DEGRADATIONS)
+    assert _shown(w.task)
+    every = set().union(*(field_names(d) for d in DEGRADATIONS.values()))
+    for name, deg in DEGRADATIONS.items():
+        w.task.value = name
+        assert w.degradation is deg
+        assert list(w.preset.choices) == list(deg.presets) and w.preset.value == deg.presets[0]
+        shown = field_names(deg)
+        for field in every:
+            assert _shown(getattr(w, field)) == (field in shown), (name, field)
+    # the fixed-task widgets hide the task choice and offer only their task's fields
+    d = DenoiseWidget(viewer)
+    assert not _shown(d.task) and d.task.value == "denoise" and d._has("loss") and not d._has("mask")
+    i = InpaintWidget(viewer)
+    assert i.task.value == "inpaint" and i._has("mask") and not i._has("loss")
+
+
+def test_restore_widget_runs_the_chosen_task(make_napari_viewer, qtbot, tiny_params, grey_image):
+    from napari_deep_prior._napari.widgets import RestoreWidget
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(grey_image, name="scan", **GRID)
+    holes = np.zeros(grey_image.shape, np.uint8)
+    holes[10:16, 12:20] = 1
+    lab = viewer.add_labels(holes, name="holes", scale=GRID["scale"], translate=GRID["translate"])
+    w = _widget(RestoreWidget, viewer, tiny_params, task="inpaint", history_every=10)
+    w.image.value = img
+    w.mask.value = lab
+    _run(qtbot, w)
+    res = viewer.layers["scan [DIP inpainted]"]
+    assert res.metadata["task"] == "inpaint" and res.metadata["mask_layer"] == "holes"
+    known = holes == 0
+    np.testing.assert_array_equal(res.data[known], grey_image[known])  # known pixels kept exactly
+    _check_grid(res)
+    assert res.data.shape == grey_image.shape and res.data.dtype == grey_image.dtype

@@ -8,6 +8,7 @@ units and axis labels.  The input and mask layers are only ever read.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +304,21 @@ class LayerTemplate:
             axis_labels=tuple(str(a) for a in layer.axis_labels),
             display=display_kwargs(layer),
         )
+
+    def zoomed(self, factor: int) -> "LayerTemplate":
+        """The template of a result whose last two (Y, X) axes have ``factor`` times the pixels.
+
+        Its pixels are ``factor`` times smaller and the result covers the same area: pixel
+        ``j`` of the result is centred at ``(j + 0.5) / factor - 0.5`` input pixels.
+        """
+        if factor == 1:
+            return self
+        scale = list(self.scale)
+        translate = list(self.translate)
+        for a in (-2, -1):
+            translate[a] -= scale[a] * (factor - 1) / (2.0 * factor)
+            scale[a] /= factor
+        return dataclasses.replace(self, scale=tuple(scale), translate=tuple(translate))
 
     def grid_kwargs(self, offset: tuple[int, ...] | None = None) -> dict:
         """scale, translate, units, axis_labels for a layer on the input's grid.

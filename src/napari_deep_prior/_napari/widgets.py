@@ -1,7 +1,8 @@
 """Dock widgets of the plugin (the manifest points here).
 
-The manifest names the classes :class:`DenoiseWidget`, :class:`InpaintWidget` and
-:class:`ColorizeWidget`: napari inspects a widget's ``__init__`` for a ``napari_viewer``
+The manifest names the classes :class:`RestoreWidget` (every registered restoration task: denoise,
+inpaint, upscale...), :class:`DenoiseWidget`, :class:`InpaintWidget` (the same widget fixed to
+one task) and :class:`ColorizeWidget`: napari inspects a widget's ``__init__`` for a ``napari_viewer``
 parameter and passes the viewer (behind its public-only proxy).  ``make_denoise_widget`` / ``make_inpaint_widget`` /
 ``make_colorize_widget`` are conveniences for scripts (the viewer defaults to the current one).
 """
@@ -10,14 +11,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._colorize_widget import ColorizeWidget
-from ._dip_widget import DIPWidget
+from .colorize import ColorizeWidget
+from .restore import DIPWidget
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["DenoiseWidget", "InpaintWidget", "ColorizeWidget", "make_denoise_widget",
-           "make_inpaint_widget", "make_colorize_widget"]
+__all__ = ["RestoreWidget", "DenoiseWidget", "InpaintWidget", "ColorizeWidget", "make_restore_widget",
+           "make_denoise_widget", "make_inpaint_widget", "make_colorize_widget"]
+
+
+class RestoreWidget(DIPWidget):
+    """Deep Image Prior restoration of an Image layer, any registered task (its ``task`` field).
+
+    The tasks come from :data:`napari_deep_prior.restore.degradations.DEGRADATIONS`; each
+    shows its own fields (a mask layer for inpainting, a factor for up-scaling, the noise
+    model for denoising).  Results: "<input> [DIP <task done>]" and "<input> [DIP history]".
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__(napari_viewer)
 
 
 class DenoiseWidget(DIPWidget):
@@ -37,8 +50,7 @@ class DenoiseWidget(DIPWidget):
     >>> worker = w.run()                               # doctest: +SKIP
     """
 
-    task = "denoise"
-    result_tag = "[DIP denoised]"
+    fixed_task = "denoise"
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__(napari_viewer)
@@ -53,8 +65,7 @@ class InpaintWidget(DIPWidget):
     "<input> [DIP history]".
     """
 
-    task = "inpaint"
-    result_tag = "[DIP inpainted]"
+    fixed_task = "inpaint"
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__(napari_viewer)
@@ -68,6 +79,11 @@ def _viewer_or_current(viewer):
         if viewer is None:
             raise ValueError("no napari viewer is open; pass one: make_denoise_widget(viewer)")
     return viewer
+
+
+def make_restore_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> RestoreWidget:
+    """The "DIP Restore" widget for ``napari_viewer`` (default: the current viewer)."""
+    return RestoreWidget(_viewer_or_current(napari_viewer))
 
 
 def make_denoise_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> DenoiseWidget:

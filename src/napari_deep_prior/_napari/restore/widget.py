@@ -1,15 +1,17 @@
-"""The DIP dock widget shared by "DIP Denoise" and "DIP Inpaint".
+"""The DIP dock widget: "DIP Restore" (every registered task), "DIP Denoise", "DIP Inpaint".
 
 The widget is a thin front end: it reads layers into arrays (``layers.py``), fills a frozen
-:class:`~napari_deep_prior.core.params.DIPParams`, validates the job with the core's
-``prepare_denoise`` / ``prepare_inpaint`` (all user errors surface there, before any heavy
-work) and wraps the job's ``steps()`` generator in a napari ``thread_worker``.  Every Step
+:class:`~napari_deep_prior.restore.presets.DIPParams`, builds the task's degradation from its
+fields (:mod:`.fields`: one widget per :class:`~napari_deep_prior.restore.degradations.Field`),
+validates the job with :func:`~napari_deep_prior.restore.api.prepare` (all user errors surface
+there, before any heavy work) and wraps the job's ``steps()`` generator in a napari
+``thread_worker``.  Every Step
 updates the progress bar, the live plot and (every few iterations) a preview layer; Cancel
 calls ``worker.quit()``, which acts at the next yield, and what was computed so far is kept.
 
 Drive it from a script::
 
-    w = DenoiseWidget(viewer)              # or InpaintWidget
+    w = DenoiseWidget(viewer)              # or InpaintWidget, or DIPWidget(viewer) + w.task.value
     w.image.value = viewer.layers["noisy"]
     w.iterations.value = 500
     w.seed.value = 0
@@ -19,9 +21,9 @@ Drive it from a script::
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,31 +37,31 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 
-from . import layers as L
-from ._plot import LossPlot
-from ._workers import WorkerError, unwrap
-from ..samples import NOISE_MODEL_KEY
+from ...arrays import denormalise, format_duration
+from ...samples import NOISE_MODEL_KEY
+from .. import layers as L
+from .._plot import LossPlot
+from .._workers import WorkerError, unwrap
+from ..base import ROLE_KEY, LayerListFollower, align_left, expanding
+from . import _notify
+from .fields import CAMERA_COUNTS, CAMERA_FIELDS, field_names, field_widgets, noise_widgets
+from .results import ResultsMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-    from ..core.api import DIPOutput
-    from ..core.fit import Step
-    from ..core.params import DIPParams
+    from ...restore.fit import Step
+    from ...restore.job import DIPOutput
+    from ...restore.presets import DIPParams
 
 __all__ = ["DIPWidget", "iterate_steps"]
 
-#: Metadata key marking the layers this plugin creates (value: "preview", "result", "history").
-ROLE_KEY = "dip_role"
 #: Aim for at least this many preview updates per run (short runs preview more often).
 MIN_PREVIEWS = 10
 SEED_RANDOM = -1
-#: The Poisson model's camera fields and their values for plain photon counts.
-CAMERA_FIELDS = ("camera_offset", "gain", "read_noise")
-CAMERA_COUNTS = {"camera_offset": 0.0, "gain": 1.0, "read_noise": 0.0}
+
 
 
 def iterate_steps(steps):
@@ -122,15 +124,6 @@ def _warm_up_torch() -> None:
     _WARM_THREAD.start()
 
 
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 @dataclass
 class _Run:
     """Everything one run needs after it started (the widget's fields may change meanwhile)."""
@@ -139,6 +132,7 @@ class _Run:
     steps: Any
     worker: Any
     name: str
+    task: str
     layer: Any
     template: L.LayerTemplate
     selection: L.ImageSelection
@@ -156,20 +150,26 @@ class _Run:
     input_removed: bool = False
 
 
-class DIPWidget(Container):
-    """Dock widget running a Deep Image Prior fit on an Image layer.
+class DIPWidget(LayerListFollower, ResultsMixin, Container):
+    """Dock widget running a Deep Image Prior restoration on an Image layer.
 
     Parameters
     ----------
     napari_viewer : napari.viewer.Viewer
-    task : {"denoise", "inpaint"}
+    task : str, optional
+        A task of :data:`~napari_deep_prior.restore.degradations.DEGRADATIONS` ("denoise",
+        "inpaint", "upscale", ...): the widget is fixed to it.  None (default): the ``task``
+        field offers every registered task.
 
     Attributes
     ----------
-    image, mask, channel_axis, scope, preset, iterations, lr, early_stop, history_every,
-    seed, device, loss : magicgui widgets
-        Set their ``.value`` to drive the widget from a script (``mask`` only for inpaint,
-        ``loss`` only for denoise; ``seed.value = -1`` draws a random seed).
+    task : magicgui ComboBox
+        The task (hidden when fixed); ``degradation`` is its class.
+    image, channel_axis, scope, preset, iterations, lr, early_stop, history_every, seed, device : magicgui widgets
+        Set their ``.value`` to drive the widget from a script (``seed.value = -1`` draws a
+        random seed).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
+        ``factor`` for up-scaling, the noise-model group ``loss``, ``camera_offset``, ``gain``,
+        ``read_noise``, ``output`` for denoising) are attributes too, shown for their task only.
     params_override : DIPParams or None
         For scripts and tests: used instead of the preset's parameters; the widget's
         iterations, learning rate, early stop, history cadence (and loss) still apply.
@@ -179,16 +179,16 @@ class DIPWidget(Container):
 
     run_finished = Signal(object)
 
-    task = "denoise"
-    result_tag = "[DIP denoised]"
+    #: The task a subclass is fixed to (None: the task field offers every registered task).
+    fixed_task: str | None = None
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer", task: str | None = None):
-        from ..core.device import available_devices
-        from ..core.params import PRESET_DESCRIPTIONS, preset_names
+        from ...device import available_devices
+        from ...restore.degradations import DEGRADATIONS, get_degradation
+        from ...restore.presets import PRESET_DESCRIPTIONS
 
-        if task is not None:
-            self.task = task
-            self.result_tag = "[DIP denoised]" if task == "denoise" else "[DIP inpainted]"
+        task = task if task is not None else self.fixed_task
+        first = get_degradation(task) if task is not None else next(iter(DEGRADATIONS.values()))
         self._viewer = napari_viewer
         self._descriptions = PRESET_DESCRIPTIONS
         self._run: _Run | None = None
@@ -196,8 +196,13 @@ class DIPWidget(Container):
         self._history_layer = None
         self._result_layer = None
         self.params_override: DIPParams | None = None
-        inpaint = self.task == "inpaint"
+        degradations = list(DEGRADATIONS.values()) if task is None else [first]
 
+        task_box = ComboBox(
+            name="task", label="task", choices=[(d.title.removeprefix("DIP "), d.name) for d in degradations],
+            value=first.name, visible=task is None,
+            tooltip="\n".join(f"{d.title.removeprefix('DIP ')}: {d.summary}." for d in degradations),
+        )
         image = ComboBox(
             name="image", label="image", choices=self._image_choices,
             tooltip="The Image layer to restore (grey, RGB, multichannel or an nD stack). "
@@ -214,23 +219,10 @@ class DIPWidget(Container):
             choices=[("whole image / stack", "stack"), ("current plane only", "plane")],
             tooltip="For nD stacks: fit every 2D plane in turn, or only the plane on screen.",
         )
-        widgets: list = [image, channel_axis, scope]
-        if inpaint:
-            mask = ComboBox(
-                name="mask", label="mask", choices=self._mask_choices,
-                tooltip="Pixels to fill: a Labels layer (nonzero = fill) or a Shapes layer "
-                        "(inside a shape = fill). A 2D mask applies to every plane of a stack.",
-            )
-            new_mask = PushButton(
-                name="new_mask", text="New mask",
-                tooltip="Add an empty Labels layer on the image's grid with the paint brush "
-                        "selected: paint over the damage, then press Run.",
-            )
-            new_mask.changed.connect(self.new_mask_layer)
-            widgets += [mask, new_mask]
+        widgets: list = [task_box, image, channel_axis, scope]
+        widgets += field_widgets(degradations, self._mask_choices, self.new_mask_layer)
 
-        names = preset_names(self.task)
-        preset = ComboBox(name="preset", label="preset", choices=list(names), value=names[0])
+        preset = ComboBox(name="preset", label="preset", choices=list(first.presets), value=first.presets[0])
         preset_info = Label(name="preset_info", label=" ", value="")
         iterations = SpinBox(
             name="iterations", label="iterations", min=1, max=1_000_000, step=100,
@@ -263,42 +255,7 @@ class DIPWidget(Container):
             tooltip="Where to compute: auto picks a GPU when there is one.",
         )
         widgets += [preset, preset_info, iterations, lr, early_stop, history_every, seed, device]
-        if not inpaint:
-            loss = ComboBox(
-                name="loss", label="noise model",
-                choices=[("Gaussian (MSE)", "gaussian"), ("Poisson (photon counts)", "poisson")],
-                tooltip="Gaussian: for photographs, scans and any image whose noise has about the "
-                        "same strength everywhere (fits by mean squared error).\n"
-                        "Poisson: for low-light images whose pixel values are photon counts "
-                        "(fluorescence, cameras in photon-counting units): the noise grows with the "
-                        "brightness, and the fit uses the Poisson likelihood and stops where its "
-                        "deviance from the counts reaches what shot noise leaves. For camera values "
-                        "that are not counts, set the camera offset, gain and read noise below. "
-                        "Choosing it with the 'denoise' preset selects 'denoise-poisson'.",
-            )
-            output = ComboBox(
-                name="output", label="result type",
-                choices=[("auto (float rates for counts)", "auto"), ("input's dtype", "input")],
-                tooltip="auto: the input's dtype, except that the Poisson model returns float32 "
-                        "photon rates for integer counts (a rate is fractional; rounding it to "
-                        "whole photons loses precision at low light).\n"
-                        "input's dtype: always the input's dtype, rounded (the older behaviour).",
-            )
-            offset = FloatSpinBox(
-                name="camera_offset", label="camera offset", min=-1e6, max=1e6, step=1.0, value=0.0,
-                tooltip="Poisson model, camera values that are not photon counts (sCMOS/CCD in ADU): "
-                        "the value of zero photons.",
-            )
-            gain = FloatSpinBox(
-                name="gain", label="gain", min=1e-4, max=1e6, step=0.1, value=1.0,
-                tooltip="Poisson model: camera units per photon (photons = (value - offset) / gain). "
-                        "The result is returned in the camera's units.",
-            )
-            read_noise = FloatSpinBox(
-                name="read_noise", label="read noise", min=0.0, max=1e4, step=0.1, value=0.0,
-                tooltip="Poisson model: Gaussian read noise of the camera in photons (electrons) rms.",
-            )
-            widgets += [loss, offset, gain, read_noise, output]
+        widgets += noise_widgets(degradations)
 
         run_button = PushButton(name="run_button", text="Run", tooltip="Start the fit.")
         cancel_button = PushButton(
@@ -329,28 +286,20 @@ class DIPWidget(Container):
         status.native.setWordWrap(True)
         preset_info.native.setWordWrap(True)
         for lab in (status, preset_info):
-            lab.native.setAlignment(_align_left())
-            lab.native.setSizePolicy(_expanding(), lab.native.sizePolicy().verticalPolicy())
+            lab.native.setAlignment(align_left())
+            lab.native.setSizePolicy(expanding(), lab.native.sizePolicy().verticalPolicy())
         run_button.changed.connect(self._on_run_clicked)
         cancel_button.changed.connect(self.cancel)
         use_frame.changed.connect(self.use_current_frame)
         preset.changed.connect(self._apply_preset)
-        if not inpaint:
-            loss.changed.connect(self._on_loss_changed)
+        if self._has("loss"):
+            self.loss.changed.connect(self._on_loss_changed)
+        task_box.changed.connect(self._on_task_changed)
         image.changed.connect(self._on_image_changed)
         channel_axis.changed.connect(lambda _v: self._update_scope())
-        for i, name in enumerate(names):
-            preset.native.setItemData(i, self._descriptions.get(name, ""), _tooltip_role())
-        self._apply_preset(preset.value)
-        if not inpaint:
-            self._on_loss_changed(loss.value)
+        self._on_task_changed(first.name)
         self._on_image_changed(image.value)
-
-        for emitter, cb in L.layer_list_callbacks(self._viewer, self):
-            emitter.connect(cb)
-        for layer in self._viewer.layers:
-            layer.events.name.connect(self._refresh_choices)
-        self.native.destroyed.connect(self._on_destroyed)
+        self._follow_layers()
         _warm_up_torch()
 
     # ------------------------------------------------------------------------ choices
@@ -373,46 +322,21 @@ class DIPWidget(Container):
             layer = None
         return L.channel_axis_choices(layer)
 
-    def _alive(self) -> bool:
-        """False once the viewer was closed or this widget deleted (then touch nothing)."""
-        if self._closed:
-            return False
-        try:
-            from napari.viewer import Viewer
-
-            viewer = getattr(self._viewer, "__wrapped__", self._viewer)  # plugin proxy
-            if isinstance(viewer, Viewer) and viewer not in Viewer._instances:
-                self._closed = True
-        except Exception:  # noqa: BLE001 - a napari without the registry: assume open
-            pass
-        if self._closed and self._run is not None and self._run.worker is not None:
-            self._run.worker.quit()
-        return not self._closed
-
-    def _refresh_choices(self, event=None) -> None:
-        if self._closed:
-            return
-        try:
-            self.reset_choices()
-        except RuntimeError:  # Qt widgets already deleted
-            self._closed = True
-
-    def _on_layer_inserted(self, event) -> None:
+    # ------------------------------------------------------------------------ the layer list
+    def _layer_added(self, layer) -> None:
+        """A layer the user just added becomes the input (or the mask of a task that has one)."""
         from napari.layers import Image, Labels, Shapes
 
-        layer = event.value
-        layer.events.name.connect(self._refresh_choices)
-        self._refresh_choices()
-        if self._closed or layer.metadata.get(ROLE_KEY) is not None:
+        if layer.metadata.get(ROLE_KEY) is not None:
             return
-        # a layer the user just added becomes the input (or the mask)
         if isinstance(layer, Image):
             self.image.value = layer
-        elif self.task == "inpaint" and isinstance(layer, (Labels, Shapes)):
-            self.mask.value = layer
+        elif isinstance(layer, (Labels, Shapes)):
+            for f in self.degradation.fields:
+                if f.kind == "mask":
+                    getattr(self, f.name).value = layer
 
-    def _on_layer_removed(self, event) -> None:
-        layer = event.value
+    def _layer_gone(self, layer) -> None:
         run = self._run
         if run is not None:
             if run.preview_layer is not None and layer == run.preview_layer:
@@ -426,16 +350,60 @@ class DIPWidget(Container):
             self._history_layer = None
         if self._result_layer is not None and layer == self._result_layer:
             self._result_layer = None
-        self._refresh_choices()
-        self._update_use_frame()
+        _call_soon(self._update_use_frame)
+
+    def _shutdown(self) -> None:
+        """The viewer or the widget is gone: stop the run (its worker quits at the next step)."""
+        run = self._run
+        if run is not None and run.worker is not None:
+            run.worker.quit()
 
     def _warn_input_removed(self, run: _Run) -> None:
         if self._run is run and self._alive():
-            show_warning(
+            _notify.show_warning(
                 f"DIP: the input layer {run.name!r} was removed while it is being processed. "
                 "The run goes on and its result will be added as a new layer; press Cancel "
                 "to stop it."
             )
+
+    @property
+    def degradation(self):
+        """The degradation class of the current task (:mod:`napari_deep_prior.restore.degradations`)."""
+        from ...restore.degradations import get_degradation
+
+        return get_degradation(self.task.value)
+
+    @property
+    def _noise_models(self) -> tuple[str, ...]:
+        return self.degradation.noise_models if self._has("loss") else ("gaussian",)
+
+    def _has(self, name: str) -> bool:
+        """Whether the widget has a field called ``name`` (task fields exist only where offered)."""
+        return any(w.name == name for w in self)
+
+    def _on_task_changed(self, task: str) -> None:
+        """Show the task's own fields, offer its presets and select its default preset."""
+        deg = self.degradation
+        shown = field_names(deg)
+        for name in self._task_field_names():
+            getattr(self, name).visible = name in shown
+        names = list(deg.presets)
+        self.preset.choices = []  # magicgui keeps shared items in place: start afresh for the order
+        self.preset.choices = names
+        self.preset.value = names[0]
+        for i, name in enumerate(names):
+            self.preset.native.setItemData(i, self._descriptions.get(name, ""), _tooltip_role())
+        self._apply_preset(names[0])
+        if len(self._noise_models) > 1:
+            self._on_loss_changed(self.loss.value)
+
+    def _task_field_names(self) -> list[str]:
+        from ...restore.degradations import DEGRADATIONS
+
+        names: set[str] = set()
+        for deg in DEGRADATIONS.values():
+            names |= field_names(deg)
+        return sorted(n for n in names if self._has(n))
 
     def _on_image_changed(self, layer) -> None:
         if self._closed:
@@ -443,17 +411,17 @@ class DIPWidget(Container):
         self.channel_axis.reset_choices()
         self._update_scope()
         model = None if layer is None else layer.metadata.get(NOISE_MODEL_KEY)
-        if self.task == "denoise" and model in ("gaussian", "poisson"):
+        if len(self._noise_models) > 1 and model in self._noise_models:
             # a layer that says what its noise is (the plugin's samples do) preselects the model
             self.loss.value = model
 
     def _on_loss_changed(self, loss: str) -> None:
         """Camera fields on for the Poisson model; a default preset follows the noise model."""
-        from ..core.params import DENOISE_DEFAULTS
+        from ...restore.presets import DENOISE_DEFAULTS
 
         for name in CAMERA_FIELDS:
             getattr(self, name).enabled = loss == "poisson"
-        if self.preset.value in DENOISE_DEFAULTS.values():
+        if self.preset.value in DENOISE_DEFAULTS.values() and loss in DENOISE_DEFAULTS:
             self.preset.value = DENOISE_DEFAULTS[loss]
 
     def _update_scope(self) -> None:
@@ -466,9 +434,11 @@ class DIPWidget(Container):
         self.scope.enabled = stack
 
     def _apply_preset(self, name: str) -> None:
-        from ..core.params import get_preset
+        from ...restore.presets import get_preset
 
-        p = get_preset(name, task=self.task)
+        if not name:
+            return
+        p = get_preset(name, task=self.task.value)
         desc = self._descriptions.get(name, "")
         self.preset_info.value = desc
         self.preset.tooltip = desc
@@ -476,23 +446,15 @@ class DIPWidget(Container):
         self.lr.value = p.lr
         self.early_stop.value = p.early_stop
         self.history_every.value = p.history_every
-        if self.task == "denoise":
+        if len(self._noise_models) > 1 and p.loss in self._noise_models:
             self.loss.value = p.loss
-
-    def _on_destroyed(self, *_args) -> None:
-        """The dock widget (or the whole viewer) is gone: stop the run, touch no widget."""
-        self._closed = True
-        run = self._run
-        if run is not None and run.worker is not None:
-            run.worker.quit()
-        L.disconnect_quietly(L.layer_list_callbacks(self._viewer, self))
 
     # ------------------------------------------------------------------------ parameters
     def build_params(self) -> "DIPParams":
         """The DIPParams for the current field values (raises ValueError/TypeError)."""
-        from ..core.params import get_preset
+        from ...restore.presets import get_preset
 
-        base = self.params_override or get_preset(self.preset.value, task=self.task)
+        base = self.params_override or get_preset(self.preset.value, task=self.task.value)
         its = int(self.iterations.value)
         changes: dict[str, Any] = {
             "iterations": its,
@@ -500,7 +462,7 @@ class DIPWidget(Container):
             "early_stop": bool(self.early_stop.value),
             "history_every": int(self.history_every.value),
         }
-        if self.task == "denoise":
+        if len(self._noise_models) > 1:
             changes["loss"] = self.loss.value
         ye = base.yield_every
         if base.preview_every:
@@ -510,11 +472,17 @@ class DIPWidget(Container):
         return base.replace(**changes)
 
     # ------------------------------------------------------------------------ masks
-    def new_mask_layer(self, *_args):
-        """Add an empty Labels layer on the image's grid, ready to paint, and select it."""
+    def new_mask_layer(self, field: str | None = None, *_args):
+        """Add an empty Labels layer on the image's grid, ready to paint, and select it as ``field``.
+
+        ``field``: the name of a mask field (default: the current task's first one).
+        """
+        if not isinstance(field, str):
+            masks = [f.name for f in self.degradation.fields if f.kind == "mask"]
+            field = masks[0] if masks else "mask"
         layer = self.image.value
         if layer is None:
-            show_error("DIP: choose an image layer first; the new mask is made on its grid.")
+            _notify.show_error("DIP: choose an image layer first; the new mask is made on its grid.")
             return None
         shape, kw = L.new_mask_kwargs(layer, self.channel_axis.value)
         labels = self._viewer.add_labels(np.zeros(shape, dtype=np.uint8),
@@ -523,8 +491,8 @@ class DIPWidget(Container):
         labels.brush_size = max(3, int(round(min(shape[-2:]) / 40)))
         labels.mode = "paint"
         self._viewer.layers.selection.active = labels
-        self.mask.value = labels
-        show_info(f"DIP: paint over the damage in {labels.name!r} (label 1), then press Run.")
+        getattr(self, field).value = labels
+        _notify.show_info(f"DIP: paint over the damage in {labels.name!r} (label 1), then press Run.")
         return labels
 
     # ------------------------------------------------------------------------ running
@@ -537,11 +505,12 @@ class DIPWidget(Container):
 
     def _prepare(self):
         """Validate the fields and build the job; show_error and return None on bad input."""
-        from ..core.api import prepare_denoise, prepare_inpaint
+        from ...restore.api import prepare
 
+        deg = self.degradation
         layer = self.image.value
         if layer is None:
-            show_error("DIP: there is no image layer to process; open an image first.")
+            _notify.show_error("DIP: there is no image layer to process; open an image first.")
             return None
         ca = self.channel_axis.value
         try:
@@ -549,27 +518,29 @@ class DIPWidget(Container):
             sel = L.select_image(layer, ca, plane_only=self.scope.value == "plane",
                                  world_point=self._viewer.dims.point)
             seed = None if self.seed.value == SEED_RANDOM else int(self.seed.value)
+            values: dict[str, Any] = {}
             mask_name = None
-            if self.task == "inpaint":
-                mask_layer = self.mask.value
-                if mask_layer is None:
-                    show_error("DIP: choose a mask layer (Labels or Shapes: nonzero = fill), or "
-                               "press 'New mask' and paint over the damage.")
-                    return None
-                mask_name = mask_layer.name
-                mask = L.mask_from_layer(mask_layer, layer, sel)
-                job = prepare_inpaint(sel.data, mask, params=params, channel_axis=ca,
-                                      device=self.device.value, seed=seed)
-            else:
+            for f in deg.fields:
+                value = getattr(self, f.name).value
+                if f.kind == "mask":
+                    if value is None:
+                        _notify.show_error(f"DIP: choose a {f.label} layer (Labels or Shapes: nonzero = fill), "
+                                           "or press 'New mask' and paint over the damage.")
+                        return None
+                    mask_name = value.name
+                    value = L.mask_from_layer(value, layer, sel)
+                values[f.name] = value
+            extra: dict[str, Any] = {}
+            if len(self._noise_models) > 1:
                 out = self.output.value
+                extra["output_dtype"] = None if out == "auto" else out
                 camera = {name: float(getattr(self, name).value) for name in CAMERA_FIELDS}
-                if params.loss != "poisson" or camera == CAMERA_COUNTS:
-                    camera = {}  # plain counts (or no Poisson model): no camera conversion
-                job = prepare_denoise(sel.data, params=params, channel_axis=ca,
-                                      device=self.device.value, seed=seed,
-                                      output_dtype=None if out == "auto" else out, **camera)
+                if params.loss == "poisson" and camera != CAMERA_COUNTS:
+                    extra.update(camera)  # plain counts (or no Poisson model): no camera conversion
+            job = prepare(deg(**values), sel.data, params=params, channel_axis=ca,
+                          device=self.device.value, seed=seed, **extra)
         except (ValueError, TypeError, MemoryError) as exc:
-            show_error(f"DIP {self.task} of {layer.name!r}: {exc}")
+            _notify.show_error(f"DIP {deg.name} of {layer.name!r}: {exc}")
             return None
         return job, sel, params, mask_name
 
@@ -585,7 +556,7 @@ class DIPWidget(Container):
         if self._closed:
             return None
         if self._run is not None:
-            show_info("DIP: a run is already going on; press Cancel to stop it first.")
+            _notify.show_info("DIP: a run is already going on; press Cancel to stop it first.")
             return None
         prepared = self._prepare()
         if prepared is None:
@@ -594,9 +565,9 @@ class DIPWidget(Container):
         layer = self.image.value
         steps = job.steps()
         worker = create_worker(iterate_steps, steps, _start_thread=False, _ignore_errors=True)
-        self._run = _Run(job=job, steps=steps, worker=worker, name=layer.name, layer=layer,
-                         template=L.LayerTemplate.from_layer(layer), selection=sel,
-                         params=params, mask_name=mask_name)
+        template = L.LayerTemplate.from_layer(layer).zoomed(job.degradation.scale)
+        self._run = _Run(job=job, steps=steps, worker=worker, name=layer.name, task=job.task, layer=layer,
+                         template=template, selection=sel, params=params, mask_name=mask_name)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
@@ -643,7 +614,7 @@ class DIPWidget(Container):
         cand = "" if step.es_best_iteration is None else f" · ES min @ {step.es_best_iteration}"
         more = " ≤" if run.params.early_stop else ""
         self.status.value = (f"iteration {step.iteration}/{step.iterations}{plane} · "
-                             f"{_fmt_time(elapsed)} elapsed ·{more} {_fmt_time(left)} left{cand}")
+                             f"{format_duration(elapsed)} elapsed ·{more} {format_duration(left)} left{cand}")
         self.progress.tooltip = self.status.value
         if (step.plane, step.tile) != run.plot_plane:
             run.plot_plane = (step.plane, step.tile)
@@ -656,20 +627,10 @@ class DIPWidget(Container):
     def _plane_to_layer(self, run: _Run, hwc: np.ndarray, plane: int) -> np.ndarray:
         """A normalised (H, W, C) plane -> the input's value range, dtype and axis layout."""
         lay = run.job.layout
-        vals = hwc.astype(np.float64) * lay.scale + lay.lo
-        dt = lay.result_dtype
-        if dt.kind in "ui":
-            info = np.iinfo(dt)
-            vals = np.clip(np.rint(vals), info.min, info.max).astype(dt)
-        else:
-            vals = vals.astype(np.float32)
-        if lay.alpha is not None:
-            vals = np.concatenate([vals, lay.alpha[plane].astype(vals.dtype)], axis=-1)
-        n_stack = len(run.selection.stack_axes)
-        vals = vals.reshape((1,) * n_stack + vals.shape)
-        if lay.channel_axis is None:
-            return vals[..., 0]
-        return np.moveaxis(vals, -1, lay.channel_axis)
+        one = dataclasses.replace(
+            lay, stack_shape=(1,) * len(run.selection.stack_axes),
+            alpha=None if lay.alpha is None else lay.alpha[plane:plane + 1])
+        return denormalise(hwc[None], one)
 
     def _add_preview_layer(self, run: _Run) -> None:
         """Add the preview layer when the run starts (showing the input's first plane).
@@ -682,6 +643,10 @@ class DIPWidget(Container):
         index = tuple(slice(0, 1) if a in sel.stack_axes else slice(None)
                       for a in range(sel.data.ndim))
         first = np.array(sel.data[index], copy=True)
+        f = run.job.degradation.scale
+        if f > 1:  # a larger result: the input's plane enlarged until the first preview arrives
+            ys, xs = L.non_channel_axes(first.ndim, sel.channel_axis)[-2:]
+            first = first.repeat(f, axis=ys).repeat(f, axis=xs)
         run.preview_layer = self._viewer.add_image(
             first, name=f"{run.name} [DIP preview]", metadata={ROLE_KEY: "preview"},
             **run.template.image_kwargs(sel.plane_offset(0)))
@@ -725,7 +690,7 @@ class DIPWidget(Container):
             return
         if run.n_steps == 0 and not run.job.fits:
             self._remove_preview(run)
-            show_info(f"DIP {self.task} of {run.name!r} cancelled before the first step: "
+            _notify.show_info(f"DIP {run.task} of {run.name!r} cancelled before the first step: "
                       "nothing to keep.")
             return
         try:
@@ -735,7 +700,7 @@ class DIPWidget(Container):
         run.output = output
         if output is None:
             self._remove_preview(run)
-            show_info(f"DIP {self.task} of {run.name!r} cancelled: nothing to keep.")
+            _notify.show_info(f"DIP {run.task} of {run.name!r} cancelled: nothing to keep.")
             return
         self._add_results(run, output, cancelled=True)
 
@@ -749,7 +714,7 @@ class DIPWidget(Container):
         self._remove_preview(run)
         exc = unwrap(exc)
         self.status.value = f"Failed: {exc}"
-        show_error(f"DIP {self.task}: {exc}")
+        _notify.show_error(f"DIP {run.task}: {exc}")
 
     def _on_finished(self) -> None:
         run = self._run
@@ -775,174 +740,10 @@ class DIPWidget(Container):
         self._update_use_frame()
         self.run_finished.emit(output)
 
-    # ------------------------------------------------------------------------ results
-    def _add_results(self, run: _Run, output: "DIPOutput", *, cancelled: bool) -> None:
-        viewer = self._viewer
-        sel = run.selection
-        stop = [int(s) for s in output.stop_iterations]
-        meta = {
-            ROLE_KEY: "result",
-            "task": self.task,
-            "source_layer": run.name,
-            "mask_layer": run.mask_name,
-            "stop_iterations": stop,
-            "iterations_run": [int(i) for i in output.iterations_run],
-            "planes_done": int(output.planes_done),
-            "seed": int(output.seed),
-            "cancelled": cancelled,
-            "params": asdict(run.params),
-            "offset": tuple(int(o) for o in sel.offset),
-        }
-        name = f"{run.name} {self.result_tag}"
-        if sel.plane_only:
-            name += " (plane)"
-        kw = run.template.image_kwargs(sel.offset)
-        result = self._preview_alive(run)
-        run.preview_layer = None
-        if result is not None:
-            # the preview layer becomes the result (no new layer to build)
-            result.metadata.clear()
-            result.metadata.update(meta)
-            result.data = output.image
-            result.translate = kw["translate"]
-            result.contrast_limits = kw["contrast_limits"]
-            result.name = name  # napari makes it unique if needed
-        else:
-            result = viewer.add_image(output.image, name=name, metadata=meta, **kw)
-        hist = None
-        if output.history is not None and len(output.history_iterations):
-            hmeta = dict(meta)
-            hmeta.update({
-                ROLE_KEY: "history",
-                "iterations": np.asarray(output.history_iterations).copy(),
-                "losses": np.asarray(output.history_losses).copy(),
-                "result_layer": result.name,
-            })
-            hist = viewer.add_image(output.history, name=f"{run.name} [DIP history]",
-                                    metadata=hmeta, visible=False,
-                                    **run.template.history_kwargs(sel.offset))
-            self._show_frame(hist, stop)
-        viewer.layers.selection.active = result
-        self._history_layer = hist
-        self._result_layer = result
-        # the plot shows the whole run of the last plane and its stop
-        fits = [f for f in output.fits if f is not None]
-        if fits:
-            last = fits[-1]
-            self.plot.clear(total=max(int(last.iterations_run), 1),
-                            title=f"plane {len(fits)}/{len(output.fits)}" if len(output.fits) > 1 else "")
-            every = max(1, len(last.losses) // 400)
-            for k in range(0, len(last.losses), every):
-                var = last.es_variances[k] if k < len(last.es_variances) else None
-                self.plot.add_point(k + 1, float(last.losses[k]),
-                                    None if var is None or not np.isfinite(var) else float(var))
-            if last.stopped_early:
-                label = "noise-level stop" if last.stop_reason == "noise level" else "ES stop"
-            elif run.params.early_stop and int(last.iteration) != int(last.iterations_run):
-                label = "ES min"
-            else:
-                label = "returned"
-            self.plot.set_stop(int(last.iteration), label)
-        elapsed = time.perf_counter() - run.t0
-        runs = output.iterations_run
-        how = "cancelled" if cancelled else "done"
-        stops = stop[0] if len(stop) == 1 else f"{min(stop)}-{max(stop)}"
-        msg = (f"DIP {self.task} of {run.name!r} {how} in {_fmt_time(elapsed)}: result from "
-               f"iteration {stops} ({max(runs) if runs else 0} run"
-               + (f", {output.planes_done}/{len(output.fits)} planes" if len(output.fits) > 1 else "")
-               + f"), seed {output.seed}.")
-        if output.tiles:
-            msg += f" Processed in {len(output.tiles)} tiles per plane."
-        for note in output.notes:
-            msg += f" {note}"
-        if run.input_removed:
-            msg += " (The input layer had been removed.)"
-        self.status.value = msg
-        show_info(msg)
-
-    def _show_frame(self, hist, stop: list[int]) -> None:
-        """Put the history's iteration slider on the frame nearest the returned estimate."""
-        its = np.asarray(hist.metadata["iterations"])
-        target = min(stop) if stop else int(its[-1])
-        frame = int(np.argmin(np.abs(its - target)))
-        axis = self._viewer.dims.ndim - hist.ndim
-        if axis >= 0:
-            step = list(self._viewer.dims.current_step)
-            step[axis] = frame
-            self._viewer.dims.current_step = tuple(step)
-
-    def _current_history(self):
-        layer = self._history_layer
-        if layer is not None and layer in self._viewer.layers:
-            return layer
-        active = self._viewer.layers.selection.active
-        if active is not None and active.metadata.get(ROLE_KEY) == "history":
-            return active
-        return None
-
-    def _update_use_frame(self) -> None:
-        if not self._closed:
-            self.use_frame.enabled = self._current_history() is not None
-
-    def use_current_frame(self, *_args):
-        """Make the history frame on screen the result layer (manual early stopping)."""
-        hist = self._current_history()
-        if hist is None:
-            show_warning("DIP: no history layer to take a frame from; run with 'history every' > 0.")
-            return None
-        coords = hist.world_to_data(self._viewer.dims.point)
-        n = hist.data.shape[0]
-        frame = int(np.clip(np.round(coords[0]), 0, n - 1))
-        its = np.asarray(hist.metadata.get("iterations", np.arange(n)))
-        it = int(its[frame]) if frame < len(its) else frame
-        data = np.array(hist.data[frame], copy=True)
-        target_name = hist.metadata.get("result_layer")
-        result = None
-        if target_name is not None and target_name in self._viewer.layers:
-            cand = self._viewer.layers[target_name]
-            if cand.metadata.get(ROLE_KEY) == "result" and cand.data.shape == data.shape:
-                result = cand
-        if result is None:
-            meta = {k: v for k, v in hist.metadata.items()
-                    if k not in ("iterations", "losses", "result_layer")}
-            meta[ROLE_KEY] = "result"
-            kw = {"scale": tuple(hist.scale)[1:], "translate": tuple(hist.translate)[1:],
-                  "units": tuple(str(u) for u in hist.units)[1:],
-                  "axis_labels": tuple(hist.axis_labels)[1:],
-                  "rgb": hist.rgb, "contrast_limits": hist.contrast_limits}
-            if not hist.rgb:
-                kw["colormap"] = hist.colormap
-            source = meta.get("source_layer", hist.name)
-            tag = self.result_tag if meta.get("task", self.task) == self.task else "[DIP]"
-            result = self._viewer.add_image(data, name=f"{source} {tag}", metadata=meta, **kw)
-            hist.metadata["result_layer"] = result.name
-        else:
-            result.data = data
-        result.metadata["frame_iteration"] = it
-        result.metadata["stop_iterations"] = [it]
-        result.visible = True
-        self._result_layer = result
-        self.plot.set_stop(it, "frame in use")
-        show_info(f"DIP: {result.name!r} now holds the estimate at iteration {it}.")
-        return result
-
-
 def _call_soon(func) -> None:
     from qtpy.QtCore import QTimer
 
     QTimer.singleShot(0, func)
-
-
-def _expanding():
-    from qtpy.QtWidgets import QSizePolicy
-
-    return QSizePolicy.Policy.Expanding
-
-
-def _align_left():
-    from qtpy.QtCore import Qt
-
-    return Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
 
 
 def _tooltip_role():
