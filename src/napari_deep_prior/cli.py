@@ -295,9 +295,15 @@ def _restore(args) -> int:
             print(f"wrote {args.history} ({len(out.history_iterations)} frames)")
     _report(out, t0)
     if reference is not None:
-        p0, s0 = _quality(reference, image, ca)
+        if reference.shape != out.image.shape:
+            raise UsageError(f"--reference {args.reference} has shape {reference.shape} but the result is "
+                             f"{out.image.shape}; give the ground truth of the result (the result was written)")
         p1, s1 = _quality(reference, out.image, ca)
-        print(f"PSNR {p0:.2f} dB -> {p1:.2f} dB, SSIM {s0:.4f} -> {s1:.4f} (vs {args.reference})")
+        if reference.shape == image.shape:
+            p0, s0 = _quality(reference, image, ca)
+            print(f"PSNR {p0:.2f} dB -> {p1:.2f} dB, SSIM {s0:.4f} -> {s1:.4f} (vs {args.reference})")
+        else:  # a result of another size than the input (up-scaling): no "before"
+            print(f"PSNR {p1:.2f} dB, SSIM {s1:.4f} (vs {args.reference})")
     return 0
 
 
