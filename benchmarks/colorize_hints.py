@@ -110,11 +110,11 @@ def main(argv=None) -> int:
     import torch
     from skimage.color import rgb2lab
 
-    from napari_deep_prior.colorize import weights as W
-    from napari_deep_prior.colorize.dip import DIPColorParams, dip_ab
-    from napari_deep_prior.colorize.lab import lab_image
-    from napari_deep_prior.colorize.levin import levin_ab
-    from napari_deep_prior.colorize.pretrained import network_ab
+    from napari_deep_prior.colorization import weights as W
+    from napari_deep_prior.colorization.dip import DIPColorParams, dip_ab
+    from napari_deep_prior.colorization.lab import lab_image
+    from napari_deep_prior.colorization.levin import levin_ab
+    from napari_deep_prior.colorization.pretrained import network_ab
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""The published eccv16 / siggraph17 state-dict layout (tests/core/data) and random weights in it.
+"""The published eccv16 / siggraph17 state-dict layout (tests/colorization/data) and random weights in it.
 
 Shared by the core and widget tests (pytest puts this folder on sys.path through conftest.py).
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-KEYS_FILE = Path(__file__).parent / "core" / "data" / "colorizer_state_dict_keys.txt"
+KEYS_FILE = Path(__file__).parent / "colorization" / "data" / "colorizer_state_dict_keys.txt"
 
 
 def published_layout() -> dict[str, dict[str, list[int]]]:

@@ -151,7 +151,7 @@ def test_colorize_errors_exit_2(tmp_path, capsys, monkeypatch):
     # no weights anywhere and no network: a one-line message naming the file
     monkeypatch.setenv("NAPARI_DEEP_PRIOR_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from napari_deep_prior.colorize import weights
+    from napari_deep_prior.colorization import weights
 
     def offline(*a, **k):
         raise OSError("network unreachable (test)")

@@ -95,7 +95,7 @@ def test_importing_the_package_is_light():
 
 @pytest.mark.parametrize(
     "before",
-    ["pass", "import napari_deep_prior.restore.api, napari_deep_prior.colorize.api"],
+    ["pass", "import napari_deep_prior.restore.api, napari_deep_prior.colorization.api"],
     ids=["fresh", "after-the-subpackages"],
 )
 def test_public_names_are_the_functions(before):

@@ -12,7 +12,7 @@ _LAZY = {
     "denoise": "napari_deep_prior.restore.api",
     "inpaint": "napari_deep_prior.restore.api",
     "upscale": "napari_deep_prior.restore.api",
-    "colorize": "napari_deep_prior.colorize.api",
+    "colorize": "napari_deep_prior.colorization.api",
 }
 
 

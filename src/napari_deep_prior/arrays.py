@@ -1,7 +1,7 @@
 """The shared floor under both rooms: array layout, dtype round trip, seeds, generators.
 
 Everything here is plain NumPy (no torch, no Qt), used by :mod:`~napari_deep_prior.restore`,
-:mod:`~napari_deep_prior.colorize`, the command line and the widgets alike:
+:mod:`~napari_deep_prior.colorization`, the command line and the widgets alike:
 
 - :func:`check_dtype`, :func:`normalise_channel_axis`, :func:`split_channels`: validate an
   image and move its channels last (``channel_axis=None`` means grey);

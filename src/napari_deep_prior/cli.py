@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     for deg in DEGRADATIONS.values():
         _task_parser(sub, deg)
 
-    from .colorize.api import REGISTRY, method_names
+    from .colorization.api import REGISTRY, method_names
 
     c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
     c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
@@ -308,8 +308,8 @@ def _restore(args) -> int:
 
 
 def _colorize(args) -> int:
-    from .colorize.api import colorize
-    from .colorize.hints import read_hints_csv
+    from .colorization.api import colorize
+    from .colorization.hints import read_hints_csv
     from .io import check_output, read_image, write_image
 
     image = read_image(args.input)

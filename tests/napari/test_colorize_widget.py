@@ -2,7 +2,7 @@
 
 Tiny images (48x48 / 32x32) keep every colorization to milliseconds (levin) or about a
 second (a small dip fit).  The pretrained networks are random networks with the published
-layout (keys and shapes from tests/core/data), put in place of the weights loader; the
+layout (keys and shapes from tests/colorization/data), put in place of the weights loader; the
 weights folders are isolated and the network is never touched.
 """
 
@@ -25,10 +25,10 @@ from napari_deep_prior._napari.colorize import runner as RN
 from napari_deep_prior._napari.colorize import weights_panel as WP
 from napari_deep_prior._napari.colorize import widget as CW
 from napari_deep_prior._napari.colorize import ColorizeWidget
-from napari_deep_prior.colorize import pretrained as PT
-from napari_deep_prior.colorize import weights as W
-from napari_deep_prior.colorize.dip import DIPColorParams
-from napari_deep_prior.colorize.lab import rgb_to_lab
+from napari_deep_prior.colorization import pretrained as PT
+from napari_deep_prior.colorization import weights as W
+from napari_deep_prior.colorization.dip import DIPColorParams
+from napari_deep_prior.colorization.lab import rgb_to_lab
 
 #: Waits: a levin update takes milliseconds after the 300 ms debounce.
 WAIT_MS = 20_000
@@ -68,7 +68,7 @@ def weights_dirs(tmp_path, monkeypatch):
 
 
 def random_net(name: str):
-    from napari_deep_prior.colorize.networks import build_colorizer
+    from napari_deep_prior.colorization.networks import build_colorizer
 
     with torch.device("meta"):
         net = build_colorizer(name)
@@ -572,8 +572,8 @@ def test_save_and_load_hints_csv(make_napari_viewer, qtbot, tmp_path, monkeypatc
 def test_worker_body_returns_what_colorize_returns():
     """The worker body is the registry's steps() plus the gamut notes: same image as colorize()."""
     from napari_deep_prior.arrays import drive
-    from napari_deep_prior.colorize.api import REGISTRY, colorize
-    from napari_deep_prior.colorize.base import ColorizeOptions
+    from napari_deep_prior.colorization.api import REGISTRY, colorize
+    from napari_deep_prior.colorization.base import ColorizeOptions
 
     img = two_region_image(32)
     img[:, :8] = 20  # a near-black strip: a bright yellow hint there is out of gamut
@@ -586,8 +586,8 @@ def test_worker_body_returns_what_colorize_returns():
 
 
 def test_a_registered_colorizer_appears_and_runs_live(make_napari_viewer, qtbot, monkeypatch, notes):
-    from napari_deep_prior.colorize.api import REGISTRY
-    from napari_deep_prior.colorize.base import ABStep, Colorizer
+    from napari_deep_prior.colorization.api import REGISTRY
+    from napari_deep_prior.colorization.base import ABStep, Colorizer
 
     class Flat(Colorizer):
         name = "flat"

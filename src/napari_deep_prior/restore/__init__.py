@@ -4,5 +4,5 @@ The degradation (:mod:`.degradations`: identity for denoising, a mask for inpain
 down-sampler for super-resolution) says how the measured image was made from the wanted one;
 the fit (:mod:`.fit`) minimises the distance between the degradation of the network's output
 and the measurement, and stops early (:mod:`.stopping`).  Public functions live in
-:mod:`.api`; this package never imports :mod:`napari_deep_prior.colorize`, napari or Qt.
+:mod:`.api`; this package never imports :mod:`napari_deep_prior.colorization`, napari or Qt.
 """

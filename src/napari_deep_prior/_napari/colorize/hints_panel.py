@@ -35,7 +35,7 @@ _POINT_EVENTS = ("data", "face_color", "current_face_color")
 
 def hex_of(rgb) -> str:
     """``'#rrggbb'`` of an RGB(A) float colour (clipped to [0, 1], alpha ignored)."""
-    from ...colorize.hints import color_to_hex
+    from ...colorization.hints import color_to_hex
 
     return color_to_hex(np.clip(np.asarray(rgb, np.float64)[:3], 0.0, 1.0))
 
@@ -204,7 +204,7 @@ class HintsPanel:
     # -- CSV -----------------------------------------------------------------------------------
     def save(self, path=None) -> Path | None:
         """Write the hints to a CSV file (``row,col,color``); asks for a path if none."""
-        from ...colorize.hints import write_hints_csv
+        from ...colorization.hints import write_hints_csv
 
         hints = self.hints()
         if not hints:
@@ -226,7 +226,7 @@ class HintsPanel:
     def load(self, path=None):
         """Read hints from a CSV file into the hints layer (made if needed), replacing its
         points; returns the Points layer (None after an error message)."""
-        from ...colorize.hints import parse_color, read_hints_csv
+        from ...colorization.hints import parse_color, read_hints_csv
 
         if path is None:
             path = base.ask_open_file(self._owner.native, "Load colour hints", "",
@@ -289,8 +289,8 @@ class HintsPanel:
         last); returns the worker.  The swatches appear when it returns."""
         from napari.qt.threading import create_worker
 
-        from ...colorize.inputs import lightness
-        from ...colorize.suggest import SUGGEST_NETWORK, suggest_colors
+        from ...colorization.inputs import lightness
+        from ...colorization.suggest import SUGGEST_NETWORK, suggest_colors
 
         owner = self._owner
         if owner.weights_for(SUGGEST_NETWORK) is None:

@@ -45,8 +45,8 @@ def colorize_job(colorizer, image, hints, options):
     Runs in the worker thread.  Errors are the core's ``ValueError`` / ``TypeError`` /
     ``WeightsError``, raised here and reported by the widget.
     """
-    from ...colorize.hints import gamut_notes
-    from ...colorize.inputs import lightness
+    from ...colorization.hints import gamut_notes
+    from ...colorization.inputs import lightness
 
     t0 = time.perf_counter()
     notes = gamut_notes(lightness(image), hints) if hints else []

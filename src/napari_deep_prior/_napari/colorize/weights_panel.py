@@ -24,11 +24,11 @@ def download_steps(name: str, cancel: threading.Event, folder=None):
     """Worker body of a weights download: yields ``(bytes_done, bytes_total)`` and returns
     the path of the verified file (None when cancelled).
 
-    :func:`~napari_deep_prior.colorize.weights.download_weights` runs in a helper thread and
+    :func:`~napari_deep_prior.colorization.weights.download_weights` runs in a helper thread and
     reports through a queue; setting ``cancel`` stops it at its next chunk (its temporary
     file is removed by the core).
     """
-    from ...colorize.weights import download_weights
+    from ...colorization.weights import download_weights
 
     q: queue.Queue = queue.Queue()
     out: dict[str, Any] = {}
@@ -136,7 +136,7 @@ class WeightsPanel:
 
     def weights_for(self, name: str) -> Path | None:
         """The weight file that will be used for network ``name``, or None if missing."""
-        from ...colorize.weights import WeightsError, find_weights
+        from ...colorization.weights import WeightsError, find_weights
 
         chosen = self.paths.get(name)
         if chosen is not None:
@@ -149,7 +149,7 @@ class WeightsPanel:
     def update(self, name: str, *, for_method: bool) -> None:
         """Show the state of network ``name``'s weights (``for_method``: the method uses it;
         else only the colour suggestions do)."""
-        from ...colorize.weights import weights_info
+        from ...colorization.weights import weights_info
 
         self.network = name
         info = weights_info(name)
@@ -170,7 +170,7 @@ class WeightsPanel:
     def set_file(self, path, name: str) -> Path | None:
         """Use ``path`` (a weight file, or a folder holding it) for network ``name``.
         Returns the file, or None after an error message."""
-        from ...colorize.weights import WeightsError, find_weights
+        from ...colorization.weights import WeightsError, find_weights
 
         try:
             found = find_weights(name, path)
@@ -183,7 +183,7 @@ class WeightsPanel:
 
     def choose_file(self, name: str) -> Path | None:
         """Ask for a weights file (file dialog) for network ``name``."""
-        from ...colorize.weights import search_folders, weights_info
+        from ...colorization.weights import search_folders, weights_info
 
         info = weights_info(name)
         path = base.ask_open_file(self._parent, f"Choose the {name} weights ({info.filename})",
@@ -204,7 +204,7 @@ class WeightsPanel:
         worker (None if one is already running)."""
         from napari.qt.threading import create_worker
 
-        from ...colorize.weights import weights_info
+        from ...colorization.weights import weights_info
 
         if self._download is not None:
             show_info("Colorize: a download is already going on.")

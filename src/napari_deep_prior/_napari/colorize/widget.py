@@ -1,6 +1,6 @@
 """The "Colorize" dock widget: automatic and point-and-click colorization of a grey image.
 
-A thin front end over the colorizer registry (:mod:`napari_deep_prior.colorize.api`): the
+A thin front end over the colorizer registry (:mod:`napari_deep_prior.colorization.api`): the
 method lists, what each method needs (hints, weights) and whether it can follow hint edits
 live all come from there, and a run is the colorizer's own ``steps()`` in a napari worker
 (:mod:`.runner`).  The user picks a 2D image and a mode:
@@ -42,8 +42,8 @@ from napari.utils.notifications import show_error, show_warning
 from psygnal import Signal
 
 from ...arrays import format_duration, new_seed
-from ...colorize.api import REGISTRY
-from ...colorize.suggest import SUGGEST_NETWORK
+from ...colorization.api import REGISTRY
+from ...colorization.suggest import SUGGEST_NETWORK
 from .. import base
 from .. import layers as L
 from .._workers import unwrap
@@ -337,7 +337,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     # ------------------------------------------------------------------------ weights
     def _update_weights_status(self) -> None:
-        from ...colorize.weights import weights_info
+        from ...colorization.weights import weights_info
 
         if self._closed:
             return
@@ -369,7 +369,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
     def download_weights(self, name: str | None = None, *, start: bool = True):
         """Download the published weights of ``name`` (default: :meth:`network`) in a
         worker, with progress; returns the worker (None if one is already running)."""
-        from ...colorize.weights import weights_info
+        from ...colorization.weights import weights_info
 
         name = name or self.network()
         worker = self._weights.download(name, start=start)
@@ -443,7 +443,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     def _check_hints(self, layer, data, method) -> list | None:
         """The hints of a hints-mode run, or None after an error message."""
-        from ...colorize.hints import normalize_hints
+        from ...colorization.hints import normalize_hints
 
         hints = self.hints()
         if not hints:
@@ -467,7 +467,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
         return hints
 
     def _check_weights(self, colorizer) -> bool:
-        from ...colorize.weights import WeightsError, get_weights
+        from ...colorization.weights import WeightsError, get_weights
 
         if self._usable(colorizer):
             return True
@@ -489,7 +489,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     def _prepare(self, live: bool):
         """Everything a run needs, or None after a message (silent for live no-ops)."""
-        from ...colorize.base import ColorizeOptions
+        from ...colorization.base import ColorizeOptions
 
         layer = self.image.value
         colorizer = self.colorizer()
@@ -603,7 +603,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
         self.status.value = f"{job.method}: {what}{out.seconds:.2f} s{seed} -> {job.name} {RESULT_TAG}"
 
     def _on_error(self, job: Job, exc: BaseException) -> None:
-        from ...colorize.weights import WeightsError
+        from ...colorization.weights import WeightsError
 
         exc = unwrap(exc)
         self._last_signature = None  # the same hints may be retried

@@ -9,8 +9,8 @@ import urllib.error
 import pytest
 import torch
 
-from napari_deep_prior.colorize import weights as W
-from napari_deep_prior.colorize.weights import WeightsInfo
+from napari_deep_prior.colorization import weights as W
+from napari_deep_prior.colorization.weights import WeightsInfo
 from napari_deep_prior.errors import WeightsError
 
 
@@ -168,7 +168,7 @@ def test_load_state_dict_rejects_non_tensor_pickles(tmp_path):
 
 def test_load_colorizer_from_a_verified_file(tmp_path, monkeypatch):
     # A small stand-in network keeps this test fast: the loader is generic over names.
-    from napari_deep_prior.colorize import networks as colorizers
+    from napari_deep_prior.colorization import networks as colorizers
 
     class Tiny(torch.nn.Module):
         def __init__(self):

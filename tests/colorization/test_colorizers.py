@@ -1,7 +1,7 @@
 """The eccv16 / siggraph17 networks: published state_dict layout and forward passes.
 
 The published key/shape list (BSD-2 layout metadata of richzhang/colorization) is copied
-in tests/core/data; random state dicts built from it must load with strict=True.
+in tests/colorization/data; random state dicts built from it must load with strict=True.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from colorizer_layout import published_layout, random_state_dict
 
-from napari_deep_prior.colorize.networks import (
+from napari_deep_prior.colorization.networks import (
     AB_GRID_SIZE,
     ECCVGenerator,
     SIGGRAPHGenerator,

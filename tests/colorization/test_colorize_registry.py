@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from napari_deep_prior.arrays import drive
-from napari_deep_prior.colorize.api import REGISTRY, colorize, get_colorizer, method_names, register
-from napari_deep_prior.colorize.base import ABStep, ColorizeOptions, ColorizeStep, Colorizer
-from napari_deep_prior.colorize.dip import DIPColorParams
-from napari_deep_prior.colorize.hints import encode_hints
-from napari_deep_prior.colorize.lab import rgb_to_lab
+from napari_deep_prior.colorization.api import REGISTRY, colorize, get_colorizer, method_names, register
+from napari_deep_prior.colorization.base import ABStep, ColorizeOptions, ColorizeStep, Colorizer
+from napari_deep_prior.colorization.dip import DIPColorParams
+from napari_deep_prior.colorization.hints import encode_hints
+from napari_deep_prior.colorization.lab import rgb_to_lab
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -129,8 +129,8 @@ def test_a_new_colorizer_is_one_class_and_a_registry_entry(monkeypatch):
 
 
 def test_register_checks_what_it_gets(monkeypatch):
-    monkeypatch.setattr("napari_deep_prior.colorize.api.REGISTRY", dict(REGISTRY))
-    from napari_deep_prior.colorize import api
+    monkeypatch.setattr("napari_deep_prior.colorization.api.REGISTRY", dict(REGISTRY))
+    from napari_deep_prior.colorization import api
 
     assert register(Flat()).name == "flat" and "flat" in api.REGISTRY
     with pytest.raises(ValueError, match="already registered"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage import color as skcolor
 
-from napari_deep_prior.colorize import hints as H
-from napari_deep_prior.colorize import lab as LAB
-from napari_deep_prior.colorize import levin as LV
+from napari_deep_prior.colorization import hints as H
+from napari_deep_prior.colorization import lab as LAB
+from napari_deep_prior.colorization import levin as LV
 
 
 @pytest.fixture

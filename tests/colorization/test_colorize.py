@@ -10,11 +10,11 @@ import torch
 from colorizer_layout import random_state_dict
 from skimage import color as skcolor
 
-from napari_deep_prior.colorize import api as CZ
-from napari_deep_prior.colorize import levin as LV
-from napari_deep_prior.colorize import pretrained as PT
-from napari_deep_prior.colorize import weights as W
-from napari_deep_prior.colorize.api import (
+from napari_deep_prior.colorization import api as CZ
+from napari_deep_prior.colorization import levin as LV
+from napari_deep_prior.colorization import pretrained as PT
+from napari_deep_prior.colorization import weights as W
+from napari_deep_prior.colorization.api import (
     DIPColorParams,
     colorize,
     colorize_auto,
@@ -22,8 +22,8 @@ from napari_deep_prior.colorize.api import (
     lightness,
     suggest_colors,
 )
-from napari_deep_prior.colorize.hints import encode_hints
-from napari_deep_prior.colorize.networks import ECCVGenerator, SIGGRAPHGenerator
+from napari_deep_prior.colorization.hints import encode_hints
+from napari_deep_prior.colorization.networks import ECCVGenerator, SIGGRAPHGenerator
 from napari_deep_prior.device import resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
