@@ -264,20 +264,3 @@ def _shrink_tile(tile: int, h: int, w: int, min_tile: int, mult: int, overlap: i
         best = t
         t -= mult
     return best
-
-
-def _check_tile_known(known: np.ndarray, tiles: list, tile: int) -> None:
-    """Every tile that has a hole must also have known pixels to learn from."""
-    planes = range(1) if known.strides[0] == 0 else range(known.shape[0])
-    for p in planes:
-        kp = known[p]
-        if kp.all():
-            continue
-        for (y0, y1, x0, x1) in tiles:
-            if not kp[y0:y1, x0:x1].any():
-                where = f" of plane {p}" if known.shape[0] > 1 and known.strides[0] != 0 else ""
-                raise ValueError(
-                    f"tile rows {y0}:{y1}, columns {x0}:{x1}{where} lies entirely inside the hole: "
-                    f"it has no known pixel to learn from; use a larger tile_size (now {tile}) "
-                    "so every tile reaches known pixels"
-                )
