@@ -116,7 +116,7 @@ def prepare(degradation: Degradation, image, *, preset: str | None = None, param
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
     else:
-        planes, layout = normalise(arr, alpha, image.shape, ca)
+        planes, layout = normalise(arr, alpha, image.shape, ca, headroom=degradation.headroom)
     layout.out_dtype = out_dtype
     seed = check_seed(seed)
     if seed is None:

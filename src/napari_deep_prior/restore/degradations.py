@@ -140,6 +140,9 @@ class Degradation:
     noise_models: ClassVar[tuple[str, ...]] = ("gaussian",)
     #: Extra inputs the front ends ask for (see :class:`Field`).
     fields: ClassVar[tuple[Field, ...]] = ()
+    #: Room beyond the input's value range the result may need, as a fraction of that range
+    #: (the network's sigmoid output spans the input's range plus this on each side).
+    headroom: ClassVar[float] = 0.0
 
     @property
     def default_preset(self) -> str:
