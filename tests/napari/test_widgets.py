@@ -612,3 +612,27 @@ def test_restore_widget_runs_the_chosen_task(make_napari_viewer, qtbot, tiny_par
     np.testing.assert_array_equal(res.data[known], grey_image[known])  # known pixels kept exactly
     _check_grid(res)
     assert res.data.shape == grey_image.shape and res.data.dtype == grey_image.dtype
+
+
+def test_restore_widget_upscale_puts_the_larger_result_on_the_same_area(make_napari_viewer, qtbot, tiny_params,
+                                                                          grey_image):
+    from napari_deep_prior._napari.widgets import RestoreWidget
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(grey_image, name="small", **GRID)
+    w = _widget(RestoreWidget, viewer, tiny_params, task="upscale", history_every=10)
+    assert _shown(w.factor) and not _shown(w.mask)
+    w.factor.value = 2
+    w.image.value = img
+    _run(qtbot, w)
+    res = viewer.layers["small [DIP upscaled]"]
+    assert res.data.shape == (64, 64) and res.data.dtype == grey_image.dtype
+    assert res.metadata["task"] == "upscale"
+    np.testing.assert_allclose(res.scale, np.asarray(GRID["scale"]) / 2)
+    # pixel j of the result is centred at (j + 0.5) / 2 - 0.5 input pixels: the same area
+    np.testing.assert_allclose(res.translate, np.asarray(GRID["translate"]) - np.asarray(GRID["scale"]) / 4)
+    # the outer edges of the first pixels coincide: the result covers the input's area
+    np.testing.assert_allclose(np.asarray(res.translate) - np.asarray(res.scale) / 2,
+                               np.asarray(img.translate) - np.asarray(img.scale) / 2)
+    hist = viewer.layers["small [DIP history]"]
+    assert hist.data.shape[1:] == (64, 64)

@@ -219,6 +219,15 @@ PRESETS: dict[str, DIPParams] = {
         exp_weight=None,
         early_stop=False,
     ),
+    # super-resolution (the paper's x4 recipe; x8 used 4000 steps and jitter 0.05).
+    "upscale-paper": DIPParams(
+        net=NetParams(_W128x5, _W128x5, (4,) * 5, 3, 3, 1, "bilinear", True, "noise", 32),
+        iterations=2000,
+        lr=0.01,
+        reg_noise_std=0.03,
+        exp_weight=None,
+        early_stop=False,
+    ),
     # barbara: 50 % of the pixels missing at random.
     "restore-missing-pixels": DIPParams(
         net=NetParams(_W128x5, _W128x5, (4,) * 5, 3, 3, 1, "bilinear", True, "noise", 32),
@@ -282,6 +291,21 @@ PRESETS["inpaint"] = DIPParams(
     es_patience=500,
     es_start=500,
 )
+# Super-resolution: the tapered net (nearest-neighbour up-sampling) with output averaging, the
+# paper's jitter and step count, no early stop (the fit of a noise-free image keeps improving).
+# House, x4 of a 256 px crop, PSNR after 600 steps: tapered nearest 33.32 dB, tapered bilinear
+# 33.16, 64-wide bilinear (raw output) 32.82 at 3.6x the cost per step, learning rate 0.02 (bilinear)
+# 33.19; Downsample's 10 % headroom of the value range took nearest to 33.53 dB.  Tapered bilinear
+# kept rising to step 2500 (House 35.09, Baboon 24.75 dB).
+PRESETS["upscale"] = DIPParams(
+    net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
+    iterations=2000,
+    lr=0.01,
+    reg_noise_std=0.03,
+    exp_weight=0.99,
+    ema_warmup=True,
+    early_stop=False,
+)
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
     "denoise": ("Fast default: tapered 16/32-wide skip net, output averaging, stops at the "
@@ -296,6 +320,8 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "inpaint-large-hole": "Reference one-big-hole recipe (vase): meshgrid input, no skips.",
     "inpaint-large-regions": "Reference large-regions recipe (library): 6 levels, 5x5 kernels.",
     "restore-missing-pixels": "Reference 50 %-missing-pixels recipe (barbara): lr 0.001, 11000 steps.",
+    "upscale": "Fast default: tapered 16/32-wide net, output averaging, 2000 steps (no early stop).",
+    "upscale-paper": "Reference x4 super-resolution recipe: 128-wide net, 2000 steps, Lanczos down-sampler.",
 }
 
 def preset_names(task: str) -> tuple[str, ...]:
