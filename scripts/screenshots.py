@@ -1,8 +1,8 @@
 """Screenshots of the DIP Denoise and DIP Inpaint widgets at work, for the documentation.
 
-Opens napari with each widget docked, runs it on a sample image with the widget's default
-preset (a 128 x 128 crop and 200 iterations, so the whole script takes a minute or two on
-a laptop CPU) and saves whole-window screenshots:
+Opens napari with each widget docked, runs it on a sample image with the widget's shipped
+defaults (its default preset, run to its own stop; ``--iterations N`` caps the runs for a quick
+look) and saves whole-window screenshots:
 
     denoise_running.png   the denoise widget mid-run: live preview, progress, loss plot
     denoise_result.png    input and result side by side (grid mode), history layer listed
@@ -10,6 +10,8 @@ a laptop CPU) and saves whole-window screenshots:
     inpaint_new_mask.png  the inpaint widget after "New mask": an empty Labels layer, brush on
     denoise_poisson.png   the low-light (Poisson) sample and its result side by side, with the
                           widget's defaults for it (Poisson model preselected, run to its stop)
+    upscale_result.png    DIP Restore on the "upscale" task: a small crop, its x4 result and the
+                          same crop enlarged by bicubic interpolation, side by side
 
 Usage (a display is needed; on a headless Linux machine use Xvfb)::
 
@@ -88,7 +90,14 @@ def _new_viewer(title: str):
     return viewer
 
 
-def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
+def _cap(w, iterations: int | None) -> None:
+    """Cap a run's iterations for a quick look (None: the shipped preset's own)."""
+    if iterations:
+        w.iterations.value = iterations
+        w.history_every.value = max(10, iterations // 10)
+
+
+def denoise_shots(out: Path, app, iterations: int | None, timeout: float) -> None:
     from napari_deep_prior._napari.widgets import DenoiseWidget
     from napari_deep_prior.samples import noisy_grey
 
@@ -99,13 +108,12 @@ def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
     w = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(w, name="DIP Denoise", area="right")
     w.image.value = noisy
-    w.iterations.value = iterations
-    w.history_every.value = max(10, iterations // 10)
+    _cap(w, iterations)
     w.seed.value = 0
     _process(app, 1.0)
     viewer.reset_view()
     worker = w.run(start=False)
-    shot_at = (iterations * 6) // 10
+    shot_at = min(300, (w.iterations.value * 6) // 10)  # mid-run for the noise-level stop (~500 steps)
     taken = []
 
     def on_step(step):
@@ -121,7 +129,7 @@ def denoise_shots(out: Path, app, iterations: int, timeout: float) -> None:
     viewer.close()
 
 
-def inpaint_shots(out: Path, app, iterations: int, timeout: float) -> None:
+def inpaint_shots(out: Path, app, iterations: int | None, timeout: float) -> None:
     from napari_deep_prior._napari.widgets import InpaintWidget
     from napari_deep_prior.samples import damaged_with_mask
 
@@ -134,8 +142,7 @@ def inpaint_shots(out: Path, app, iterations: int, timeout: float) -> None:
     viewer.window.add_dock_widget(w, name="DIP Inpaint", area="right")
     w.image.value = damaged
     w.mask.value = holes
-    w.iterations.value = iterations
-    w.history_every.value = max(10, iterations // 10)
+    _cap(w, iterations)
     w.seed.value = 0
     _process(app, 1.0)
     worker = w.run(start=False)
@@ -198,14 +205,53 @@ def poisson_shots(out: Path, app, timeout: float) -> None:
     viewer.close()
 
 
+def upscale_shots(out: Path, app, iterations: int | None, timeout: float) -> None:
+    """DIP Restore, task "upscale" with its defaults (x4), on a 64 x 64 crop of the astronaut."""
+    from skimage.transform import resize
+
+    from napari_deep_prior._napari.widgets import RestoreWidget
+    from napari_deep_prior.samples import astronaut_pair
+
+    viewer = _new_viewer("DIP Restore (upscale)")
+    clean, _noisy = astronaut_pair(64, 0.0, 0, centre=(110, 230))
+    small = viewer.add_image(clean, name="astronaut 64 px", rgb=True)
+    w = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(w, name="DIP Restore", area="right")
+    w.task.value = "upscale"
+    w.image.value = small
+    _cap(w, iterations)
+    w.seed.value = 0
+    print(f"upscale: x{w.factor.value}, preset {w.preset.value!r}, up to {w.iterations.value} iterations", flush=True)
+    _process(app, 1.0)
+    worker = w.run(start=False)
+    _wait_for(app, worker, timeout)
+    f = w.factor.value
+    bicubic = resize(clean / 255.0, (64 * f, 64 * f, 3), order=3, mode="edge")
+    viewer.add_image(
+        (np.clip(bicubic, 0, 1) * 255).round().astype(np.uint8),
+        name="bicubic (for comparison)",
+        rgb=True,
+        scale=(1 / f, 1 / f),
+        translate=(-(f - 1) / (2 * f),) * 2,
+    )
+    for layer in viewer.layers:
+        layer.visible = layer.metadata.get("dip_role") != "history"
+    viewer.canvas.grid.enabled = True
+    viewer.canvas.grid.stride = 1
+    viewer.reset_view()
+    _save(viewer, out / "upscale_result.png", app, settle=NOTIFICATION_SECONDS)
+    viewer.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default="docs/images", help="output folder")
-    parser.add_argument("--iterations", type=int, default=200, help="iterations of each run (default 200)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="cap the iterations of the denoise, inpaint and upscale runs (default: the presets' own)")
     parser.add_argument(
-        "--timeout", type=float, default=240.0, help="cancel a run after this many seconds (its partial result is kept)"
+        "--timeout", type=float, default=900.0, help="cancel a run after this many seconds (its partial result is kept)"
     )
-    parser.add_argument("--only", choices=["denoise", "inpaint", "poisson"], help="one set only")
+    parser.add_argument("--only", choices=["denoise", "inpaint", "poisson", "upscale"], help="one set only")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +270,9 @@ def main(argv=None) -> int:
     if args.only in (None, "poisson"):
         wait_for_warm_up(60)
         poisson_shots(out, app, max(args.timeout, 900.0))
+    if args.only in (None, "upscale"):
+        wait_for_warm_up(60)
+        upscale_shots(out, app, args.iterations, max(args.timeout, 1800.0))
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
