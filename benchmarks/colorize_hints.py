@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 #: SIGGRAPH 2017 paper, hint sweep on 1000 ImageNet validation images (siggraph17 network).
-PAPER_SIGGRAPH17 = {0: 24.43, 1: 25.37, 2: 26.20, 5: 27.39, 10: 28.42, 20: 29.34,
-                    50: 30.42, 100: 31.13, 200: 31.70}
+PAPER_SIGGRAPH17 = {0: 24.43, 1: 25.37, 2: 26.20, 5: 27.39, 10: 28.42, 20: 29.34, 50: 30.42, 100: 31.13, 200: 31.70}
 SIZE = 256
 #: The reference sweep's hint patch side (sample_Ps = [6]).
 PATCH = 6
@@ -57,8 +56,7 @@ def load_ground_truths(paths: list[Path], limit: int | None) -> list[tuple[str, 
         if img.ndim == 2 or img.shape[-1] == 1:
             continue  # grey ground truth: nothing to colorize
         img = img[..., :3]
-        rgb = transform.resize(img.astype(np.float64) / 255.0, (SIZE, SIZE), order=1,
-                               anti_aliasing=True)
+        rgb = transform.resize(img.astype(np.float64) / 255.0, (SIZE, SIZE), order=1, anti_aliasing=True)
         rgb = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
         digest = hashlib.sha1(rgb.tobytes()).hexdigest()
         if digest in seen:
@@ -81,14 +79,14 @@ def random_hints(ab_true: np.ndarray, n: int, rng: np.random.Generator):
     for _ in range(n):
         r = int(np.clip(rng.normal((h - PATCH + 1) / 2, (h - PATCH + 1) / 4), 0, h - PATCH))
         c = int(np.clip(rng.normal((w - PATCH + 1) / 2, (w - PATCH + 1) / 4), 0, w - PATCH))
-        ab_hint[r:r + PATCH, c:c + PATCH] = ab_true[r:r + PATCH, c:c + PATCH].mean(axis=(0, 1))
-        mask[r:r + PATCH, c:c + PATCH] = 1.0
+        ab_hint[r : r + PATCH, c : c + PATCH] = ab_true[r : r + PATCH, c : c + PATCH].mean(axis=(0, 1))
+        mask[r : r + PATCH, c : c + PATCH] = 1.0
     return ab_hint.astype(np.float32), mask
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 def main(argv=None) -> int:
@@ -98,8 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="grey,levin,dip,siggraph17,eccv16")
     ap.add_argument("--hints", default="0,1,2,5,10,20,50,100")
     ap.add_argument("--images", type=int, default=None, help="use only the first N images")
-    ap.add_argument("--names", default=None,
-                    help="comma-separated name fragments: use only images whose path has one")
+    ap.add_argument("--names", default=None, help="comma-separated name fragments: use only images whose path has one")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dip-iterations", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -120,8 +117,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     counts = [int(x) for x in args.hints.split(",")]
-    dip_params = DIPColorParams() if args.dip_iterations is None else \
-        DIPColorParams(iterations=args.dip_iterations)
+    dip_params = DIPColorParams() if args.dip_iterations is None else DIPColorParams(iterations=args.dip_iterations)
     skipped = {}
     for m in ("siggraph17", "eccv16"):
         if m in methods:
@@ -159,30 +155,47 @@ def main(argv=None) -> int:
                 elif m == "levin":
                     ab = levin_ab(L, ab_hint, mask)
                 elif m == "dip":
-                    ab = dip_ab(L, ab_hint, mask, params=dip_params, seed=args.seed + idx,
-                                device=args.device)
+                    ab = dip_ab(L, ab_hint, mask, params=dip_params, seed=args.seed + idx, device=args.device)
                 elif m == "siggraph17":
-                    ab = network_ab(L, "siggraph17", ab_hint=ab_hint if n else None,
-                                    mask=mask if n else None, weights=args.weights,
-                                    device=args.device)
+                    ab = network_ab(
+                        L,
+                        "siggraph17",
+                        ab_hint=ab_hint if n else None,
+                        mask=mask if n else None,
+                        weights=args.weights,
+                        device=args.device,
+                    )
                 else:
                     ab = network_ab(L, "eccv16", weights=args.weights, device=args.device)
                 secs = time.perf_counter() - t0
                 out = lab_image(L, ab, as_uint8=True)
                 rec = dict(image=name, hints=n, method=m, psnr=psnr_uint8(out, rgb), seconds=secs)
                 records.append(rec)
-                print(f"{name:28s} N={n:4d} {m:10s} {rec['psnr']:6.2f} dB {secs:7.2f} s",
-                      file=sys.stderr, flush=True)
+                print(f"{name:28s} N={n:4d} {m:10s} {rec['psnr']:6.2f} dB {secs:7.2f} s", file=sys.stderr, flush=True)
 
     table = summarise(records, methods, counts)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(dict(
-            protocol=dict(size=SIZE, patch=PATCH, placement="normal(centre, side/4)",
-                          seed=args.seed, dip=dip_params.__dict__, threads=torch.get_num_threads()),
-            images=[n for n, _ in images], skipped=skipped, records=records,
-            table=table), indent=1))
+        args.out.write_text(
+            json.dumps(
+                dict(
+                    protocol=dict(
+                        size=SIZE,
+                        patch=PATCH,
+                        placement="normal(centre, side/4)",
+                        seed=args.seed,
+                        dip=dip_params.__dict__,
+                        threads=torch.get_num_threads(),
+                    ),
+                    images=[n for n, _ in images],
+                    skipped=skipped,
+                    records=records,
+                    table=table,
+                ),
+                indent=1,
+            )
+        )
     return 0
 
 
@@ -191,8 +204,7 @@ def summarise(records, methods, counts) -> str:
         return float(np.mean(vals)) if vals else float("nan")
 
     cols = [m for m in methods]
-    lines = ["| hints | " + " | ".join(cols) + " | paper siggraph17 (ImageNet) |",
-             "|---|" + "---|" * (len(cols) + 1)]
+    lines = ["| hints | " + " | ".join(cols) + " | paper siggraph17 (ImageNet) |", "|---|" + "---|" * (len(cols) + 1)]
     for n in counts:
         row = []
         for m in cols:

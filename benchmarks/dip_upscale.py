@@ -41,7 +41,7 @@ def load_crop(path: Path, size: int) -> np.ndarray:
     img = img[..., :3]
     h, w = img.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
-    return img[top:top + size, left:left + size]
+    return img[top : top + size, left : left + size]
 
 
 def lanczos_down(hr_u8: np.ndarray, factor: int) -> np.ndarray:
@@ -72,32 +72,56 @@ def main(argv=None) -> None:
     paths = [p for p in paths if not keep or p.stem in keep]
     out_path = args.out or Path(__file__).parent / "results" / f"upscale-x{args.factor}-{args.size}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    result = {"size": args.size, "factor": args.factor, "preset": args.preset, "seed": args.seed,
-              "iterations": args.iterations, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
-              "rows": []}
+    result = {
+        "size": args.size,
+        "factor": args.factor,
+        "preset": args.preset,
+        "seed": args.seed,
+        "iterations": args.iterations,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "rows": [],
+    }
     for path in paths:
         hr_u8 = load_crop(path, args.size)
         hr = hr_u8.astype(np.float64) / 255.0
         lr = lanczos_down(hr_u8, args.factor)
         bicubic = resize(lr, hr.shape, order=3, mode="edge", anti_aliasing=False)
         t0 = time.perf_counter()
-        sr, out = upscale(lr.astype(np.float32), args.factor, channel_axis=-1, preset=args.preset,
-                          iterations=args.iterations, history_every=args.history_every, seed=args.seed,
-                          device="cpu", return_history=True)
+        sr, out = upscale(
+            lr.astype(np.float32),
+            args.factor,
+            channel_axis=-1,
+            preset=args.preset,
+            iterations=args.iterations,
+            history_every=args.history_every,
+            seed=args.seed,
+            device="cpu",
+            return_history=True,
+        )
         wall = time.perf_counter() - t0
         curve = [psnr(hr, fr) for fr in out.history] if out.history is not None else []
         best = int(np.argmax(curve)) if curve else None
-        row = {"image": path.stem, "bicubic": psnr(hr, bicubic), "dip": psnr(hr, sr),
-               "dip_best_frame": curve[best] if curve else None,
-               "dip_best_iteration": int(out.history_iterations[best]) if curve else None,
-               "steps": int(out.iterations_run[0]), "stop": int(out.stop_iterations[0]),
-               "seconds": wall, "s_per_step": wall / max(out.iterations_run[0], 1),
-               "curve": {int(i): round(v, 3) for i, v in zip(out.history_iterations, curve)}}
+        row = {
+            "image": path.stem,
+            "bicubic": psnr(hr, bicubic),
+            "dip": psnr(hr, sr),
+            "dip_best_frame": curve[best] if curve else None,
+            "dip_best_iteration": int(out.history_iterations[best]) if curve else None,
+            "steps": int(out.iterations_run[0]),
+            "stop": int(out.stop_iterations[0]),
+            "seconds": wall,
+            "s_per_step": wall / max(out.iterations_run[0], 1),
+            "curve": {int(i): round(v, 3) for i, v in zip(out.history_iterations, curve, strict=True)},
+        }
         result["rows"].append(row)
         out_path.write_text(json.dumps(result, indent=1))
-        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-                          if k != "curve"}), flush=True)
+        print(
+            json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "curve"}),
+            flush=True,
+        )
     rows = result["rows"]
     print("\n| image | bicubic | DIP | DIP best frame (iteration) | steps | s |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -22,22 +22,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from screenshots import NOTIFICATION_SECONDS, _new_viewer, _process, _save  # noqa: E402
 
 #: (row, col, colour) on the 256 x 256 cameraman: sky, grass, face, coat.
 HINTS = [
-    (24, 200, "#8ab4e0"),   # sky, right
-    (16, 40, "#9cc0e8"),    # sky, left
+    (24, 200, "#8ab4e0"),  # sky, right
+    (16, 40, "#9cc0e8"),  # sky, left
     (200, 210, "#7a9a48"),  # grass, right
-    (236, 92, "#6e9040"),   # grass, left, under the coat
-    (78, 122, "#d8a080"),   # face
-    (150, 44, "#283450"),   # coat
+    (236, 92, "#6e9040"),  # grass, left, under the coat
+    (78, 122, "#d8a080"),  # face
+    (150, 44, "#283450"),  # coat
 ]
 #: A lower window than the other screenshots: the two images sit side by side.
 WINDOW_SIZE = (1400, 720)
+
 
 def colorize_shot(out: Path, app, timeout: float) -> None:
     from skimage import data
@@ -83,8 +82,9 @@ def colorize_shot(out: Path, app, timeout: float) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default="docs/images", help="output folder")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="give up if the colorization takes longer (seconds)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="give up if the colorization takes longer (seconds)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

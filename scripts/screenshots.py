@@ -246,8 +246,12 @@ def upscale_shots(out: Path, app, iterations: int | None, timeout: float) -> Non
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default="docs/images", help="output folder")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="cap the iterations of the denoise, inpaint and upscale runs (default: the presets' own)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="cap the iterations of the denoise, inpaint and upscale runs (default: the presets' own)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="cancel a run after this many seconds (its partial result is kept)"
     )

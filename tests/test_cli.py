@@ -22,8 +22,19 @@ def noisy_png(tmp_path):
 
 def test_denoise_png_with_history_and_reference(noisy_png, capsys):
     d = noisy_png
-    rc = main(["denoise", str(d / "noisy.png"), "-o", str(d / "out.png"), "--history", str(d / "h.tif"),
-               "--reference", str(d / "clean.png"), *FAST])
+    rc = main(
+        [
+            "denoise",
+            str(d / "noisy.png"),
+            "-o",
+            str(d / "out.png"),
+            "--history",
+            str(d / "h.tif"),
+            "--reference",
+            str(d / "clean.png"),
+            *FAST,
+        ]
+    )
     assert rc == 0
     out = iio.imread(d / "out.png")
     assert out.shape == (32, 40) and out.dtype == np.uint8
@@ -39,8 +50,18 @@ def test_inpaint_16bit_with_inverted_mask(tmp_path):
     known[10:15, 10:20] = 0  # 255 = known, 0 = hole: the reference masks' convention
     iio.imwrite(tmp_path / "img.png", img)
     iio.imwrite(tmp_path / "mask.png", known)
-    rc = main(["inpaint", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
-               "--invert-mask", "-o", str(tmp_path / "out.png"), *FAST])
+    rc = main(
+        [
+            "inpaint",
+            str(tmp_path / "img.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--invert-mask",
+            "-o",
+            str(tmp_path / "out.png"),
+            *FAST,
+        ]
+    )
     assert rc == 0
     out = iio.imread(tmp_path / "out.png")
     assert out.dtype == np.uint16 and out.shape == img.shape
@@ -55,15 +76,18 @@ def test_float_tiff_stack_round_trip(tmp_path):
     assert out.shape == stack.shape and out.dtype == np.float32
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["denoise", "{d}/missing.png", "-o", "{d}/o.png"], "no such image file"),
-    (["denoise", "{d}/noisy.png", "-o", "{d}/o.bmp"], "unsupported file type .bmp"),
-    (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--iterations", "0"], "iterations must be a positive"),
-    (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--history", "{d}/h.png"], "multi-page TIFF"),
-    (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--device", "cuda:7"], "cuda"),
-    (["inpaint", "{d}/noisy.png", "--mask", "{d}/small.png", "-o", "{d}/o.png"], "mask has shape (8, 8)"),
-    (["inpaint", "{d}/noisy.png", "--mask", "{d}/zeros.png", "-o", "{d}/o.png"], "marks no pixel to fill"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["denoise", "{d}/missing.png", "-o", "{d}/o.png"], "no such image file"),
+        (["denoise", "{d}/noisy.png", "-o", "{d}/o.bmp"], "unsupported file type .bmp"),
+        (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--iterations", "0"], "iterations must be a positive"),
+        (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--history", "{d}/h.png"], "multi-page TIFF"),
+        (["denoise", "{d}/noisy.png", "-o", "{d}/o.png", "--device", "cuda:7"], "cuda"),
+        (["inpaint", "{d}/noisy.png", "--mask", "{d}/small.png", "-o", "{d}/o.png"], "mask has shape (8, 8)"),
+        (["inpaint", "{d}/noisy.png", "--mask", "{d}/zeros.png", "-o", "{d}/o.png"], "marks no pixel to fill"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(noisy_png, capsys, args, msg):
     d = noisy_png
     iio.imwrite(d / "small.png", np.full((8, 8), 255, np.uint8))
@@ -103,15 +127,42 @@ def test_poisson_counts_give_float_rates_and_dtype_input_the_counts(tmp_path, ca
     assert rc == 2 and "--dtype input" in err and "float32" in err and not started
     assert not (tmp_path / "o.png").exists()
     monkeypatch.undo()
-    assert main(["denoise", str(tmp_path / "c.png"), "--loss", "poisson", "-o", str(tmp_path / "o.tif"),
-                 "--history", str(tmp_path / "h.tif"), *FAST]) == 0
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "c.png"),
+                "--loss",
+                "poisson",
+                "-o",
+                str(tmp_path / "o.tif"),
+                "--history",
+                str(tmp_path / "h.tif"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert tifffile.imread(tmp_path / "o.tif").dtype == np.float32
     assert read_history_tiff(tmp_path / "h.tif")[0].dtype == np.float32
-    assert main(["denoise", str(tmp_path / "c.png"), "--loss", "poisson", "--dtype", "input",
-                 "-o", str(tmp_path / "o.png"), *FAST]) == 0
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "c.png"),
+                "--loss",
+                "poisson",
+                "--dtype",
+                "input",
+                "-o",
+                str(tmp_path / "o.png"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert iio.imread(tmp_path / "o.png").dtype == np.uint16
-    assert main(["denoise", str(tmp_path / "c.png"), "--dtype", "complex", "-o", str(tmp_path / "x.tif"),
-                 *FAST]) == 2
+    assert main(["denoise", str(tmp_path / "c.png"), "--dtype", "complex", "-o", str(tmp_path / "x.tif"), *FAST]) == 2
     assert "output_dtype='complex' is not supported" in capsys.readouterr().err
 
 
@@ -134,8 +185,18 @@ def test_colorize_levin_from_hints_csv(tmp_path, capsys):
     grey = np.tile(np.linspace(40, 200, 48).astype(np.uint8), (40, 1))
     iio.imwrite(tmp_path / "grey.png", grey)
     (tmp_path / "hints.csv").write_text("row,col,color\n10,5,#c03020\n30,40,#2040c0\n")
-    rc = main(["colorize", str(tmp_path / "grey.png"), "-o", str(tmp_path / "c.png"),
-               "--method", "levin", "--hints", str(tmp_path / "hints.csv")])
+    rc = main(
+        [
+            "colorize",
+            str(tmp_path / "grey.png"),
+            "-o",
+            str(tmp_path / "c.png"),
+            "--method",
+            "levin",
+            "--hints",
+            str(tmp_path / "hints.csv"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     rgb = iio.imread(tmp_path / "c.png")
     assert rgb.shape == (40, 48, 3) and rgb.dtype == np.uint8
@@ -166,8 +227,22 @@ def test_colorize_errors_exit_2(tmp_path, capsys, monkeypatch):
 def test_tiles_with_progress_and_bad_tile_size(tmp_path, capsys):
     img = (np.random.default_rng(3).random((64, 100)) * 255).astype(np.uint8)
     iio.imwrite(tmp_path / "wide.png", img)
-    rc = main(["denoise", str(tmp_path / "wide.png"), "-o", str(tmp_path / "o.png"),
-               "--tile", "64", "--tile-overlap", "20", "--iterations", "10", "--history-every", "5"])
+    rc = main(
+        [
+            "denoise",
+            str(tmp_path / "wide.png"),
+            "-o",
+            str(tmp_path / "o.png"),
+            "--tile",
+            "64",
+            "--tile-overlap",
+            "20",
+            "--iterations",
+            "10",
+            "--history-every",
+            "5",
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert iio.imread(tmp_path / "o.png").shape == (64, 100)

@@ -59,13 +59,16 @@ def test_required_multiple():
     assert min_padded_side(get_preset("inpaint-large-regions").net) == 64 * 3
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(channels_down=(8, 8), channels_up=(8,), channels_skip=(0, 0)), "one entry per level"),
-    (dict(kernel_down=4), "odd"),
-    (dict(upsample="cubic"), "upsample"),
-    (dict(input_kind="image"), "input_kind"),
-    (dict(channels_down=()), "at least one level"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(channels_down=(8, 8), channels_up=(8,), channels_skip=(0, 0)), "one entry per level"),
+        (dict(kernel_down=4), "odd"),
+        (dict(upsample="cubic"), "upsample"),
+        (dict(input_kind="image"), "input_kind"),
+        (dict(channels_down=()), "at least one level"),
+    ],
+)
 def test_netparams_validation(kw, msg):
     with pytest.raises(ValueError, match=msg):
         NetParams(**kw)

@@ -47,6 +47,7 @@ R = TypeVar("R")
 
 # -- generators, seeds, time ----------------------------------------------------------------
 
+
 def drive(steps: Generator[object, None, R], callback: Callable[[object], object] | None = None) -> R:
     """Run a ``steps()`` generator to its end and return its return value.
 
@@ -106,6 +107,7 @@ def format_duration(seconds: float) -> str:
 
 # -- validation and channel axis ------------------------------------------------------------
 
+
 def check_dtype(image: np.ndarray, what: str = "image") -> None:
     """Integer or float dtypes only, with the fix in the message."""
     if image.dtype.kind not in "uif":
@@ -132,8 +134,13 @@ def guess_channel_axis(shape: tuple[int, ...]) -> int | None:
     return -1 if len(shape) >= 3 and shape[-1] in (3, 4) else None
 
 
-def split_channels(image: np.ndarray, channel_axis: int | None, has_alpha: bool | None,
-                   min_side: int = MIN_SIDE, what: str = "Deep Image Prior"):
+def split_channels(
+    image: np.ndarray,
+    channel_axis: int | None,
+    has_alpha: bool | None,
+    min_side: int = MIN_SIDE,
+    what: str = "Deep Image Prior",
+):
     """Validate the shape; return (array moved to (..., H, W, C), channel_axis, has_alpha)."""
     if image.size == 0:
         raise ValueError(f"image is empty (shape {image.shape}); give an image with pixels")
@@ -184,6 +191,7 @@ def resolve_output_dtype(output_dtype, input_dtype: np.dtype, fractional_counts:
 
 
 # -- the dtype / range / layout round trip ----------------------------------------------------
+
 
 @dataclass
 class Layout:
@@ -265,7 +273,9 @@ def check_finite(planes: np.ndarray) -> None:
             )
 
 
-def normalise(arr: np.ndarray, has_alpha: bool, shape, channel_axis, headroom: float = 0.0) -> tuple[np.ndarray, Layout]:
+def normalise(
+    arr: np.ndarray, has_alpha: bool, shape, channel_axis, headroom: float = 0.0
+) -> tuple[np.ndarray, Layout]:
     """(..., H, W, C) array -> ((P, H, W, C) float32 planes in [0, 1], the Layout back).
 
     The values' range maps to [0, 1]; with ``headroom`` h it maps to [h, 1 - h] / (1 + 2h)
@@ -281,8 +291,7 @@ def normalise(arr: np.ndarray, has_alpha: bool, shape, channel_axis, headroom: f
         lo -= headroom * scale
         scale *= 1.0 + 2.0 * headroom
     work = (planes.astype(np.float64) - lo) / scale
-    layout = Layout(np.dtype(arr.dtype), tuple(shape), channel_axis, tuple(arr.shape[:-3]), lo, scale,
-                    alpha, planes)
+    layout = Layout(np.dtype(arr.dtype), tuple(shape), channel_axis, tuple(arr.shape[:-3]), lo, scale, alpha, planes)
     return work.astype(np.float32), layout
 
 
@@ -310,7 +319,7 @@ def denormalise(planes: np.ndarray, layout: Layout, keep=None) -> np.ndarray:
         if alpha.shape[1:3] != vals.shape[-3:-1]:
             ry = -(-vals.shape[-3] // alpha.shape[1])
             rx = -(-vals.shape[-2] // alpha.shape[2])
-            alpha = alpha.repeat(ry, axis=1).repeat(rx, axis=2)[:, :vals.shape[-3], :vals.shape[-2]]
+            alpha = alpha.repeat(ry, axis=1).repeat(rx, axis=2)[:, : vals.shape[-3], : vals.shape[-2]]
         alpha = np.broadcast_to(alpha.astype(vals.dtype), vals.shape[:-1] + (1,))
         vals = np.concatenate([vals, alpha], axis=-1)
     vals = vals.reshape(lead + layout.stack_shape + vals.shape[-3:])

@@ -26,6 +26,7 @@ class UsageError(ValueError):
 
 # -- progress --------------------------------------------------------------------------
 
+
 class ProgressBar:
     """A one-line progress bar with ETA on stderr (plain lines every 10 % when not a terminal)."""
 
@@ -45,8 +46,10 @@ class ProgressBar:
         if n_tiles > 1:
             plane += f" tile {step.tile + 1}/{n_tiles}"
         stop = f" stop@{step.es_best_iteration}" if step.es_best_iteration else ""
-        text = (f"it {step.iteration}/{step.iterations}{plane} loss {step.loss:.3g}{stop} "
-                f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)} (at most)")
+        text = (
+            f"it {step.iteration}/{step.iterations}{plane} loss {step.loss:.3g}{stop} "
+            f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)} (at most)"
+        )
         if self.tty:
             filled = int(self.width * frac)
             bar = "#" * filled + "." * (self.width - filled)
@@ -66,6 +69,7 @@ class ProgressBar:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
 
 def _channel_axis(image: np.ndarray, arg: str) -> int | None:
     if arg == "auto":
@@ -105,9 +109,13 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
     p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif)")
     p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
     default = deg.presets[0]
-    p.add_argument("--preset", default=default, choices=("paper",) + tuple(PRESETS),
-                   help=f"parameter preset (default {default!r}; 'paper' = the paper's recipe for this task; "
-                        f"offered for {deg.name}: {', '.join(deg.presets)})")
+    p.add_argument(
+        "--preset",
+        default=default,
+        choices=("paper",) + tuple(PRESETS),
+        help=f"parameter preset (default {default!r}; 'paper' = the paper's recipe for this task; "
+        f"offered for {deg.name}: {', '.join(deg.presets)})",
+    )
     p.add_argument("--iterations", type=int, help="maximum iterations (default: the preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -116,19 +124,36 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
     p.add_argument("--history", type=Path, help="write the iteration-history stack to this .tif")
     p.add_argument("--history-every", type=int, help="history cadence in iterations (default: the preset's)")
     p.add_argument("--reference", type=Path, help="ground-truth image: print PSNR/SSIM before and after")
-    p.add_argument("--channel-axis", default="auto",
-                   help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey or grey stack), or an axis")
-    p.add_argument("--warm-start", action="store_true",
-                   help="stacks and tiles: start each plane (tile) from the previous one's weights")
-    p.add_argument("--tile", type=int, metavar="N",
-                   help="process in overlapping N x N tiles blended without seams (0 = never; "
-                        "default: automatically, only when the image does not fit in memory)")
-    p.add_argument("--tile-overlap", type=int, metavar="N",
-                   help="minimum overlap of neighbouring tiles in pixels (default max(16, N/8))")
-    p.add_argument("--dtype", default="auto",
-                   help="result dtype: 'auto' (default: the input's, but float32 photon rates for "
-                        "integer counts with --loss poisson), 'input' (always the input's, rounded), "
-                        "or a numpy dtype name such as float32 or uint16")
+    p.add_argument(
+        "--channel-axis",
+        default="auto",
+        help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey or grey stack), or an axis",
+    )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="stacks and tiles: start each plane (tile) from the previous one's weights",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help="process in overlapping N x N tiles blended without seams (0 = never; "
+        "default: automatically, only when the image does not fit in memory)",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        metavar="N",
+        help="minimum overlap of neighbouring tiles in pixels (default max(16, N/8))",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="result dtype: 'auto' (default: the input's, but float32 photon rates for "
+        "integer counts with --loss poisson), 'input' (always the input's, rounded), "
+        "or a numpy dtype name such as float32 or uint16",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -139,22 +164,34 @@ def _task_parser(sub, deg) -> None:
     for f in deg.fields:
         if f.kind == "mask":
             p.add_argument(f.flag, type=Path, required=True, help=f"{f.label} image file: {f.help}")
-            p.add_argument(f"--invert-{f.name.replace('_', '-')}", action="store_true",
-                           help=f"the {f.label} marks known pixels instead (e.g. 255 = known, 0 = hole)")
+            p.add_argument(
+                f"--invert-{f.name.replace('_', '-')}",
+                action="store_true",
+                help=f"the {f.label} marks known pixels instead (e.g. 255 = known, 0 = hole)",
+            )
         elif f.kind == "choice":
-            p.add_argument(f.flag, type=type(f.default), choices=f.choices, default=f.default,
-                           help=f"{f.help} (default {f.default})")
+            p.add_argument(
+                f.flag,
+                type=type(f.default),
+                choices=f.choices,
+                default=f.default,
+                help=f"{f.help} (default {f.default})",
+            )
         else:
             raise TypeError(f"field kind {f.kind!r} of {deg.name} has no command-line form")
     if len(deg.noise_models) > 1:
-        p.add_argument("--loss", choices=deg.noise_models,
-                       help=f"noise model: {deg.noise_models[0]} (default), or poisson for photon counts (the "
-                            "image must be counts, or give --offset, --gain and --read-noise of the camera); "
-                            "with the default preset poisson selects the 'denoise-poisson' preset")
+        p.add_argument(
+            "--loss",
+            choices=deg.noise_models,
+            help=f"noise model: {deg.noise_models[0]} (default), or poisson for photon counts (the "
+            "image must be counts, or give --offset, --gain and --read-noise of the camera); "
+            "with the default preset poisson selects the 'denoise-poisson' preset",
+        )
     if "poisson" in deg.noise_models:
         p.add_argument("--offset", type=float, help="poisson: camera offset (value of zero photons)")
-        p.add_argument("--gain", type=float,
-                       help="poisson: camera units per photon (photons = (value - offset) / gain)")
+        p.add_argument(
+            "--gain", type=float, help="poisson: camera units per photon (photons = (value - offset) / gain)"
+        )
         p.add_argument("--read-noise", type=float, help="poisson: Gaussian read noise in photons rms (sCMOS)")
     p.set_defaults(func=_restore, degradation=deg)
 
@@ -179,21 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
     c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
     c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif)")
-    c.add_argument("--method", default="eccv16", choices=method_names(),
-                   help=" ".join(col.description for col in REGISTRY.values())
-                   + f" Need --hints: {', '.join(method_names(automatic=False))}.")
+    c.add_argument(
+        "--method",
+        default="eccv16",
+        choices=method_names(),
+        help=" ".join(col.description for col in REGISTRY.values())
+        + f" Need --hints: {', '.join(method_names(automatic=False))}.",
+    )
     c.add_argument("--hints", type=Path, help="CSV with a header 'row,col,color' (#rrggbb) or 'row,col,r,g,b'")
     c.add_argument("--hint-size", type=int, default=5, help="side of each hint's square patch (odd, default 5)")
     c.add_argument("--weights", type=Path, help="weights file of the network (default: cache, then download)")
     c.add_argument("--seed", type=int, default=0, help="random seed for dip (default 0)")
     c.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    c.add_argument("--channel-axis", default="auto",
-                   help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey), or an axis")
+    c.add_argument(
+        "--channel-axis", default="auto", help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey), or an axis"
+    )
     c.set_defaults(func=_colorize)
 
     demo = sub.add_parser("demo", help="denoise a built-in sample and report the PSNR gain")
-    demo.add_argument("-o", "--output", type=Path, default=Path("dip_demo_denoised.png"),
-                      help="result file (default dip_demo_denoised.png); the noisy input is saved beside it")
+    demo.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("dip_demo_denoised.png"),
+        help="result file (default dip_demo_denoised.png); the noisy input is saved beside it",
+    )
     demo.add_argument("--size", type=int, default=128, help="side of the sample crop (default 128)")
     demo.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation in 0..255 units")
     demo.add_argument("--seed", type=int, default=0)
@@ -215,18 +262,19 @@ def _run_job(job, quiet: bool):
 
 
 def _report(out, t0: float) -> None:
-    stops = ", ".join(f"{s}/{r}" for s, r in zip(out.stop_iterations, out.iterations_run))
+    stops = ", ".join(f"{s}/{r}" for s, r in zip(out.stop_iterations, out.iterations_run, strict=True))
     print(f"done in {time.perf_counter() - t0:.1f} s; result from iteration/steps run: {stops}; seed {out.seed}")
     fits = [f for f in out.fits if f is not None]
     reasons = sorted({f.stop_reason for f in fits if f.stop_reason})
     if reasons:
         sigmas = [f.noise_sigma for f in fits if f.noise_sigma is not None]
-        noise = (f"; estimated noise level {np.mean(sigmas):.4f} of the intensity range"
-                 if sigmas else "")
+        noise = f"; estimated noise level {np.mean(sigmas):.4f} of the intensity range" if sigmas else ""
         devs = [(f.deviance, f.expected_deviance) for f in fits if f.expected_deviance is not None]
         if devs:
-            noise += (f"; deviance from the counts {np.mean([d[0] for d in devs]):.3f} per pixel "
-                      f"(Poisson noise leaves {np.mean([d[1] for d in devs]):.3f})")
+            noise += (
+                f"; deviance from the counts {np.mean([d[0] for d in devs]):.3f} per pixel "
+                f"(Poisson noise leaves {np.mean([d[1] for d in devs]):.3f})"
+            )
         print(f"early stop: {', '.join(reasons)}{noise}")
 
 
@@ -241,17 +289,26 @@ def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
 
 
 def _restore(args) -> int:
-    from .restore.api import prepare
     from .io import check_output, read_image, write_history_tiff, write_image
+    from .restore.api import prepare
 
     deg = args.degradation
     image = read_image(args.input)
     ca = _channel_axis(image, args.channel_axis)
-    kw = dict(preset=args.preset, channel_axis=ca, iterations=args.iterations, lr=args.lr,
-              early_stop=False if args.no_early_stop else None, device=args.device, seed=args.seed,
-              history_every=args.history_every, warm_start=args.warm_start,
-              tile_size=args.tile, tile_overlap=args.tile_overlap,
-              output_dtype=None if args.dtype == "auto" else args.dtype)
+    kw = dict(
+        preset=args.preset,
+        channel_axis=ca,
+        iterations=args.iterations,
+        lr=args.lr,
+        early_stop=False if args.no_early_stop else None,
+        device=args.device,
+        seed=args.seed,
+        history_every=args.history_every,
+        warm_start=args.warm_start,
+        tile_size=args.tile,
+        tile_overlap=args.tile_overlap,
+        output_dtype=None if args.dtype == "auto" else args.dtype,
+    )
     if len(deg.noise_models) > 1:
         kw["loss"] = args.loss
     if "poisson" in deg.noise_models:
@@ -270,14 +327,15 @@ def _restore(args) -> int:
         check_output(args.output, job.layout.result_dtype, job.layout.result_shape(*job.out_shape[:2]))
     except ValueError as exc:
         if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
-            raise UsageError(f"{exc} (the Poisson model returns float32 photon rates; "
-                             "--dtype input gives rounded counts in the input's dtype)") from None
+            raise UsageError(
+                f"{exc} (the Poisson model returns float32 photon rates; "
+                "--dtype input gives rounded counts in the input's dtype)"
+            ) from None
         raise
     if job.tiles is not None:
         th = max(b[1] - b[0] for b in job.tiles)
         tw = max(b[3] - b[2] for b in job.tiles)
-        print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels "
-              f"(overlap at least {job.tile_overlap})")
+        print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels (overlap at least {job.tile_overlap})")
     t0 = time.perf_counter()
     out = _run_job(job, args.quiet)
     write_image(args.output, out.image)
@@ -289,15 +347,20 @@ def _restore(args) -> int:
             if not out.notes:
                 print("no history was recorded (history cadence 0)", file=sys.stderr)
         else:
-            write_history_tiff(args.history, out.history, out.history_iterations,
-                               out.history_losses[:, 0] if out.history_losses.shape[1] == 1
-                               else out.history_losses)
+            write_history_tiff(
+                args.history,
+                out.history,
+                out.history_iterations,
+                out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
+            )
             print(f"wrote {args.history} ({len(out.history_iterations)} frames)")
     _report(out, t0)
     if reference is not None:
         if reference.shape != out.image.shape:
-            raise UsageError(f"--reference {args.reference} has shape {reference.shape} but the result is "
-                             f"{out.image.shape}; give the ground truth of the result (the result was written)")
+            raise UsageError(
+                f"--reference {args.reference} has shape {reference.shape} but the result is "
+                f"{out.image.shape}; give the ground truth of the result (the result was written)"
+            )
         p1, s1 = _quality(reference, out.image, ca)
         if reference.shape == image.shape:
             p0, s0 = _quality(reference, image, ca)
@@ -318,8 +381,16 @@ def _colorize(args) -> int:
     out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
     check_output(args.output, out_dtype, image.shape[:2] + (3,))
     t0 = time.perf_counter()
-    rgb = colorize(image, method=args.method, hints=hints, hint_size=args.hint_size,
-                   weights=args.weights, device=args.device, seed=args.seed, channel_axis=ca)
+    rgb = colorize(
+        image,
+        method=args.method,
+        hints=hints,
+        hint_size=args.hint_size,
+        weights=args.weights,
+        device=args.device,
+        seed=args.seed,
+        channel_axis=ca,
+    )
     write_image(args.output, rgb)
     n = f" from {len(hints)} hints" if hints else ""
     print(f"colorized with {args.method}{n} in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
@@ -338,12 +409,11 @@ def _demo(args) -> int:
     clean, noisy = astronaut_pair(args.size, args.sigma, args.seed, centre=DEMO_CENTRE)
     out_path = args.output
     noisy_path = out_path.with_name(out_path.stem + "_noisy" + out_path.suffix)
-    print(f"sample: scikit-image astronaut, {clean.shape[0]}x{clean.shape[1]} RGB, "
-          f"Gaussian noise sigma={args.sigma:g}")
-    job = prepare_denoise(noisy, channel_axis=-1, device=args.device, seed=args.seed,
-                          iterations=args.iterations)
-    print(f"device {job.device}, preset 'denoise', up to {job.params.iterations} iterations "
-          "with automatic early stopping")
+    print(f"sample: scikit-image astronaut, {clean.shape[0]}x{clean.shape[1]} RGB, Gaussian noise sigma={args.sigma:g}")
+    job = prepare_denoise(noisy, channel_axis=-1, device=args.device, seed=args.seed, iterations=args.iterations)
+    print(
+        f"device {job.device}, preset 'denoise', up to {job.params.iterations} iterations with automatic early stopping"
+    )
     t0 = time.perf_counter()
     out = _run_job(job, args.quiet)
     write_image(noisy_path, noisy)
@@ -366,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError,
-            WeightsError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError, WeightsError) as exc:
         msg = " ".join(str(exc).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2

@@ -36,20 +36,21 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-        ) from exc
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but no CUDA GPU is available here; "
-                             "use device='auto' or 'cpu'")
+            raise ValueError(
+                "device 'cuda' was requested but no CUDA GPU is available here; use device='auto' or 'cpu'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(
+                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type == "mps":
         if "mps" not in available_devices():
-            raise ValueError("device 'mps' was requested but Apple MPS is not available here; "
-                             "use device='auto' or 'cpu'")
+            raise ValueError(
+                "device 'mps' was requested but Apple MPS is not available here; use device='auto' or 'cpu'"
+            )
     elif dev.type != "cpu":
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'")
     return dev

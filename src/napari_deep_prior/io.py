@@ -57,10 +57,7 @@ def check_output(path: str | Path, dtype, shape: tuple[int, ...]) -> str:
             "write a .tif to keep the data as it is"
         )
     if suffix == ".png" and dtype == np.uint16 and len(shape) == 3:
-        raise ValueError(
-            "16-bit PNG output is supported for grey images only; write a .tif to keep "
-            "16-bit colour"
-        )
+        raise ValueError("16-bit PNG output is supported for grey images only; write a .tif to keep 16-bit colour")
     if len(shape) not in (2, 3):
         raise ValueError(f"cannot write an image of shape {tuple(shape)} to {suffix}; use .tif for stacks")
     return suffix
@@ -95,7 +92,9 @@ def write_history_tiff(path: str | Path, frames: np.ndarray, iterations, losses)
     frames = np.asarray(frames)
     photometric = "rgb" if frames.ndim >= 4 and frames.shape[-1] in (3, 4) else "minisblack"
     tifffile.imwrite(
-        path, frames, photometric=photometric,
+        path,
+        frames,
+        photometric=photometric,
         metadata={
             "axes_first": "iteration",
             "iterations": [int(i) for i in iterations],

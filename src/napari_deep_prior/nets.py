@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 __all__ = ["NetParams", "SkipNet", "make_input", "min_padded_side", "padded_shape", "required_multiple"]
 
 
@@ -87,13 +86,11 @@ class NetParams:
         return 2 if self.input_kind == "meshgrid" else self.input_depth
 
 
-
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
     # Reflection padding inside the convolution: the same arithmetic as the reference's
     # ReflectionPad2d + Conv2d, one module fewer, and no no-op pad before 1x1 convs.
     pad = k // 2
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad,
-                     padding_mode="reflect" if pad else "zeros", bias=True)
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, padding_mode="reflect" if pad else "zeros", bias=True)
 
 
 def _cba(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
@@ -139,10 +136,12 @@ class SkipNet(nn.Module):
         cin = in_channels
         for i in range(n):
             d, s, u = net.channels_down[i], net.channels_skip[i], net.channels_up[i]
-            self.down.append(nn.Sequential(
-                *_cba(cin, d, net.kernel_down, stride=2),
-                *_cba(d, d, net.kernel_down),
-            ))
+            self.down.append(
+                nn.Sequential(
+                    *_cba(cin, d, net.kernel_down, stride=2),
+                    *_cba(d, d, net.kernel_down),
+                )
+            )
             self.skip.append(nn.Sequential(*_cba(cin, s, net.kernel_skip)) if s else nn.Identity())
             deeper = net.channels_up[i + 1] if i + 1 < n else d
             layers: list[nn.Module] = [nn.BatchNorm2d(s + deeper), *_cba(s + deeper, u, net.kernel_up)]
@@ -154,7 +153,7 @@ class SkipNet(nn.Module):
         self.upsample_mode = net.upsample
 
     @classmethod
-    def from_params(cls, net: NetParams, out_channels: int) -> "SkipNet":
+    def from_params(cls, net: NetParams, out_channels: int) -> SkipNet:
         """Build the network for ``out_channels`` image channels."""
         return cls(net.in_channels, out_channels, net)
 
@@ -180,7 +179,7 @@ class SkipNet(nn.Module):
 
 def required_multiple(net: NetParams) -> int:
     """Spatial sizes the network accepts are multiples of this (2 ** depth)."""
-    return 2 ** net.depth
+    return 2**net.depth
 
 
 def min_padded_side(net: NetParams) -> int:
@@ -189,8 +188,9 @@ def min_padded_side(net: NetParams) -> int:
     return required_multiple(net) * (pad + 1)
 
 
-def make_input(net: NetParams, height: int, width: int, *, generator: torch.Generator,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+def make_input(
+    net: NetParams, height: int, width: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The fixed network input z of shape (1, C, height, width).
 
     Uniform noise U(0, 0.1) with ``input_depth`` channels, or a 2-channel meshgrid in [0, 1].

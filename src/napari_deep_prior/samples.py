@@ -36,12 +36,22 @@ def noisy_grey():
 
     clean = data.camera()[40:296, 150:406]
     noisy = _add_gaussian(clean, SIGMA, SEED)
-    return [(noisy, {"name": "cameraman (noisy, σ=25)", "colormap": "gray",
-                     "contrast_limits": (0, 255), "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
+    return [
+        (
+            noisy,
+            {
+                "name": "cameraman (noisy, σ=25)",
+                "colormap": "gray",
+                "contrast_limits": (0, 255),
+                "metadata": {NOISE_MODEL_KEY: "gaussian"},
+            },
+        )
+    ]
 
 
-def astronaut_pair(size: int = 256, sigma: float = SIGMA, seed: int = SEED + 1,
-                   centre: tuple[int, int] = (148, 268)) -> tuple[np.ndarray, np.ndarray]:
+def astronaut_pair(
+    size: int = 256, sigma: float = SIGMA, seed: int = SEED + 1, centre: tuple[int, int] = (148, 268)
+) -> tuple[np.ndarray, np.ndarray]:
     """(clean, noisy) uint8 RGB crops of scikit-image's astronaut with Gaussian noise.
 
     The ``size`` x ``size`` crop around ``centre`` (clipped to the image); ``sigma`` in 8-bit
@@ -55,15 +65,14 @@ def astronaut_pair(size: int = 256, sigma: float = SIGMA, seed: int = SEED + 1,
     size = int(min(max(size, 16), h, w))
     top = max(0, min(h - size, centre[0] - size // 2))
     left = max(0, min(w - size, centre[1] - size // 2))
-    clean = clean[top:top + size, left:left + size]
+    clean = clean[top : top + size, left : left + size]
     return clean, _add_gaussian(clean, sigma, seed)
 
 
 def noisy_colour():
     """Astronaut (256 x 256, RGB, uint8) with Gaussian noise of sigma = 25 per channel."""
     _clean, noisy = astronaut_pair()
-    return [(noisy, {"name": "astronaut (noisy, σ=25)", "rgb": True,
-                     "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
+    return [(noisy, {"name": "astronaut (noisy, σ=25)", "rgb": True, "metadata": {NOISE_MODEL_KEY: "gaussian"}})]
 
 
 def _cached_mitosis():
@@ -153,8 +162,7 @@ def _scratches(shape, seed: int) -> np.ndarray:
         mask[rr, cc] = True
     mask = ndi.binary_dilation(mask, iterations=2)
     for _ in range(3):
-        rr, cc = disk((rng.integers(30, h - 30), rng.integers(30, w - 30)),
-                      rng.uniform(5, 9), shape=shape)
+        rr, cc = disk((rng.integers(30, h - 30), rng.integers(30, w - 30)), rng.uniform(5, 9), shape=shape)
         mask[rr, cc] = True
     return mask
 

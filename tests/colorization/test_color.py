@@ -18,6 +18,7 @@ def rng():
 
 # --- Lab ------------------------------------------------------------------------------
 
+
 def test_rgb_to_lab_matches_skimage(rng):
     rgb = rng.random((7, 5, 3))
     np.testing.assert_allclose(LAB.rgb_to_lab(rgb), skcolor.rgb2lab(rgb), atol=1e-10)
@@ -58,6 +59,7 @@ def test_linear_rgb_is_unclipped_inverse(rng):
 
 # --- gamut clip -----------------------------------------------------------------------
 
+
 def test_gamut_clip_keeps_in_gamut_colours(rng):
     rgb = rng.random((20, 3))
     lab = LAB.rgb_to_lab(rgb)
@@ -94,15 +96,19 @@ def test_gamut_clip_bad_shape():
 
 # --- colours ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("colour, expected", [
-    ("#ff8000", [1.0, 128 / 255, 0.0]),
-    ("FF8000", [1.0, 128 / 255, 0.0]),
-    ("#f80", [1.0, 136 / 255, 0.0]),
-    ((255, 128, 0), [1.0, 128 / 255, 0.0]),
-    ([1.0, 0.5, 0.0], [1.0, 0.5, 0.0]),
-    (np.array([255, 0, 0], np.uint8), [1.0, 0.0, 0.0]),
-    (np.array([0.2, 0.4, 0.6]), [0.2, 0.4, 0.6]),
-])
+
+@pytest.mark.parametrize(
+    "colour, expected",
+    [
+        ("#ff8000", [1.0, 128 / 255, 0.0]),
+        ("FF8000", [1.0, 128 / 255, 0.0]),
+        ("#f80", [1.0, 136 / 255, 0.0]),
+        ((255, 128, 0), [1.0, 128 / 255, 0.0]),
+        ([1.0, 0.5, 0.0], [1.0, 0.5, 0.0]),
+        (np.array([255, 0, 0], np.uint8), [1.0, 0.0, 0.0]),
+        (np.array([0.2, 0.4, 0.6]), [0.2, 0.4, 0.6]),
+    ],
+)
 def test_parse_color(colour, expected):
     np.testing.assert_allclose(H.parse_color(colour), expected)
 
@@ -145,6 +151,7 @@ def test_parse_color_mixed_int_float():
 
 # --- hint encoding --------------------------------------------------------------------
 
+
 def test_encode_hints_patch_values_are_gamut_clipped_per_pixel():
     L = np.tile(np.linspace(5, 95, 20), (20, 1))
     ab_hint, mask = H.encode_hints(L, [(10, 10, "#ff0000")], size=5)
@@ -161,8 +168,7 @@ def test_encode_hints_patch_values_are_gamut_clipped_per_pixel():
 
 def test_encode_hints_border_overlap_and_rounding():
     L = np.full((10, 12), 50.0)
-    ab_hint, mask = H.encode_hints(
-        L, [(0, 0, "#0000ff"), (1.4, 1.2, "#ff0000"), (9, 11, (0, 255, 0))], size=3)
+    ab_hint, mask = H.encode_hints(L, [(0, 0, "#0000ff"), (1.4, 1.2, "#ff0000"), (9, 11, (0, 255, 0))], size=3)
     assert mask[:2, :2].all() and mask[0:3, 0:3].sum() == 9
     red_ab = LAB.gamut_clip(np.array([1.0, 0, 0]), 50.0)
     np.testing.assert_allclose(ab_hint[0, 0], red_ab, atol=1e-4)  # later hint wins
@@ -192,6 +198,7 @@ def test_encode_hints_bad_colour_names_hint():
 
 
 # --- CSV ------------------------------------------------------------------------------
+
 
 def test_csv_round_trip_hex(tmp_path):
     hints = [(3, 4, "#ff8000"), (10.5, 2, (0, 128, 255)), (0, 0, (0.0, 1.0, 0.0))]
@@ -238,6 +245,7 @@ def test_csv_bad_layout(tmp_path):
 
 
 # --- Levin ----------------------------------------------------------------------------
+
 
 def test_nested_dissection_is_a_permutation():
     order = LV._nested_dissection(13, 29)
@@ -308,12 +316,11 @@ def test_levin_screened_prior_holds_far_from_hints():
     prior = np.zeros((30, 60, 2))
     prior[..., 1] = -20.0
     ab = LV.levin(L, ab_hint, mask, prior=prior, prior_weight=0.01)
-    np.testing.assert_allclose(ab[mask > 0], ab_hint[mask > 0], atol=1e-4)   # hints fixed
-    np.testing.assert_allclose(ab[15, 59], [0.0, -20.0], atol=0.5)           # prior far away
+    np.testing.assert_allclose(ab[mask > 0], ab_hint[mask > 0], atol=1e-4)  # hints fixed
+    np.testing.assert_allclose(ab[15, 59], [0.0, -20.0], atol=0.5)  # prior far away
     assert np.linalg.norm(ab[15, 4] - ab_hint[15, 2]) < np.linalg.norm(ab[15, 4] - prior[15, 4])
     # with a prior, no hint at all is fine
-    np.testing.assert_allclose(LV.levin(L, ab_hint, 0 * mask, prior=prior, prior_weight=0.1),
-                               prior, atol=1e-4)
+    np.testing.assert_allclose(LV.levin(L, ab_hint, 0 * mask, prior=prior, prior_weight=0.1), prior, atol=1e-4)
 
 
 def test_levin_prior_errors():

@@ -7,9 +7,9 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from colorizer_layout import random_state_dict
 from skimage import color as skcolor
 
+from colorizer_layout import random_state_dict
 from napari_deep_prior.colorization import api as CZ
 from napari_deep_prior.colorization import levin as LV
 from napari_deep_prior.colorization import pretrained as PT
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- random networks with the published layout ----------------------------------------
+
 
 @pytest.fixture(scope="module")
 def random_nets():
@@ -71,7 +72,7 @@ class ConstantAB(torch.nn.Module):
     def class_distribution(self, L, ab_hint=None, mask=None):
         n, _, h, w = L.shape
         logits = torch.zeros(n, 529, h // 4, w // 4)
-        logits[:, 23 * 13 + 5] = 5.0   # (a, b) = (20, -60): blue-ish
+        logits[:, 23 * 13 + 5] = 5.0  # (a, b) = (20, -60): blue-ish
         logits[:, 23 * 15 + 17] = 4.0  # (40, 60): orange-ish
         return torch.softmax(logits, dim=1)
 
@@ -102,6 +103,7 @@ def psnr(a, b):
 
 # --- automatic colorization -----------------------------------------------------------
 
+
 def test_auto_eccv16_end_to_end_on_published_layout(fake_loader):
     img = grey_image(40, 56)
     before = img.copy()
@@ -125,8 +127,7 @@ def test_auto_keeps_the_full_resolution_lightness():
 def test_rgb_input_is_recoloured_from_its_lightness():
     rgb, L = two_colour_scene(32)
     chw = np.moveaxis(rgb, -1, 0).astype(np.float32)
-    out = colorize(chw, method="eccv16", weights=ConstantAB(0.0, 0.0), channel_axis=0,
-                   device="cpu")
+    out = colorize(chw, method="eccv16", weights=ConstantAB(0.0, 0.0), channel_axis=0, device="cpu")
     assert out.shape == (32, 32, 3)
     np.testing.assert_allclose(skcolor.rgb2lab(out)[..., 0], L, atol=0.3)
     np.testing.assert_allclose(out[..., 0], out[..., 2], atol=2e-3)  # ab = 0: grey
@@ -156,6 +157,7 @@ def test_missing_weights_offline_raise_weights_error(tmp_path, monkeypatch):
 
 # --- hints ----------------------------------------------------------------------------
 
+
 def test_siggraph17_hints_end_to_end_on_published_layout(fake_loader):
     img = grey_image(40, 56)
     hints = [(5, 5, "#ff0000"), (30, 50, (0, 0.5, 1.0))]
@@ -173,8 +175,7 @@ def test_siggraph17_hints_reach_the_network_in_the_256_grid(monkeypatch):
             return super().forward(L)
 
     img = grey_image(64, 128)
-    colorize_hints(img, [(32, 64, "#ff0000")], method="siggraph17", hint_size=5,
-                   weights=Spy(), device="cpu")
+    colorize_hints(img, [(32, 64, "#ff0000")], method="siggraph17", hint_size=5, weights=Spy(), device="cpu")
     assert seen["L"].shape == (1, 1, 256, 256)
     mask = seen["mask"][0, 0].numpy()
     assert mask.sum() == 25
@@ -198,15 +199,15 @@ def test_dip_improves_over_grey_and_is_reproducible():
     hints = [(8, 5, rgb[8, 5]), (24, 10, rgb[24, 10]), (8, 26, rgb[8, 26]), (24, 22, rgb[24, 22])]
     steps = []
     params = DIPColorParams(iterations=60, yield_every=20)
-    out = colorize(grey, method="dip", hints=hints, hint_size=3, seed=1, params=params,
-                   device="cpu", callback=steps.append)
+    out = colorize(
+        grey, method="dip", hints=hints, hint_size=3, seed=1, params=params, device="cpu", callback=steps.append
+    )
     assert [s.iteration for s in steps] == [20, 40, 60, 80, 100, 120]  # 2 fits
     assert steps[-1].loss < steps[0].loss
     mse_grey = np.mean((grey - rgb) ** 2)
     mse_dip = np.mean((out - rgb) ** 2)
     assert mse_dip < 0.5 * mse_grey
-    again = colorize(grey, method="dip", hints=hints, hint_size=3, seed=1, params=params,
-                     device="cpu")
+    again = colorize(grey, method="dip", hints=hints, hint_size=3, seed=1, params=params, device="cpu")
     np.testing.assert_array_equal(out, again)
 
 
@@ -247,6 +248,7 @@ def test_levin_on_a_reduced_grid_keeps_full_lightness(monkeypatch):
 
 # --- suggestions ----------------------------------------------------------------------
 
+
 def test_suggest_colors_from_the_class_distribution():
     L = np.full((40, 40), 60.0)
     s = suggest_colors(L, 20, 20, weights=ConstantAB(), device="cpu", k=2)
@@ -260,13 +262,13 @@ def test_suggest_colors_from_the_class_distribution():
 
 def test_suggest_colors_on_published_layout(fake_loader, monkeypatch):
     monkeypatch.setattr(PT, "NET_SIZE", 64)  # same code path, a quarter of the pixels
-    s = suggest_colors(lightness(grey_image(40, 56)), 10, 12, device="cpu", k=9,
-                       hints=[(5, 5, "#00ff00")])
+    s = suggest_colors(lightness(grey_image(40, 56)), 10, 12, device="cpu", k=9, hints=[(5, 5, "#00ff00")])
     assert 1 <= len(s.rgb) <= 9
     assert np.all(np.diff(s.probability) <= 1e-12)
 
 
 # --- errors ---------------------------------------------------------------------------
+
 
 def test_error_no_hints_for_levin():
     with pytest.raises(ValueError, match="needs at least one hint"):

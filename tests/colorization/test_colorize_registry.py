@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 import pytest
@@ -10,15 +11,14 @@ import torch
 
 from napari_deep_prior.arrays import drive
 from napari_deep_prior.colorization.api import REGISTRY, colorize, get_colorizer, method_names, register
-from napari_deep_prior.colorization.base import ABStep, ColorizeOptions, ColorizeStep, Colorizer
+from napari_deep_prior.colorization.base import ABStep, ColorizeOptions, Colorizer, ColorizeStep
 from napari_deep_prior.colorization.dip import DIPColorParams
 from napari_deep_prior.colorization.hints import encode_hints
 from napari_deep_prior.colorization.lab import rgb_to_lab
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY_DIP = DIPColorParams(iterations=6, width=8, depth=2, skip=2, noise_channels=2, yield_every=2,
-                          preview_every=4)
+TINY_DIP = DIPColorParams(iterations=6, width=8, depth=2, skip=2, noise_channels=2, yield_every=2, preview_every=4)
 HINTS = [(6, 5, "#3070c0"), (20, 26, (208, 128, 48))]
 
 
@@ -81,13 +81,14 @@ def test_steps_returns_what_colorize_returns(method):
     records = []
     gen = c.steps(img, hints, options=opts)
     out = drive(gen, records.append)
-    expected = colorize(img, method=method, hints=hints, hint_size=3, weights=ConstantAB(), device="cpu",
-                        seed=3, params=TINY_DIP)
+    expected = colorize(
+        img, method=method, hints=hints, hint_size=3, weights=ConstantAB(), device="cpu", seed=3, params=TINY_DIP
+    )
     assert out.dtype == np.uint8 and out.shape == (32, 32, 3)
     np.testing.assert_array_equal(out, expected)
     assert records and all(isinstance(r, ColorizeStep) for r in records)
     assert records[-1].iteration == records[-1].iterations
-    assert all(b.elapsed >= a.elapsed for a, b in zip(records, records[1:]))
+    assert all(b.elapsed >= a.elapsed for a, b in itertools.pairwise(records))
     if method == "dip":
         total = TINY_DIP.iterations * TINY_DIP.ensemble
         assert [r.iteration for r in records] == list(range(2, total + 1, 2))
@@ -105,9 +106,15 @@ def test_colorize_callback_sees_the_steps_records():
 
 
 def test_closing_steps_cancels_the_fit():
-    gen = REGISTRY["dip"].steps(grey(), HINTS, options=ColorizeOptions(
-        seed=0, device="cpu", params=DIPColorParams(iterations=100_000, width=8, depth=2, skip=2,
-                                                    noise_channels=2, yield_every=1)))
+    gen = REGISTRY["dip"].steps(
+        grey(),
+        HINTS,
+        options=ColorizeOptions(
+            seed=0,
+            device="cpu",
+            params=DIPColorParams(iterations=100_000, width=8, depth=2, skip=2, noise_channels=2, yield_every=1),
+        ),
+    )
     first = next(gen)
     assert first.iteration == 1 and first.iterations == 200_000
     gen.close()  # what the widget's Cancel does at the next yield

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from colorizer_layout import published_layout, random_state_dict
 
+from colorizer_layout import published_layout, random_state_dict
 from napari_deep_prior.colorization.networks import (
     AB_GRID_SIZE,
     ECCVGenerator,
@@ -82,7 +82,7 @@ def test_siggraph17_forward_with_and_without_hints(nets):
     assert auto.shape == (1, 2, 32, 40)
     assert not torch.allclose(auto, guided)
     assert auto.abs().max() <= 110 + 1e-4
-    assert dist.shape == (1, AB_GRID_SIZE ** 2, 8, 10)
+    assert dist.shape == (1, AB_GRID_SIZE**2, 8, 10)
     torch.testing.assert_close(dist.sum(dim=1), torch.ones(1, 8, 10))
 
 

@@ -66,10 +66,10 @@ def test_lookup_order(tmp_path, monkeypatch, isolated_folders):
     monkeypatch.setenv(W.ENV_VAR, str(env))
     assert W.search_folders() == [env, hub]
     assert W.find_weights("siggraph17") == env / name
-    assert W.find_weights("siggraph17", explicit) == explicit / name          # a folder
+    assert W.find_weights("siggraph17", explicit) == explicit / name  # a folder
     other = tmp_path / "renamed.pth"
     other.write_bytes(b"y")
-    assert W.find_weights("siggraph17", other) == other                     # a file
+    assert W.find_weights("siggraph17", other) == other  # a file
     (env / name).unlink()
     assert W.find_weights("siggraph17") == hub / name
     (hub / name).unlink()

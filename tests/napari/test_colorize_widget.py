@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from colorizer_layout import random_state_dict
 
+from colorizer_layout import random_state_dict
 from napari_deep_prior._napari import base as B
+from napari_deep_prior._napari.colorize import ColorizeWidget
 from napari_deep_prior._napari.colorize import hints_panel as HP
 from napari_deep_prior._napari.colorize import runner as RN
 from napari_deep_prior._napari.colorize import weights_panel as WP
 from napari_deep_prior._napari.colorize import widget as CW
-from napari_deep_prior._napari.colorize import ColorizeWidget
 from napari_deep_prior.colorization import pretrained as PT
 from napari_deep_prior.colorization import weights as W
 from napari_deep_prior.colorization.dip import DIPColorParams
@@ -32,12 +32,12 @@ from napari_deep_prior.colorization.lab import rgb_to_lab
 
 #: Waits: a levin update takes milliseconds after the 300 ms debounce.
 WAIT_MS = 20_000
-GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"),
-        "axis_labels": ("y", "x")}
+GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"), "axis_labels": ("y", "x")}
 BLUE, ORANGE = "#3070c0", "#d08030"
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
+
 
 @pytest.fixture
 def notes(monkeypatch):
@@ -101,7 +101,7 @@ class ConstantAB(torch.nn.Module):
     def class_distribution(self, L, ab_hint=None, mask=None):
         n, _, h, w = L.shape
         logits = torch.zeros(n, 529, h // 4, w // 4)
-        logits[:, 23 * 13 + 5] = 5.0   # (a, b) = (20, -60): blue-ish
+        logits[:, 23 * 13 + 5] = 5.0  # (a, b) = (20, -60): blue-ish
         logits[:, 23 * 15 + 17] = 4.0  # (40, 60): orange-ish
         return torch.softmax(logits, dim=1)
 
@@ -141,6 +141,7 @@ def run_and_wait(qtbot, w, timeout=WAIT_MS):
 
 
 # --- manifest, hints layer ------------------------------------------------------------------
+
 
 def test_manifest_and_plugin_dock(make_napari_viewer):
     import npe2
@@ -189,6 +190,7 @@ def test_add_hints_layer_on_the_image_grid(make_napari_viewer, notes):
 
 
 # --- live levin -----------------------------------------------------------------------------
+
 
 def test_live_levin_follows_every_edit(make_napari_viewer, qtbot, notes):
     viewer = make_napari_viewer()
@@ -281,8 +283,8 @@ def test_live_off_needs_run(make_napari_viewer, qtbot, notes):
 
 # --- automatic mode with the networks -------------------------------------------------------
 
-def test_automatic_eccv16_with_random_weights(make_napari_viewer, qtbot, monkeypatch,
-                                              weights_dirs, notes):
+
+def test_automatic_eccv16_with_random_weights(make_napari_viewer, qtbot, monkeypatch, weights_dirs, notes):
     calls = install_weights(monkeypatch, weights_dirs, "eccv16", random_net("eccv16"))
     monkeypatch.setattr(PT, "NET_SIZE", 64)  # the same code path on a quarter of the pixels
     viewer = make_napari_viewer()
@@ -303,8 +305,7 @@ def test_automatic_eccv16_with_random_weights(make_napari_viewer, qtbot, monkeyp
     assert [lyr.name for lyr in viewer.layers].count("grey [colorized]") == 1
 
 
-def test_siggraph17_suggestions_recolour_the_point(make_napari_viewer, qtbot, monkeypatch,
-                                                   weights_dirs, notes):
+def test_siggraph17_suggestions_recolour_the_point(make_napari_viewer, qtbot, monkeypatch, weights_dirs, notes):
     install_weights(monkeypatch, weights_dirs, "siggraph17", ConstantAB())
     viewer = make_napari_viewer()
     viewer.add_image(two_region_image(), name="grey")
@@ -326,6 +327,7 @@ def test_siggraph17_suggestions_recolour_the_point(make_napari_viewer, qtbot, mo
 
 
 # --- weights: missing, chosen, downloaded ---------------------------------------------------
+
 
 def test_missing_weights_are_explained(make_napari_viewer, weights_dirs, notes):
     viewer = make_napari_viewer()
@@ -363,8 +365,7 @@ def test_choose_a_weights_file(make_napari_viewer, tmp_path, monkeypatch, notes)
     assert "does not exist" in notes["error"][0]
 
 
-def test_a_wrong_weights_file_is_reported_not_swallowed(make_napari_viewer, qtbot, tmp_path,
-                                                       notes):
+def test_a_wrong_weights_file_is_reported_not_swallowed(make_napari_viewer, qtbot, tmp_path, notes):
     """The core's WeightsError (a RuntimeError) raised in the worker reaches the user:
     superqt's generator workers would otherwise swallow RuntimeErrors silently."""
     viewer = make_napari_viewer()
@@ -381,12 +382,12 @@ def test_a_wrong_weights_file_is_reported_not_swallowed(make_napari_viewer, qtbo
     assert "grey [colorized]" not in viewer.layers and not w.running
 
 
-def test_download_weights_in_a_worker(make_napari_viewer, qtbot, monkeypatch, weights_dirs,
-                                      notes):
+def test_download_weights_in_a_worker(make_napari_viewer, qtbot, monkeypatch, weights_dirs, notes):
     payload = bytes(range(256)) * 4096  # 1 MiB: a few progress steps
     prefix = hashlib.sha256(payload).hexdigest()[:8]
-    fake = W.WeightsInfo("siggraph17", f"siggraph17-{prefix}.pth", len(payload),
-                         "https://example.invalid/siggraph17.pth")
+    fake = W.WeightsInfo(
+        "siggraph17", f"siggraph17-{prefix}.pth", len(payload), "https://example.invalid/siggraph17.pth"
+    )
     monkeypatch.setitem(W.WEIGHTS, "siggraph17", fake)
     monkeypatch.setattr(W, "_CHUNK", 1 << 16)
 
@@ -425,8 +426,7 @@ def test_download_offline_explains(make_napari_viewer, qtbot, weights_dirs, note
 
 # --- dip: Run, progress, Cancel -------------------------------------------------------------
 
-TINY_DIP = DIPColorParams(iterations=30, width=8, depth=2, skip=2, noise_channels=2,
-                          yield_every=5, preview_every=10)
+TINY_DIP = DIPColorParams(iterations=30, width=8, depth=2, skip=2, noise_channels=2, yield_every=5, preview_every=10)
 
 
 def test_dip_needs_run_and_shows_progress(make_napari_viewer, qtbot, notes):
@@ -484,6 +484,7 @@ def test_dip_cancel_stops_at_the_next_step(make_napari_viewer, qtbot, notes):
 
 # --- bad input ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", ["no_image", "no_hints", "outside", "stack", "even_size"])
 def test_bad_input_gives_a_message(make_napari_viewer, qtbot, notes, case):
     viewer = make_napari_viewer()
@@ -536,6 +537,7 @@ def test_out_of_gamut_colour_is_warned_once(make_napari_viewer, qtbot, notes):
 
 # --- CSV ------------------------------------------------------------------------------------
 
+
 def test_save_and_load_hints_csv(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     viewer = make_napari_viewer()
     viewer.add_image(two_region_image(), name="grey", scale=(2, 2), translate=(5, 7))
@@ -568,6 +570,7 @@ def test_save_and_load_hints_csv(make_napari_viewer, qtbot, tmp_path, monkeypatc
 
 
 # --- the registry drives the widget -----------------------------------------------------------
+
 
 def test_worker_body_returns_what_colorize_returns():
     """The worker body is the registry's steps() plus the gamut notes: same image as colorize()."""

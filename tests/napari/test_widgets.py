@@ -17,8 +17,7 @@ from napari_deep_prior._napari.widgets import DenoiseWidget, InpaintWidget
 #: Generous wait for one (tiny) run; a run here takes a second or two.
 RUN_TIMEOUT_MS = 120_000
 
-GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"),
-        "axis_labels": ("y", "x")}
+GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"), "axis_labels": ("y", "x")}
 
 
 def _widget(cls, viewer, params, **values):
@@ -62,6 +61,7 @@ def _check_grid(layer, history=False):
 
 # --- manifest and sample data ---------------------------------------------------------------
 
+
 def test_manifest_contributions():
     import npe2
 
@@ -79,7 +79,7 @@ def test_sample_data_loads(make_napari_viewer):
     for func in (sd.noisy_grey, sd.noisy_colour, sd.fluorescence_poisson, sd.damaged_with_mask):
         a = func()
         b = func()
-        for (da, ka, *_), (db, _kb, *_) in zip(a, b):
+        for (da, _ka, *_), (db, _kb, *_) in zip(a, b, strict=True):
             assert da.shape[:2] == (256, 256)
             np.testing.assert_array_equal(da, db)  # fixed seed
     viewer = make_napari_viewer()
@@ -89,6 +89,7 @@ def test_sample_data_loads(make_napari_viewer):
 
 
 # --- denoise end to end ---------------------------------------------------------------------
+
 
 def test_denoise_end_to_end_grey(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
@@ -216,8 +217,16 @@ def test_poisson_camera_fields_convert_camera_values(make_napari_viewer, qtbot, 
     rng = np.random.default_rng(4)
     adu = np.rint(2.0 * (rng.poisson(6.0, (32, 32)) + rng.normal(0, 1.0, (32, 32))) + 100).astype(np.uint16)
     viewer.add_image(adu, name="adu")
-    w = _widget(DenoiseWidget, viewer, tiny_params.replace(loss="poisson"), loss="poisson",
-                camera_offset=100.0, gain=2.0, read_noise=1.0, history_every=0)
+    w = _widget(
+        DenoiseWidget,
+        viewer,
+        tiny_params.replace(loss="poisson"),
+        loss="poisson",
+        camera_offset=100.0,
+        gain=2.0,
+        read_noise=1.0,
+        history_every=0,
+    )
     job = w._prepare()[0]
     assert job.layout.counts_scale == pytest.approx(np.maximum((adu.astype(float) - 100) / 2 + 1, 0).max())
     _run(qtbot, w)
@@ -248,6 +257,7 @@ def test_multichannel_layer_fitted_jointly(make_napari_viewer, qtbot, tiny_param
 
 
 # --- inpaint --------------------------------------------------------------------------------
+
 
 def _damaged(grey_image):
     mask = np.zeros((32, 32), np.uint8)
@@ -285,8 +295,7 @@ def test_shapes_mask_rasterised_on_image_grid(make_napari_viewer):
 
     image = Image(np.zeros((32, 32)), scale=(2, 2), translate=(10, 10))
     # world rectangle y in [20, 40], x in [30, 50] -> image pixels y 5..15, x 10..20
-    shapes = Shapes([np.array([[10, 15], [10, 25], [20, 25], [20, 15]])], shape_type="rectangle",
-                    scale=(2, 2))
+    shapes = Shapes([np.array([[10, 15], [10, 25], [20, 25], [20, 15]])], shape_type="rectangle", scale=(2, 2))
     sel = L.select_image(image, None, plane_only=False)
     mask = L.mask_from_layer(shapes, image, sel)
     assert mask.shape == (32, 32)
@@ -308,8 +317,7 @@ def test_inpaint_with_shapes_mask(make_napari_viewer, qtbot, tiny_params, grey_i
     viewer = make_napari_viewer()
     img = grey_image.copy()
     viewer.add_image(img, name="img", scale=(2, 2), translate=(10, 10))
-    viewer.add_shapes([np.array([[20, 30], [20, 50], [40, 50], [40, 30]])],
-                      shape_type="rectangle", name="roi")
+    viewer.add_shapes([np.array([[20, 30], [20, 50], [40, 50], [40, 30]])], shape_type="rectangle", name="roi")
     w = _widget(InpaintWidget, viewer, tiny_params, iterations=10, history_every=5)
     assert w.mask.value.name == "roi"
     _run(qtbot, w)
@@ -324,8 +332,7 @@ def test_inpaint_with_shapes_mask(make_napari_viewer, qtbot, tiny_params, grey_i
 
 def test_new_mask_button(make_napari_viewer, grey_image):
     viewer = make_napari_viewer()
-    viewer.add_image(np.stack([grey_image] * 3), name="stack", scale=(5, 0.5, 2),
-                     axis_labels=("z", "y", "x"))
+    viewer.add_image(np.stack([grey_image] * 3), name="stack", scale=(5, 0.5, 2), axis_labels=("z", "y", "x"))
     w = InpaintWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.new_mask.clicked.emit()
@@ -338,8 +345,7 @@ def test_new_mask_button(make_napari_viewer, grey_image):
     assert viewer.layers.selection.active == lab
 
 
-def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, tiny_params,
-                                                     grey_image, notes):
+def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     stack = np.stack([grey_image, grey_image[::-1], grey_image[:, ::-1]])
     _img, mask = _damaged(grey_image)
@@ -374,12 +380,11 @@ def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, t
 
 # --- cancel, robustness ---------------------------------------------------------------------
 
-def test_cancel_stops_within_one_yield_and_keeps_partial(make_napari_viewer, qtbot, tiny_params,
-                                                        grey_image, notes):
+
+def test_cancel_stops_within_one_yield_and_keeps_partial(make_napari_viewer, qtbot, tiny_params, grey_image, notes):
     viewer = make_napari_viewer()
     viewer.add_image(grey_image, name="noisy")
-    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=5000, early_stop=False,
-                history_every=5)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=5000, early_stop=False, history_every=5)
     seen = []
     after = []
 
@@ -420,12 +425,10 @@ def test_run_twice_is_ignored(make_napari_viewer, qtbot, tiny_params, grey_image
     assert len(_layers(viewer, "result")) == 1
 
 
-@pytest.mark.parametrize("case", ["no_image", "no_mask", "wrong_size", "empty_mask", "too_small",
-                                  "negative_poisson"])
+@pytest.mark.parametrize("case", ["no_image", "no_mask", "wrong_size", "empty_mask", "too_small", "negative_poisson"])
 def test_error_paths_show_a_message(make_napari_viewer, tiny_params, grey_image, notes, case):
     viewer = make_napari_viewer()
-    cls = DenoiseWidget if case in ("no_image", "too_small", "negative_poisson") \
-        else InpaintWidget
+    cls = DenoiseWidget if case in ("no_image", "too_small", "negative_poisson") else InpaintWidget
     if case == "too_small":
         viewer.add_image(np.zeros((4, 4), np.uint8), name="tiny")
     elif case == "negative_poisson":
@@ -500,11 +503,11 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, tiny_params, 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(3)
     y, x = np.mgrid[0:256, 0:256] / 255.0
-    img = np.clip(0.5 + 0.3 * np.sin(6 * x) * np.cos(4 * y) + 0.1 * rng.standard_normal((256, 256)),
-                  0, 1).astype(np.float32)
+    img = np.clip(0.5 + 0.3 * np.sin(6 * x) * np.cos(4 * y) + 0.1 * rng.standard_normal((256, 256)), 0, 1).astype(
+        np.float32
+    )
     viewer.add_image(img, name="big")
-    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=30, early_stop=False,
-                history_every=5)
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=30, early_stop=False, history_every=5)
     ticks: list[float] = []
     yields: list[float] = []
     timer = QTimer()
@@ -528,16 +531,17 @@ def test_qt_event_loop_stays_responsive(make_napari_viewer, qtbot, tiny_params, 
     fit = gaps[t[1:] <= yields[-1] + 0.001]  # ticks up to the last Step (fit + live updates)
     end = gaps[t[1:] > yields[-1] + 0.001]  # result and history layers being added
     with capsys.disabled():
-        print(f"\n[responsiveness] 256x256, 30 iterations in {took:.1f} s, {len(ticks)} ticks of "
-              f"10 ms: during the fit max gap {fit.max():.1f} ms (p99 "
-              f"{np.percentile(fit, 99):.1f}, median {np.median(fit):.1f}); adding the "
-              f"result layers: max gap {end.max() if len(end) else 0:.1f} ms")
+        print(
+            f"\n[responsiveness] 256x256, 30 iterations in {took:.1f} s, {len(ticks)} ticks of "
+            f"10 ms: during the fit max gap {fit.max():.1f} ms (p99 "
+            f"{np.percentile(fit, 99):.1f}, median {np.median(fit):.1f}); adding the "
+            f"result layers: max gap {end.max() if len(end) else 0:.1f} ms"
+        )
     assert "big [DIP denoised]" in viewer.layers
     assert fit.max() < 1000 and gaps.max() < 1000
 
 
-def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_params, grey_image,
-                                              notes, monkeypatch):
+def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_params, grey_image, notes, monkeypatch):
     """A torch RuntimeError (e.g. out of memory) mid-run reaches the user; the widget recovers."""
     from napari_deep_prior.restore import fit as core_fit
 
@@ -564,6 +568,7 @@ def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_pa
 
 
 # --- DIP Restore: every registered task in one widget ------------------------------------------
+
 
 def _shown(widget) -> bool:
     """Not hidden explicitly (``visible`` also needs the dock on screen)."""
@@ -614,8 +619,9 @@ def test_restore_widget_runs_the_chosen_task(make_napari_viewer, qtbot, tiny_par
     assert res.data.shape == grey_image.shape and res.data.dtype == grey_image.dtype
 
 
-def test_restore_widget_upscale_puts_the_larger_result_on_the_same_area(make_napari_viewer, qtbot, tiny_params,
-                                                                          grey_image):
+def test_restore_widget_upscale_puts_the_larger_result_on_the_same_area(
+    make_napari_viewer, qtbot, tiny_params, grey_image
+):
     from napari_deep_prior._napari.widgets import RestoreWidget
 
     viewer = make_napari_viewer()
@@ -632,7 +638,8 @@ def test_restore_widget_upscale_puts_the_larger_result_on_the_same_area(make_nap
     # pixel j of the result is centred at (j + 0.5) / 2 - 0.5 input pixels: the same area
     np.testing.assert_allclose(res.translate, np.asarray(GRID["translate"]) - np.asarray(GRID["scale"]) / 4)
     # the outer edges of the first pixels coincide: the result covers the input's area
-    np.testing.assert_allclose(np.asarray(res.translate) - np.asarray(res.scale) / 2,
-                               np.asarray(img.translate) - np.asarray(img.scale) / 2)
+    np.testing.assert_allclose(
+        np.asarray(res.translate) - np.asarray(res.scale) / 2, np.asarray(img.translate) - np.asarray(img.scale) / 2
+    )
     hist = viewer.layers["small [DIP history]"]
     assert hist.data.shape[1:] == (64, 64)

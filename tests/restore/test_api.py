@@ -20,10 +20,19 @@ def _run_fast(fn, *args, tiny, **kw):
 
 # -- dtype policy ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, expected", [
-    (np.uint8, np.uint8), (np.uint16, np.uint16), (np.int16, np.int16), (np.int32, np.int32),
-    (np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64),
-])
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [
+        (np.uint8, np.uint8),
+        (np.uint16, np.uint16),
+        (np.int16, np.int16),
+        (np.int32, np.int32),
+        (np.float16, np.float32),
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+    ],
+)
 def test_dtype_policy(dtype, expected, tiny_params, smooth_image):
     if np.dtype(dtype).kind in "ui":
         info = np.iinfo(dtype)
@@ -48,6 +57,7 @@ def test_integer_results_are_rounded_and_clipped(tiny_params):
 
 
 # -- layouts ----------------------------------------------------------------------------
+
 
 def test_rgb_channel_last_and_first(tiny_params, smooth_image):
     rgb = np.stack([smooth_image, smooth_image[::-1], smooth_image.T], axis=-1)
@@ -135,6 +145,7 @@ def test_seed_none_is_reported_and_reproducible(tiny_params, smooth_image):
 
 # -- real fits: quality must improve ----------------------------------------------------
 
+
 def test_real_denoise_improves_psnr():
     clean = transform.resize(data.camera(), (64, 64), anti_aliasing=True)
     noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.1, clean.shape), 0, 1)
@@ -175,6 +186,7 @@ def test_inpaint_per_plane_mask_skips_planes_without_holes(tiny_params, smooth_i
 
 
 # -- bad input: each gets a clear error -------------------------------------------------
+
 
 @pytest.fixture
 def img():
@@ -263,16 +275,14 @@ def test_poisson_needs_non_negative_counts(img):
 
 def test_poisson_denoise_on_counts_returns_float_rates(tiny_params, smooth_image):
     counts = np.random.default_rng(0).poisson(smooth_image * 30).astype(np.uint16)
-    out, full = denoise(counts, params=tiny_params.replace(loss="poisson"), seed=0,
-                        return_history=True)
+    out, full = denoise(counts, params=tiny_params.replace(loss="poisson"), seed=0, return_history=True)
     # a rate estimate is fractional: float32 in the counts' units, history too
     assert out.dtype == np.float32 and out.shape == counts.shape
     assert full.history.dtype == np.float32
     assert not np.allclose(out, np.rint(out))
     assert 0.3 * counts.mean() < out.mean() < 3 * counts.mean()
     # the old output on request: the input's dtype, rounded
-    rounded = denoise(counts, params=tiny_params.replace(loss="poisson"), seed=0,
-                      output_dtype="input")
+    rounded = denoise(counts, params=tiny_params.replace(loss="poisson"), seed=0, output_dtype="input")
     assert rounded.dtype == np.uint16
     np.testing.assert_array_equal(rounded, np.clip(np.rint(out.astype(np.float64)), 0, None))
 
@@ -309,25 +319,29 @@ def test_camera_model_maps_camera_values_to_counts_and_back(one_torch_thread):
     adu = np.rint(gain * (rng.poisson(rate) + rng.normal(0, read, rate.shape)) + offset).astype(np.uint16)
     job = prepare_denoise(adu, loss="poisson", camera_offset=offset, gain=gain, read_noise=read)
     # the fit sees shifted photon counts: (adu - offset) / gain + read**2, clipped at 0
-    photons = np.maximum((adu - offset) / gain + read ** 2, 0)
+    photons = np.maximum((adu - offset) / gain + read**2, 0)
     np.testing.assert_allclose(job.planes[0, ..., 0] * job.layout.counts_scale, photons, rtol=1e-5)
     # and the layout maps fitted values back to camera units exactly
     back = denormalise(job.planes, job.layout).reshape(adu.shape)
-    np.testing.assert_allclose(back, np.maximum(adu, offset - read ** 2 * gain), atol=1e-3)
-    est = denoise(adu, loss="poisson", iterations=60, early_stop=False, seed=0,
-                  camera_offset=offset, gain=gain, read_noise=read)
+    np.testing.assert_allclose(back, np.maximum(adu, offset - read**2 * gain), atol=1e-3)
+    est = denoise(
+        adu, loss="poisson", iterations=60, early_stop=False, seed=0, camera_offset=offset, gain=gain, read_noise=read
+    )
     # the rate comes back in the camera's units (rate * gain + offset), unbiased
     assert est.dtype == np.float32
     assert abs(est.mean() - adu.mean()) < 0.05 * gain * 3.0  # measured 0.035
     assert abs(est.mean() - (gain * 3.0 + offset)) < 0.1 * gain * 3.0
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(loss="poisson", gain=0), "gain must be > 0"),
-    (dict(loss="poisson", read_noise=-1.0), "read_noise must be >= 0"),
-    (dict(loss="poisson", camera_offset=float("nan")), "camera_offset must be a finite number"),
-    (dict(gain=2.0, camera_offset=10.0), "camera_offset and gain describe how the image relates"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(loss="poisson", gain=0), "gain must be > 0"),
+        (dict(loss="poisson", read_noise=-1.0), "read_noise must be >= 0"),
+        (dict(loss="poisson", camera_offset=float("nan")), "camera_offset must be a finite number"),
+        (dict(gain=2.0, camera_offset=10.0), "camera_offset and gain describe how the image relates"),
+    ],
+)
 def test_camera_model_errors(img, kw, msg):
     with pytest.raises(ValueError, match=msg):
         prepare_denoise((img * 50).astype(np.uint16), **kw)
@@ -376,8 +390,10 @@ def test_package_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, napari_deep_prior; "
-            "assert 'torch' not in sys.modules and 'qtpy' not in sys.modules; "
-            "print(napari_deep_prior.__version__)")
+    code = (
+        "import sys, napari_deep_prior; "
+        "assert 'torch' not in sys.modules and 'qtpy' not in sys.modules; "
+        "print(napari_deep_prior.__version__)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert callable(napari_deep_prior.denoise) and napari_deep_prior.denoise is api.denoise

@@ -3,19 +3,18 @@ import pytest
 import torch
 
 from napari_deep_prior.nets import padded_shape
-from napari_deep_prior.restore.planning import estimate_fit_bytes
-from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_sigma
 from napari_deep_prior.restore.fit import (
     DIPFit,
     autocast_dtype,
     history_iterations,
     make_adam,
 )
+from napari_deep_prior.restore.planning import estimate_fit_bytes
+from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_sigma
 
 
 def _fit(img, params, seed=0, **kw):
-    return DIPFit(img[..., None].astype(np.float32), params=params, device=torch.device("cpu"),
-                  seed=seed, **kw)
+    return DIPFit(img[..., None].astype(np.float32), params=params, device=torch.device("cpu"), seed=seed, **kw)
 
 
 def _drain(fit):
@@ -55,15 +54,14 @@ def test_log_spaced_history(tiny_params):
 
 def test_early_stop_returns_the_estimate_at_the_variance_minimum(tiny_params, smooth_image):
     # strong input jitter keeps the outputs fluctuating, so the variance minimum settles
-    p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=None, es_patience=20,
-                            history_every=1)
+    p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=None, es_patience=20, history_every=1)
     steps, res = _drain(_fit(smooth_image, p))
     assert res.stopped_early
     assert res.iterations_run < 400
     assert res.iteration == steps[-1].es_best_iteration
     assert res.iterations_run - res.iteration >= 20
     assert res.iteration >= p.es_start
-    best = np.nanargmin(res.es_variances[p.es_start - 1:]) + p.es_start
+    best = np.nanargmin(res.es_variances[p.es_start - 1 :]) + p.es_start
     assert best == res.iteration
     np.testing.assert_array_equal(res.history.frames[res.iteration - 1], res.image)
 
@@ -143,8 +141,9 @@ def test_expected_poisson_deviance_matches_a_simulation():
     assert float(expected_poisson_deviance(0.0)) == 0.0
     lam = torch.tensor([0.0, 0.5, 2.0, 20.0, 3000.0])
     # the float32 tensor form the fit uses agrees with the float64 one
-    np.testing.assert_allclose(_expected_deviance(lam).numpy(),
-                               expected_poisson_deviance(lam.numpy()), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        _expected_deviance(lam).numpy(), expected_poisson_deviance(lam.numpy()), rtol=1e-4, atol=1e-7
+    )
 
 
 def test_poisson_noise_level_stop(tiny_params, smooth_image):
@@ -155,14 +154,14 @@ def test_poisson_noise_level_stop(tiny_params, smooth_image):
     assert res.deviance <= res.expected_deviance and res.noise_sigma is None
     # factor 0 turns it off: the same fit runs all its iterations
     n = res.iterations_run + 50
-    steps, res = _drain(_fit(counts / counts.max(), p.replace(es_noise_factor=0.0, iterations=n),
-                             counts_scale=float(counts.max())))
+    steps, res = _drain(
+        _fit(counts / counts.max(), p.replace(es_noise_factor=0.0, iterations=n), counts_scale=float(counts.max()))
+    )
     assert res.stop_reason is None and res.deviance is None and res.iterations_run == n
 
 
 def test_early_stop_with_averaging_returns_the_average_at_the_stop(tiny_params, smooth_image):
-    p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=0.9, es_patience=20,
-                            history_every=1)
+    p = tiny_params.replace(iterations=400, reg_noise_std=0.5, exp_weight=0.9, es_patience=20, history_every=1)
     steps, res = _drain(_fit(smooth_image, p))
     assert res.stopped_early and res.iterations_run < 400
     assert steps[-1].es_best_iteration <= res.iterations_run - 20
@@ -177,13 +176,14 @@ def test_window_variance_matches_the_direct_computation():
     for t in range(frames.shape[0]):
         wv.push(frames[t])
         if t >= 9:
-            direct = frames[t - 9:t + 1].var(dim=0, unbiased=False).mean()
+            direct = frames[t - 9 : t + 1].var(dim=0, unbiased=False).mean()
             assert float(wv.variance()) == pytest.approx(float(direct), rel=1e-5)
 
 
 def test_patience_grows_with_the_iteration_of_the_minimum(tiny_params, smooth_image):
-    p = tiny_params.replace(iterations=600, reg_noise_std=0.5, exp_weight=None, es_patience=10,
-                            es_patience_ratio=1.0, yield_every=1)
+    p = tiny_params.replace(
+        iterations=600, reg_noise_std=0.5, exp_weight=None, es_patience=10, es_patience_ratio=1.0, yield_every=1
+    )
     _, res = _drain(_fit(smooth_image, p))
     assert res.stopped_early
     t_min = res.iteration
@@ -253,14 +253,21 @@ def test_noise_sigma_estimate_is_not_fooled_by_texture():
 
 def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):
     noisy = _noisy(smooth_image, 0.1)
-    p = tiny_params.replace(iterations=1500, es_noise_factor=1.05, es_patience=5000,
-                            es_start=50, yield_every=5, history_every=0, ema_warmup=True)
+    p = tiny_params.replace(
+        iterations=1500,
+        es_noise_factor=1.05,
+        es_patience=5000,
+        es_start=50,
+        yield_every=5,
+        history_every=0,
+        ema_warmup=True,
+    )
     steps, res = _drain(_fit(noisy, p))
     assert res.stopped_early and res.stop_reason == "noise level"
     assert res.iterations_run < 1500 and res.iterations_run % 5 == 0
     assert res.noise_sigma == pytest.approx(0.1, rel=0.25)
     # the running mean of the loss crossed the level at this yield, not at an earlier one
-    level = 1.05 * res.noise_sigma ** 2
+    level = 1.05 * res.noise_sigma**2
     ema, at_yield = None, {}
     for t, v in enumerate(res.losses, 1):
         ema = v if ema is None else 0.95 * ema + 0.05 * v

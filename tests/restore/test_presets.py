@@ -39,16 +39,19 @@ def test_unknown_preset_and_paper_without_task():
         get_preset("paper")
 
 
-@pytest.mark.parametrize("kw, exc", [
-    (dict(iterations=0), ValueError),
-    (dict(iterations=-5), ValueError),
-    (dict(iterations=2.5), TypeError),
-    (dict(lr=0), ValueError),
-    (dict(exp_weight=1.0), ValueError),
-    (dict(loss="l1"), ValueError),
-    (dict(es_window=0), ValueError),
-    (dict(history_spacing="cubic"), ValueError),
-])
+@pytest.mark.parametrize(
+    "kw, exc",
+    [
+        (dict(iterations=0), ValueError),
+        (dict(iterations=-5), ValueError),
+        (dict(iterations=2.5), TypeError),
+        (dict(lr=0), ValueError),
+        (dict(exp_weight=1.0), ValueError),
+        (dict(loss="l1"), ValueError),
+        (dict(es_window=0), ValueError),
+        (dict(history_spacing="cubic"), ValueError),
+    ],
+)
 def test_dipparams_validation(kw, exc):
     with pytest.raises(exc):
         DIPParams(**kw)

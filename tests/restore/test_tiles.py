@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_deep_prior import device
-from napari_deep_prior.restore import api, planning
+from napari_deep_prior.restore import planning
 from napari_deep_prior.restore.api import (
     ImageTooLargeError,
     denoise,
@@ -30,8 +30,7 @@ from napari_deep_prior.restore.tiles import (
 @pytest.fixture
 def fast(tiny_params):
     """tiny_params without early stopping, averaging, previews or history: quick and simple."""
-    return tiny_params.replace(iterations=20, early_stop=False, exp_weight=None,
-                               history_every=0, preview_every=0)
+    return tiny_params.replace(iterations=20, early_stop=False, exp_weight=None, history_every=0, preview_every=0)
 
 
 def _spans(boxes, axis):
@@ -50,10 +49,20 @@ def _tile_edges(boxes, n, axis):
 
 # -- the plan ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("h, w, tile, overlap", [
-    (33, 33, 32, 8), (97, 61, 32, 8), (150, 130, 64, 16), (159, 47, 48, 12),
-    (37, 151, 32, 6), (64, 64, 64, 16), (65, 129, 64, 0), (20, 100, 32, 31),
-])
+
+@pytest.mark.parametrize(
+    "h, w, tile, overlap",
+    [
+        (33, 33, 32, 8),
+        (97, 61, 32, 8),
+        (150, 130, 64, 16),
+        (159, 47, 48, 12),
+        (37, 151, 32, 6),
+        (64, 64, 64, 16),
+        (65, 129, 64, 0),
+        (20, 100, 32, 31),
+    ],
+)
 def test_plan_covers_every_pixel_with_the_overlap(h, w, tile, overlap):
     boxes = plan_tiles(h, w, tile, overlap)
     count = np.zeros((h, w), int)
@@ -65,17 +74,20 @@ def test_plan_covers_every_pixel_with_the_overlap(h, w, tile, overlap):
     assert count.min() >= 1
     for axis in (0, 1):
         spans = _spans(boxes, axis)
-        for (a0, a1), (b0, b1) in itertools.pairwise(spans):
+        for (a0, a1), (b0, _b1) in itertools.pairwise(spans):
             assert b0 > a0 and a1 - b0 >= overlap
     assert len(boxes) == len(_spans(boxes, 0)) * len(_spans(boxes, 1))
 
 
-@pytest.mark.parametrize("args, msg", [
-    ((100, 100, 16, 4), "at least 32"),
-    ((100, 100, 64, 64), "smaller than the tile side"),
-    ((100, 100, 64, -1), ">= 0"),
-    ((0, 100, 64, 8), "positive"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ((100, 100, 16, 4), "at least 32"),
+        ((100, 100, 64, 64), "smaller than the tile side"),
+        ((100, 100, 64, -1), ">= 0"),
+        ((0, 100, 64, 8), "positive"),
+    ],
+)
 def test_plan_rejects_bad_arguments(args, msg):
     with pytest.raises(ValueError, match=msg):
         plan_tiles(*args)
@@ -89,6 +101,7 @@ def test_default_overlap():
 
 
 # -- the blending -----------------------------------------------------------------------
+
 
 def test_blend_window_ramps_only_on_inner_sides():
     w = blend_window(40, 48, 12, edges=(True, False, True, False))
@@ -151,6 +164,7 @@ def test_blender_keeps_the_fallback_where_no_tile_was_added():
 
 # -- the memory choice ------------------------------------------------------------------
 
+
 def test_choose_tile_size_respects_the_budget_and_the_multiple(tiny_params):
     budget = estimate_fit_bytes(tiny_params, 96, 96, 1) + 1
     tile = choose_tile_size(tiny_params, 500, 400, 1, budget)
@@ -172,8 +186,7 @@ def _small_memory(monkeypatch, nbytes):
 def test_automatic_tiling_when_memory_is_small_and_tile_size_0_refuses(monkeypatch, fast):
     h, w = 64, 300  # wide enough that its 30-frame history cannot fit beside a 64 px tile
     p = fast.replace(iterations=30, history_every=1)  # a 30-frame history
-    need_tile = planning._tiled_output_bytes(h, w, 3, 1) + estimate_fit_bytes(
-        p.replace(history_every=0), 64, 64, 3)
+    need_tile = planning._tiled_output_bytes(h, w, 3, 1) + estimate_fit_bytes(p.replace(history_every=0), 64, 64, 3)
     _small_memory(monkeypatch, need_tile / 0.9 + 1000)
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     job = prepare_denoise(img, params=p, channel_axis=-1)  # automatic
@@ -205,13 +218,16 @@ def test_no_tiles_when_the_image_fits(fast):
     assert prepare_denoise(img, params=fast, tile_size=128).tiles is None  # one tile: the image
 
 
-@pytest.mark.parametrize("kw, exc, msg", [
-    ({"tile_size": 8}, ValueError, "too small"),
-    ({"tile_size": -4}, ValueError, ">= 0"),
-    ({"tile_size": True}, TypeError, "tile_size"),
-    ({"tile_size": 48.0}, TypeError, "tile_size"),
-    ({"tile_size": 48, "tile_overlap": 48}, ValueError, "smaller than the tile side"),
-])
+@pytest.mark.parametrize(
+    "kw, exc, msg",
+    [
+        ({"tile_size": 8}, ValueError, "too small"),
+        ({"tile_size": -4}, ValueError, ">= 0"),
+        ({"tile_size": True}, TypeError, "tile_size"),
+        ({"tile_size": 48.0}, TypeError, "tile_size"),
+        ({"tile_size": 48, "tile_overlap": 48}, ValueError, "smaller than the tile side"),
+    ],
+)
 def test_bad_tile_arguments(fast, kw, exc, msg):
     with pytest.raises(exc, match=msg):
         prepare_denoise(np.zeros((100, 90)), params=fast, **kw)
@@ -224,12 +240,12 @@ def test_forced_tile_size_is_rounded_up_to_the_multiple(fast):
 
 # -- end to end -------------------------------------------------------------------------
 
+
 def test_forced_tiling_end_to_end(tiny_params):
     p = tiny_params.replace(iterations=20)
     img = (np.random.default_rng(0).random((150, 130)) * 4000).astype(np.uint16)
     steps = []
-    out, full = denoise(img, params=p, tile_size=64, seed=0, callback=steps.append,
-                        return_history=True)
+    out, full = denoise(img, params=p, tile_size=64, seed=0, callback=steps.append, return_history=True)
     assert out.shape == img.shape and out.dtype == np.uint16
     assert full.tiles == plan_tiles(150, 130, 64, 16) and len(full.tiles) == 9
     assert {s.tile for s in steps} == set(range(9)) and {s.n_tiles for s in steps} == {9}
@@ -286,8 +302,7 @@ def test_inpaint_tiles_keep_known_pixels_bit_exact(fast):
     mask[10:20, 10:30] = True  # only in the top-left tile
     mask[50:56, 40:60] = True  # in the overlap of all four tiles
     steps = []
-    out = inpaint(img, mask, params=fast, channel_axis=-1, tile_size=64, seed=0,
-                  callback=steps.append)
+    out = inpaint(img, mask, params=fast, channel_axis=-1, tile_size=64, seed=0, callback=steps.append)
     assert out.shape == img.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out[~mask], img[~mask])
     assert not np.array_equal(out[mask], img[mask])
@@ -296,8 +311,9 @@ def test_inpaint_tiles_keep_known_pixels_bit_exact(fast):
     mask2 = np.zeros((112, 112), bool)
     mask2[5:10, 5:10] = True
     steps = []
-    out2, full2 = inpaint(img, mask2, params=fast, channel_axis=-1, tile_size=64, seed=0,
-                          callback=steps.append, return_history=True)
+    out2, full2 = inpaint(
+        img, mask2, params=fast, channel_axis=-1, tile_size=64, seed=0, callback=steps.append, return_history=True
+    )
     assert {s.tile for s in steps} == {0} and full2.tile_iterations_run == [[20, 0, 0, 0]]
     np.testing.assert_array_equal(out2[~mask2], img[~mask2])
 

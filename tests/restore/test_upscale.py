@@ -77,19 +77,23 @@ def test_poisson_loss_is_refused_for_upscale():
         prepare(Downsample(2), np.ones((16, 16), np.float32), loss="poisson")
 
 
-@pytest.mark.parametrize(("dtype", "channel_axis", "shape", "out_shape"), [
-    (np.uint8, None, (16, 20), (32, 40)),
-    (np.float32, -1, (16, 12, 3), (32, 24, 3)),
-    (np.uint16, 0, (2, 16, 16), (2, 32, 32)),
-    (np.float16, None, (3, 16, 16), (3, 32, 32)),  # a stack of 3 grey planes
-])
+@pytest.mark.parametrize(
+    ("dtype", "channel_axis", "shape", "out_shape"),
+    [
+        (np.uint8, None, (16, 20), (32, 40)),
+        (np.float32, -1, (16, 12, 3), (32, 24, 3)),
+        (np.uint16, 0, (2, 16, 16), (2, 32, 32)),
+        (np.float16, None, (3, 16, 16), (3, 32, 32)),  # a stack of 3 grey planes
+    ],
+)
 def test_upscale_shapes_and_dtypes(one_torch_thread, tiny_params, dtype, channel_axis, shape, out_shape):
     rng = np.random.default_rng(0)
     img = rng.random(shape)
     img = (img * (np.iinfo(dtype).max if np.dtype(dtype).kind == "u" else 1)).astype(dtype)
     before = img.copy()
-    out, info = upscale(img, 2, params=tiny_params.replace(iterations=10), channel_axis=channel_axis, seed=0,
-                        return_history=True)
+    out, info = upscale(
+        img, 2, params=tiny_params.replace(iterations=10), channel_axis=channel_axis, seed=0, return_history=True
+    )
     np.testing.assert_array_equal(img, before)  # the input is never modified
     assert out.shape == out_shape
     assert out.dtype == (np.float32 if dtype == np.float16 else dtype)
@@ -145,9 +149,25 @@ def test_cli_upscale_writes_the_larger_image_and_history(tmp_path, capsys):
     hr = (255 * resize(lr / 255.0, (32, 40), order=3)).astype(np.uint8)
     iio.imwrite(tmp_path / "lr.png", lr)
     iio.imwrite(tmp_path / "hr.png", hr)
-    rc = main(["upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "sr.png"), "--factor", "2",
-               "--iterations", "10", "--history-every", "5", "--history", str(tmp_path / "h.tif"),
-               "--reference", str(tmp_path / "hr.png"), "-q"])
+    rc = main(
+        [
+            "upscale",
+            str(tmp_path / "lr.png"),
+            "-o",
+            str(tmp_path / "sr.png"),
+            "--factor",
+            "2",
+            "--iterations",
+            "10",
+            "--history-every",
+            "5",
+            "--history",
+            str(tmp_path / "h.tif"),
+            "--reference",
+            str(tmp_path / "hr.png"),
+            "-q",
+        ]
+    )
     assert rc == 0
     out = iio.imread(tmp_path / "sr.png")
     assert out.shape == (32, 40) and out.dtype == np.uint8

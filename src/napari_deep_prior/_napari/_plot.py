@@ -49,8 +49,7 @@ class LossPlot(QWidget):
         self._title = title
         self.update()
 
-    def add_point(self, iteration: int, loss: float, es_variance: float | None = None,
-                  stop: int | None = None) -> None:
+    def add_point(self, iteration: int, loss: float, es_variance: float | None = None, stop: int | None = None) -> None:
         """Append one Step's values (``stop`` is the current early-stopping candidate)."""
         if math.isfinite(loss):
             self._its.append(int(iteration))
@@ -93,9 +92,8 @@ class LossPlot(QWidget):
 
     def _path(self, rect: QRectF, its: list[int], ys: list[float]) -> QPainterPath:
         path = QPainterPath()
-        for k, (i, y) in enumerate(zip(its, ys)):
-            pt = QPointF(rect.left() + rect.width() * i / self._total,
-                         rect.bottom() - rect.height() * y)
+        for k, (i, y) in enumerate(zip(its, ys, strict=True)):
+            pt = QPointF(rect.left() + rect.width() * i / self._total, rect.bottom() - rect.height() * y)
             if k == 0:
                 path.moveTo(pt)
             else:
@@ -146,8 +144,7 @@ class LossPlot(QWidget):
                 msg = "loss and early-stopping statistic appear here during a run"
                 p.drawText(rect, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, msg)
                 return
-            for its, vals, color in ((self._its, self._loss, LOSS_COLOR),
-                                     (self._es_its, self._es, ES_COLOR)):
+            for its, vals, color in ((self._its, self._loss, LOSS_COLOR), (self._es_its, self._es, ES_COLOR)):
                 if len(vals) < 1:
                     continue
                 ys, _, _, _ = self._scaled(vals)

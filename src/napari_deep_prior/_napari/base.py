@@ -105,6 +105,7 @@ class LayerListFollower:
 
 # -- small Qt helpers ------------------------------------------------------------------------
 
+
 def expanding():
     """``QSizePolicy.Policy.Expanding``."""
     from qtpy.QtWidgets import QSizePolicy

@@ -100,13 +100,12 @@ class ImageSelection:
         off = list(self.offset)
         if self.stack_axes:
             idx = np.unravel_index(int(plane), self.stack_shape)
-            for a, i in zip(self.stack_axes, idx):
+            for a, i in zip(self.stack_axes, idx, strict=True):
                 off[a] += int(i)
         return tuple(off)
 
 
-def select_image(layer, channel_axis: int | None, *, plane_only: bool,
-                 world_point=None) -> ImageSelection:
+def select_image(layer, channel_axis: int | None, *, plane_only: bool, world_point=None) -> ImageSelection:
     """Read the array to process from an Image layer.
 
     Parameters
@@ -141,6 +140,7 @@ def select_image(layer, channel_axis: int | None, *, plane_only: bool,
 
 # --- masks ---------------------------------------------------------------------------------
 
+
 def _simple_transform(layer) -> bool:
     """True when the layer maps data to world with scale and translate only."""
     try:
@@ -149,8 +149,7 @@ def _simple_transform(layer) -> bool:
         aff = np.asarray(layer.affine.affine_matrix)
     except AttributeError:  # pragma: no cover - not a napari layer
         return True
-    return (np.allclose(rot, np.eye(rot.shape[0])) and np.allclose(shear, 0)
-            and np.allclose(aff, np.eye(aff.shape[0])))
+    return np.allclose(rot, np.eye(rot.shape[0])) and np.allclose(shear, 0) and np.allclose(aff, np.eye(aff.shape[0]))
 
 
 def _resample_labels(labels: np.ndarray, labels_layer, image_layer, grid_shape, grid_axes) -> np.ndarray:
@@ -185,8 +184,9 @@ def _same_grid(labels_layer, image_layer, grid_axes) -> bool:
     axes = list(grid_axes)[-n:]
     si = np.asarray(image_layer.scale, dtype=float)[axes]
     ti = np.asarray(image_layer.translate, dtype=float)[axes]
-    return (np.allclose(np.asarray(labels_layer.scale, dtype=float), si)
-            and np.allclose(np.asarray(labels_layer.translate, dtype=float), ti))
+    return np.allclose(np.asarray(labels_layer.scale, dtype=float), si) and np.allclose(
+        np.asarray(labels_layer.translate, dtype=float), ti
+    )
 
 
 def shapes_to_mask(shapes_layer, image_layer, grid_shape: tuple[int, ...]) -> np.ndarray:
@@ -215,17 +215,18 @@ def shapes_to_mask(shapes_layer, image_layer, grid_shape: tuple[int, ...]) -> np
     nd = shapes_layer.ndim > 2 and len(stack_shape) > 0
     mask = np.zeros(grid_shape if nd else hw, dtype=bool)
     groups: dict[tuple[int, ...], tuple[list, list]] = {}
-    for verts, kind in zip(shapes_layer.data, shapes_layer.shape_type):
+    for verts, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
         world = np.array([shapes_layer.data_to_world(v) for v in np.asarray(verts, dtype=float)])
         img = np.array([image_layer.world_to_data(w) for w in world])
         key: tuple[int, ...] = ()
         if nd:
             # the image coordinates of the stack axes (right-aligned before Y, X)
-            lead = img[:, :-2][:, -len(stack_shape):] if img.shape[1] > 2 else np.zeros((len(img), 0))
+            lead = img[:, :-2][:, -len(stack_shape) :] if img.shape[1] > 2 else np.zeros((len(img), 0))
             if lead.shape[1] < len(stack_shape):
                 lead = np.concatenate([np.zeros((len(img), len(stack_shape) - lead.shape[1])), lead], 1)
-            key = tuple(int(np.clip(np.round(np.median(lead[:, k])), 0, stack_shape[k] - 1))
-                        for k in range(len(stack_shape)))
+            key = tuple(
+                int(np.clip(np.round(np.median(lead[:, k])), 0, stack_shape[k] - 1)) for k in range(len(stack_shape))
+            )
         groups.setdefault(key, ([], []))
         groups[key][0].append(img[:, -2:])
         groups[key][1].append(kind)
@@ -255,9 +256,12 @@ def mask_from_layer(mask_layer, image_layer, selection: ImageSelection) -> np.nd
         mask = shapes_to_mask(mask_layer, image_layer, grid_shape)
     elif isinstance(mask_layer, Labels):
         mask = np.asarray(layer_array(mask_layer))
-        if (0 < mask.ndim <= len(grid_shape) and _simple_transform(mask_layer)
-                and _simple_transform(image_layer)
-                and not _same_grid(mask_layer, image_layer, grid_axes)):
+        if (
+            0 < mask.ndim <= len(grid_shape)
+            and _simple_transform(mask_layer)
+            and _simple_transform(image_layer)
+            and not _same_grid(mask_layer, image_layer, grid_axes)
+        ):
             # painted on a different grid: sample it at the image's pixel centres
             mask = _resample_labels(mask, mask_layer, image_layer, grid_shape, grid_axes)
     else:
@@ -268,7 +272,7 @@ def mask_from_layer(mask_layer, image_layer, selection: ImageSelection) -> np.nd
     # cut the selected plane out of a full-size mask
     if selection.plane_only and mask.ndim == len(grid_shape) and mask.shape == grid_shape:
         index = []
-        for k, a in enumerate(grid_axes):
+        for a in grid_axes:
             if a in selection.stack_axes:
                 i = selection.offset[a]
                 index.append(slice(i, i + 1))
@@ -279,6 +283,7 @@ def mask_from_layer(mask_layer, image_layer, selection: ImageSelection) -> np.nd
 
 
 # --- new layers ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LayerTemplate:
@@ -296,7 +301,7 @@ class LayerTemplate:
     display: dict
 
     @classmethod
-    def from_layer(cls, layer) -> "LayerTemplate":
+    def from_layer(cls, layer) -> LayerTemplate:
         return cls(
             scale=tuple(float(v) for v in layer.scale),
             translate=tuple(float(v) for v in layer.translate),
@@ -305,7 +310,7 @@ class LayerTemplate:
             display=display_kwargs(layer),
         )
 
-    def zoomed(self, factor: int) -> "LayerTemplate":
+    def zoomed(self, factor: int) -> LayerTemplate:
         """The template of a result whose last two (Y, X) axes have ``factor`` times the pixels.
 
         Its pixels are ``factor`` times smaller and the result covers the same area: pixel
@@ -331,8 +336,12 @@ class LayerTemplate:
         if offset is not None:
             for a in range(len(translate)):
                 translate[a] += offset[a] * self.scale[a]
-        return {"scale": self.scale, "translate": tuple(translate), "units": self.units,
-                "axis_labels": self.axis_labels}
+        return {
+            "scale": self.scale,
+            "translate": tuple(translate),
+            "units": self.units,
+            "axis_labels": self.axis_labels,
+        }
 
     def image_kwargs(self, offset: tuple[int, ...] | None = None) -> dict:
         """Keyword arguments of ``viewer.add_image`` for a result on the input's grid."""
@@ -385,9 +394,11 @@ def new_mask_kwargs(image_layer, channel_axis: int | None) -> tuple[tuple[int, .
 def layer_list_callbacks(viewer, owner) -> tuple:
     """The (emitter, callback) pairs by which a dock widget follows the layer list."""
     ev = viewer.layers.events
-    return ((ev.inserted, owner._on_layer_inserted),
-            (ev.removed, owner._on_layer_removed),
-            (ev.moved, owner._refresh_choices))
+    return (
+        (ev.inserted, owner._on_layer_inserted),
+        (ev.removed, owner._on_layer_removed),
+        (ev.moved, owner._refresh_choices),
+    )
 
 
 def disconnect_quietly(pairs) -> None:

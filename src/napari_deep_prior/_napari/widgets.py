@@ -17,8 +17,16 @@ from .restore import DIPWidget
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["RestoreWidget", "DenoiseWidget", "InpaintWidget", "ColorizeWidget", "make_restore_widget",
-           "make_denoise_widget", "make_inpaint_widget", "make_colorize_widget"]
+__all__ = [
+    "RestoreWidget",
+    "DenoiseWidget",
+    "InpaintWidget",
+    "ColorizeWidget",
+    "make_restore_widget",
+    "make_denoise_widget",
+    "make_inpaint_widget",
+    "make_colorize_widget",
+]
 
 
 class RestoreWidget(DIPWidget):
@@ -29,7 +37,7 @@ class RestoreWidget(DIPWidget):
     model for denoising).  Results: "<input> [DIP <task done>]" and "<input> [DIP history]".
     """
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(napari_viewer)
 
 
@@ -52,7 +60,7 @@ class DenoiseWidget(DIPWidget):
 
     fixed_task = "denoise"
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(napari_viewer)
 
 
@@ -67,7 +75,7 @@ class InpaintWidget(DIPWidget):
 
     fixed_task = "inpaint"
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(napari_viewer)
 
 
@@ -81,21 +89,21 @@ def _viewer_or_current(viewer):
     return viewer
 
 
-def make_restore_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> RestoreWidget:
+def make_restore_widget(napari_viewer: napari.viewer.Viewer | None = None) -> RestoreWidget:
     """The "DIP Restore" widget for ``napari_viewer`` (default: the current viewer)."""
     return RestoreWidget(_viewer_or_current(napari_viewer))
 
 
-def make_denoise_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> DenoiseWidget:
+def make_denoise_widget(napari_viewer: napari.viewer.Viewer | None = None) -> DenoiseWidget:
     """The "DIP Denoise" widget for ``napari_viewer`` (default: the current viewer)."""
     return DenoiseWidget(_viewer_or_current(napari_viewer))
 
 
-def make_inpaint_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> InpaintWidget:
+def make_inpaint_widget(napari_viewer: napari.viewer.Viewer | None = None) -> InpaintWidget:
     """The "DIP Inpaint" widget for ``napari_viewer`` (default: the current viewer)."""
     return InpaintWidget(_viewer_or_current(napari_viewer))
 
 
-def make_colorize_widget(napari_viewer: "napari.viewer.Viewer | None" = None) -> ColorizeWidget:
+def make_colorize_widget(napari_viewer: napari.viewer.Viewer | None = None) -> ColorizeWidget:
     """The "Colorize" widget for ``napari_viewer`` (default: the current viewer)."""
     return ColorizeWidget(_viewer_or_current(napari_viewer))

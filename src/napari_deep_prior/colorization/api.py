@@ -38,12 +38,12 @@ References
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..arrays import drive
-from .base import ColorizeOptions, ColorizeStep, Colorizer, has_hints, needs_hints_message
+from .base import ColorizeOptions, Colorizer, ColorizeStep, has_hints, needs_hints_message
 from .dip import DIPColorizer, DIPColorParams, dip_ab, dip_ab_steps
 from .inputs import lightness, split_image
 from .levin import LevinColorizer, levin_ab
@@ -113,9 +113,11 @@ def method_names(*, automatic: bool | None = None, hints: bool | None = None) ->
     >>> method_names(hints=True)
     ('siggraph17', 'levin', 'dip')
     """
-    return tuple(name for name, c in REGISTRY.items()
-                 if (automatic is None or c.automatic == automatic)
-                 and (hints is None or c.accepts_hints == hints))
+    return tuple(
+        name
+        for name, c in REGISTRY.items()
+        if (automatic is None or c.automatic == automatic) and (hints is None or c.accepts_hints == hints)
+    )
 
 
 def get_colorizer(method, allowed: tuple[str, ...] | None = None) -> Colorizer:
@@ -126,8 +128,9 @@ def get_colorizer(method, allowed: tuple[str, ...] | None = None) -> Colorizer:
     return REGISTRY[method]
 
 
-def colorize_auto(image, *, method: str = "eccv16", weights=None, device="auto",
-                  channel_axis: int | None = None) -> np.ndarray:
+def colorize_auto(
+    image, *, method: str = "eccv16", weights=None, device="auto", channel_axis: int | None = None
+) -> np.ndarray:
     """Colorize a grey (or re-colour an RGB) image automatically with a pretrained network.
 
     Parameters
@@ -151,10 +154,19 @@ def colorize_auto(image, *, method: str = "eccv16", weights=None, device="auto",
     return drive(colorizer.steps(image, None, options=options, channel_axis=channel_axis))
 
 
-def colorize_hints(image, hints, *, method: str = "siggraph17", hint_size: int = 5,
-                   weights=None, device="auto", seed: int | None = None,
-                   channel_axis: int | None = None, params: DIPColorParams | None = None,
-                   callback: Callable[[ColorizeStep], object] | None = None) -> np.ndarray:
+def colorize_hints(
+    image,
+    hints,
+    *,
+    method: str = "siggraph17",
+    hint_size: int = 5,
+    weights=None,
+    device="auto",
+    seed: int | None = None,
+    channel_axis: int | None = None,
+    params: DIPColorParams | None = None,
+    callback: Callable[[ColorizeStep], object] | None = None,
+) -> np.ndarray:
     """Colorize an image from colour hints.
 
     Parameters
@@ -189,10 +201,19 @@ def colorize_hints(image, hints, *, method: str = "siggraph17", hint_size: int =
     return drive(colorizer.steps(image, hints, options=options, channel_axis=channel_axis), callback)
 
 
-def colorize(image, *, method: str = "eccv16", hints=None, hint_size: int = 5, weights=None,
-             device="auto", seed: int | None = None, channel_axis: int | None = None,
-             params: DIPColorParams | None = None,
-             callback: Callable[[ColorizeStep], object] | None = None) -> np.ndarray:
+def colorize(
+    image,
+    *,
+    method: str = "eccv16",
+    hints=None,
+    hint_size: int = 5,
+    weights=None,
+    device="auto",
+    seed: int | None = None,
+    channel_axis: int | None = None,
+    params: DIPColorParams | None = None,
+    callback: Callable[[ColorizeStep], object] | None = None,
+) -> np.ndarray:
     """Colorize a grey image, automatically or from colour hints.
 
     The result keeps the image's own full-resolution lightness; only the chroma (Lab a, b)

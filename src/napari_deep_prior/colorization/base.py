@@ -12,8 +12,9 @@ has one) and returns the RGB image.  The registry of colorizers is in :mod:`.api
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generator
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -99,8 +100,10 @@ def needs_hints_message(name: str) -> str:
     """The error message of a hint-guided run of method ``name`` without hints."""
     from .api import method_names
 
-    return (f"method {name!r} needs at least one hint (row, col, colour); got none. Add hints, or "
-            f"use method={_or_list(method_names(automatic=True))} without hints for automatic colorization")
+    return (
+        f"method {name!r} needs at least one hint (row, col, colour); got none. Add hints, or "
+        f"use method={_or_list(method_names(automatic=True))} without hints for automatic colorization"
+    )
 
 
 class Colorizer:
@@ -166,14 +169,14 @@ class Colorizer:
 
         if given and not self.accepts_hints:
             raise ValueError(
-                f"{self.name} takes no hints; use method={_or_list(method_names(hints=True))} "
-                "to colorize from hints"
+                f"{self.name} takes no hints; use method={_or_list(method_names(hints=True))} to colorize from hints"
             )
         if not given and self.needs_hints:
             raise ValueError(needs_hints_message(self.name))
 
-    def steps(self, image, hints=None, *, options: ColorizeOptions | None = None,
-              channel_axis: int | None = None) -> Generator[ColorizeStep, None, np.ndarray]:
+    def steps(
+        self, image, hints=None, *, options: ColorizeOptions | None = None, channel_axis: int | None = None
+    ) -> Generator[ColorizeStep, None, np.ndarray]:
         """Colorize ``image``, as a generator: yields :class:`ColorizeStep`, returns the RGB image.
 
         Parameters

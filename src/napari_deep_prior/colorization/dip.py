@@ -17,8 +17,8 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Callable, Generator
 
 import numpy as np
 
@@ -104,15 +104,19 @@ class DIPColorParams:
             raise ValueError(f"DIPColorParams.refine must be >= 0, got {self.refine}")
         if self.max_pixels is not None and self.max_pixels < MIN_SIDE * MIN_SIDE:
             raise ValueError(
-                f"DIPColorParams.max_pixels must be None or >= {MIN_SIDE * MIN_SIDE}, "
-                f"got {self.max_pixels}"
+                f"DIPColorParams.max_pixels must be None or >= {MIN_SIDE * MIN_SIDE}, got {self.max_pixels}"
             )
 
 
-
-def dip_ab_steps(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
-                 params: DIPColorParams | None = None, seed: int | None = None,
-                 device="auto") -> Generator[ABStep, None, np.ndarray]:
+def dip_ab_steps(
+    L: np.ndarray,
+    ab_hint: np.ndarray,
+    mask: np.ndarray,
+    *,
+    params: DIPColorParams | None = None,
+    seed: int | None = None,
+    device="auto",
+) -> Generator[ABStep, None, np.ndarray]:
     """Fit the DIP colorizer to encoded hints, as a generator.
 
     Yields an :class:`~.base.ABStep` every ``params.yield_every`` iterations (its ``ab``: the
@@ -167,9 +171,15 @@ def dip_ab_steps(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
         Lw, abw, known = L, np.asarray(ab_hint, np.float64), m_full
 
     net_p = NetParams(
-        channels_down=(p.width,) * p.depth, channels_up=(p.width,) * p.depth,
-        channels_skip=(p.skip,) * p.depth, kernel_down=3, kernel_up=3, kernel_skip=1,
-        upsample="bilinear", need_1x1_up=True, input_kind="noise",
+        channels_down=(p.width,) * p.depth,
+        channels_up=(p.width,) * p.depth,
+        channels_skip=(p.skip,) * p.depth,
+        kernel_down=3,
+        kernel_up=3,
+        kernel_skip=1,
+        upsample="bilinear",
+        need_1x1_up=True,
+        input_kind="noise",
         input_depth=max(p.noise_channels, 1),
     )
     mult = required_multiple(net_p)
@@ -212,7 +222,7 @@ def dip_ab_steps(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
         return (out - 0.5) * 2.0  # sigmoid [0, 1] -> [-1, 1] (x 110 = ab)
 
     def to_image(pred) -> np.ndarray:
-        out = pred[0, :, top:top + hs, left:left + ws_] * AB_MAX
+        out = pred[0, :, top : top + hs, left : left + ws_] * AB_MAX
         ab = out.permute(1, 2, 0).float().cpu().numpy()
         if (hs, ws_) != (h, w):
             ab = resize(ab, (h, w))
@@ -230,9 +240,9 @@ def dip_ab_steps(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
                 padded = F.pad(pred, (1, 1, 1, 1), mode="replicate")
                 avg = 0.0
                 for j, (dr, dc) in enumerate(LEVIN_OFFSETS):
-                    avg = avg + smooth[j] * padded[:, :, 1 + dr:1 + dr + ph, 1 + dc:1 + dc + pw]
+                    avg = avg + smooth[j] * padded[:, :, 1 + dr : 1 + dr + ph, 1 + dc : 1 + dc + pw]
                 resid = (pred - avg)[:, :, crop[0], crop[1]]
-                loss = loss + p.smoothness * (resid ** 2).mean()
+                loss = loss + p.smoothness * (resid**2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -256,10 +266,16 @@ def dip_ab_steps(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
     return ab
 
 
-
-def dip_ab(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
-           params: DIPColorParams | None = None, seed: int | None = None, device="auto",
-           callback: Callable[[ABStep], object] | None = None) -> np.ndarray:
+def dip_ab(
+    L: np.ndarray,
+    ab_hint: np.ndarray,
+    mask: np.ndarray,
+    *,
+    params: DIPColorParams | None = None,
+    seed: int | None = None,
+    device="auto",
+    callback: Callable[[ABStep], object] | None = None,
+) -> np.ndarray:
     """Run :func:`dip_ab_steps` to the end; ``callback(step)`` is called on every step."""
     return drive(dip_ab_steps(L, ab_hint, mask, params=params, seed=seed, device=device), callback)
 
@@ -269,8 +285,7 @@ class DIPColorizer(Colorizer):
 
     name = "dip"
     title = "dip (Deep Image Prior; slow, no weights)"
-    description = ("dip: a Deep Image Prior network fitted to the hints; no weights, tens of "
-                   "seconds: press Run.")
+    description = "dip: a Deep Image Prior network fitted to the hints; no weights, tens of seconds: press Run."
     automatic = False
     accepts_hints = True
     iterative = True
@@ -278,5 +293,6 @@ class DIPColorizer(Colorizer):
 
     def ab_steps(self, L, hints, options):
         ab_hint, mask = encode_hints(L, hints, size=options.hint_size)
-        return (yield from dip_ab_steps(L, ab_hint, mask, params=options.params, seed=options.seed,
-                                        device=options.device))
+        return (
+            yield from dip_ab_steps(L, ab_hint, mask, params=options.params, seed=options.seed, device=options.device)
+        )

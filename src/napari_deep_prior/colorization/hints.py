@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 import os
 import re
-from typing import Iterable, NamedTuple, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +39,7 @@ __all__ = [
     "write_hints_csv",
 ]
 
-ColorLike = Union[str, Sequence[float], np.ndarray]
+ColorLike = str | Sequence[float] | np.ndarray
 #: A hint colour whose ab moves by more than this when pulled into gamut is noted (about a
 #: clearly visible colour difference; smaller shifts are common and harmless).
 GAMUT_WARN_AB = 12.0
@@ -53,7 +54,6 @@ class Hint(NamedTuple):
     row: float
     col: float
     color: ColorLike
-
 
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
@@ -96,21 +96,14 @@ def parse_color(color: ColorLike) -> np.ndarray:
         h = m.group(1)
         if len(h) == 3:
             h = "".join(ch * 2 for ch in h)
-        return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=np.float64) / 255.0
+        return np.array([int(h[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float64) / 255.0
     if isinstance(color, (bytes, dict)) or not hasattr(color, "__len__"):
-        raise TypeError(
-            f"colour must be a '#rrggbb' string or an RGB triple, got {type(color).__name__} "
-            f"{color!r}"
-        )
+        raise TypeError(f"colour must be a '#rrggbb' string or an RGB triple, got {type(color).__name__} {color!r}")
     arr = np.asarray(color)
     if arr.shape != (3,) or arr.dtype.kind not in "uifb":
-        raise TypeError(
-            f"colour must be a '#rrggbb' string or three numbers (R, G, B), got {color!r}"
-        )
+        raise TypeError(f"colour must be a '#rrggbb' string or three numbers (R, G, B), got {color!r}")
     # Integers 0-255 unless any value is a float (then all are read as floats 0-1).
-    is_int = arr.dtype.kind in "uib" or all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in color
-    )
+    is_int = arr.dtype.kind in "uib" or all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in color)
     if is_int:
         if arr.min() < 0 or arr.max() > 255:
             raise ValueError(f"integer colour {color!r} must have values in 0-255")
@@ -118,8 +111,7 @@ def parse_color(color: ColorLike) -> np.ndarray:
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)) or arr.min() < 0.0 or arr.max() > 1.0:
         raise ValueError(
-            f"float colour {color!r} must have values in [0, 1]; for 0-255 values give "
-            "integers, e.g. (255, 128, 0)"
+            f"float colour {color!r} must have values in [0, 1]; for 0-255 values give integers, e.g. (255, 128, 0)"
         )
     return arr
 
@@ -147,8 +139,7 @@ def normalize_hints(hints: Iterable, shape: tuple[int, int]) -> list[tuple[int, 
         raise ValueError("no hints were given; pass a list of (row, col, colour) hints")
     if isinstance(hints, (str, bytes)):
         raise TypeError(
-            "hints must be a list of (row, col, colour) tuples; to read a CSV file use "
-            "read_hints_csv(path)"
+            "hints must be a list of (row, col, colour) tuples; to read a CSV file use read_hints_csv(path)"
         )
     h, w = shape
     out = []
@@ -157,8 +148,7 @@ def normalize_hints(hints: Iterable, shape: tuple[int, int]) -> list[tuple[int, 
             row, col, colour = hint
         except (TypeError, ValueError):
             raise TypeError(
-                f"hint {i} is {hint!r}; each hint must be (row, col, colour), e.g. "
-                "(120, 64, '#ff8000')"
+                f"hint {i} is {hint!r}; each hint must be (row, col, colour), e.g. (120, 64, '#ff8000')"
             ) from None
         try:
             r, c = float(row), float(col)
@@ -185,9 +175,7 @@ def check_hint_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise TypeError(f"hint size must be an odd integer number of pixels, got {size!r}")
     if size < 1 or size % 2 == 0:
-        raise ValueError(
-            f"hint size must be a positive odd number of pixels (1, 3, 5, ...), got {size}"
-        )
+        raise ValueError(f"hint size must be a positive odd number of pixels (1, 3, 5, ...), got {size}")
     return int(size)
 
 
@@ -248,9 +236,9 @@ def encode_hints(L: np.ndarray, hints: Iterable, *, size: int = 5) -> tuple[np.n
     owner_all = np.concatenate(owner)
     clipped = gamut_clip(colours_ab[owner_all], L[idx_r_all, idx_c_all])
     start = 0
-    for (r0, r1, c0, c1) in boxes:  # in order, so later hints overwrite earlier ones
+    for r0, r1, c0, c1 in boxes:  # in order, so later hints overwrite earlier ones
         n = (r1 - r0) * (c1 - c0)
-        ab_hint[r0:r1, c0:c1] = clipped[start:start + n].reshape(r1 - r0, c1 - c0, 2)
+        ab_hint[r0:r1, c0:c1] = clipped[start : start + n].reshape(r1 - r0, c1 - c0, 2)
         mask[r0:r1, c0:c1] = 1.0
         start += n
     return ab_hint, mask
@@ -259,6 +247,7 @@ def encode_hints(L: np.ndarray, hints: Iterable, *, size: int = 5) -> tuple[np.n
 # --------------------------------------------------------------------------------------
 # Hints CSV files
 # --------------------------------------------------------------------------------------
+
 
 def read_hints_csv(path: str | os.PathLike) -> list[Hint]:
     """Read hints from a CSV file.
@@ -278,8 +267,9 @@ def read_hints_csv(path: str | os.PathLike) -> list[Hint]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.reader(fh) if r and any(x.strip() for x in r)]
     if not rows:
-        raise ValueError(f"hints file {os.fspath(path)!r} is empty; it needs a header "
-                         "'row,col,color' or 'row,col,r,g,b'")
+        raise ValueError(
+            f"hints file {os.fspath(path)!r} is empty; it needs a header 'row,col,color' or 'row,col,r,g,b'"
+        )
     header = [x.strip().lower() for x in rows[0]]
     hex_layout = header == ["row", "col", "color"] or header == ["row", "col", "colour"]
     rgb_layout = header == ["row", "col", "r", "g", "b"]

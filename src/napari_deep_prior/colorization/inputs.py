@@ -78,20 +78,16 @@ def split_image(image, channel_axis: int | None = None) -> tuple[np.ndarray, boo
         c = arr.shape[-1]
         if c not in (1, 3, 4):
             raise ValueError(
-                f"image has {c} channels (shape {image.shape}); colorize accepts 1 (grey), "
-                "3 (RGB) or 4 (RGBA) channels"
+                f"image has {c} channels (shape {image.shape}); colorize accepts 1 (grey), 3 (RGB) or 4 (RGBA) channels"
             )
         arr = arr[..., 0] if c == 1 else arr[..., :3]
     h, w = arr.shape[:2]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(
-            f"image is {h}x{w} pixels (shape {image.shape}); colorize needs at least "
-            f"{MIN_SIDE}x{MIN_SIDE}"
+            f"image is {h}x{w} pixels (shape {image.shape}); colorize needs at least {MIN_SIDE}x{MIN_SIDE}"
         )
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(
-            "image contains NaN or infinite values; replace them first (e.g. np.nan_to_num)"
-        )
+        raise ValueError("image contains NaN or infinite values; replace them first (e.g. np.nan_to_num)")
     return arr, arr.ndim == 3
 
 
@@ -128,8 +124,7 @@ def resize(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if arr.shape[:2] == tuple(shape):
         return arr.astype(np.float64, copy=True)
     shrink = shape[0] < arr.shape[0] or shape[1] < arr.shape[1]
-    return sk_resize(arr.astype(np.float64), shape, order=1, mode="edge",
-                     anti_aliasing=shrink, preserve_range=True)
+    return sk_resize(arr.astype(np.float64), shape, order=1, mode="edge", anti_aliasing=shrink, preserve_range=True)
 
 
 def working_shape(shape: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:

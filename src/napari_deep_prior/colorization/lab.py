@@ -28,15 +28,14 @@ __all__ = [
 AB_MAX = 110.0
 
 #: sRGB -> XYZ (D65) matrix and the D65 white point, as used by scikit-image.
-_XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
-                          [0.212671, 0.715160, 0.072169],
-                          [0.019334, 0.119193, 0.950227]])
+_XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
 _RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB)
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 #: Slack on linear RGB when deciding whether a colour is inside the gamut (rounding of the
 #: published matrices puts white at 1.00001).
 _GAMUT_TOL = 1e-4
-
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -131,7 +130,7 @@ def lab_to_linear_rgb(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
     fx = fy + ab[..., 0] / 500.0
     fz = fy - ab[..., 1] / 200.0
     f = np.stack(np.broadcast_arrays(fx, fy, fz), axis=-1)
-    xyz = np.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787) * _WHITE_D65
+    xyz = np.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / 7.787) * _WHITE_D65
     return xyz @ _RGB_FROM_XYZ.T
 
 
@@ -186,8 +185,7 @@ def gamut_clip(rgb_or_ab: np.ndarray, L: np.ndarray | float, *, iterations: int 
         ab = c
     else:
         raise ValueError(
-            f"gamut_clip needs an RGB colour (last axis 3) or an ab pair (last axis 2); "
-            f"got shape {c.shape}"
+            f"gamut_clip needs an RGB colour (last axis 3) or an ab pair (last axis 2); got shape {c.shape}"
         )
     L = np.clip(np.asarray(L, dtype=np.float64), 0.0, 100.0)
     shape = np.broadcast_shapes(L.shape, ab.shape[:-1])
@@ -211,7 +209,6 @@ def gamut_clip(rgb_or_ab: np.ndarray, L: np.ndarray | float, *, iterations: int 
         hi_t = np.where(good, hi_t, mid)
     lo[todo] = lo_t
     return ab * lo[..., None]
-
 
 
 def lab_image(L: np.ndarray, ab: np.ndarray, *, as_uint8: bool) -> np.ndarray:

@@ -75,7 +75,7 @@ def levin_weights(Y: np.ndarray) -> np.ndarray:
     Y = np.asarray(Y, dtype=np.float64)
     h, w = Y.shape
     pad = np.pad(Y, 1, constant_values=np.nan)
-    neigh = np.stack([pad[1 + dr:1 + dr + h, 1 + dc:1 + dc + w] for dr, dc in LEVIN_OFFSETS])
+    neigh = np.stack([pad[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] for dr, dc in LEVIN_OFFSETS])
     valid = ~np.isnan(neigh)
     window = np.concatenate([neigh, Y[None]], axis=0)
     with warnings.catch_warnings():
@@ -104,12 +104,10 @@ def levin_affinity(Y: np.ndarray) -> sp.csr_matrix:
     h, w = wts.shape[1:]
     idx = np.arange(h * w).reshape(h, w)
     pad_idx = np.pad(idx, 1, constant_values=-1)
-    cols = np.stack([pad_idx[1 + dr:1 + dr + h, 1 + dc:1 + dc + w] for dr, dc in LEVIN_OFFSETS])
+    cols = np.stack([pad_idx[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] for dr, dc in LEVIN_OFFSETS])
     rows = np.broadcast_to(idx[None], cols.shape)
     keep = (cols >= 0).ravel()
-    return sp.csr_matrix(
-        (wts.ravel()[keep], (rows.ravel()[keep], cols.ravel()[keep])), shape=(h * w, h * w)
-    )
+    return sp.csr_matrix((wts.ravel()[keep], (rows.ravel()[keep], cols.ravel()[keep])), shape=(h * w, h * w))
 
 
 def _nested_dissection(h: int, w: int) -> np.ndarray:
@@ -137,10 +135,10 @@ def _nested_dissection(h: int, w: int) -> np.ndarray:
             continue
         if bh >= bw:
             m = bh // 2
-            parts = (block[:m], block[m + 1:], block[m])
+            parts = (block[:m], block[m + 1 :], block[m])
         else:
             m = bw // 2
-            parts = (block[:, :m], block[:, m + 1:], block[:, m])
+            parts = (block[:, :m], block[:, m + 1 :], block[:, m])
         # push in reverse so that first half, second half, then separator are emitted
         stack.append((parts[2], True))
         stack.append((parts[1], False))
@@ -180,8 +178,7 @@ def levin_system(Y: np.ndarray, known: np.ndarray, *, screen: float = 0.0):
     lu = None
     if unk.size:
         # I - W is diagonally dominant: no pivoting needed, which keeps the ordering.
-        lu = spla.splu(A_uu, permc_spec="NATURAL", diag_pivot_thresh=0.0,
-                       options=dict(SymmetricMode=True))
+        lu = spla.splu(A_uu, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
 
     def solve(values: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64).ravel()
@@ -196,8 +193,9 @@ def levin_system(Y: np.ndarray, known: np.ndarray, *, screen: float = 0.0):
     return solve
 
 
-def levin(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
-          prior: np.ndarray | None = None, prior_weight: float = 0.0) -> np.ndarray:
+def levin(
+    L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *, prior: np.ndarray | None = None, prior_weight: float = 0.0
+) -> np.ndarray:
     """Propagate hint colours by the optimisation of Levin, Lischinski and Weiss (2004).
 
     Each chroma channel U minimises ``sum_r (U(r) - sum_s w_rs U(s))^2`` over the pixels
@@ -267,9 +265,15 @@ def levin(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
     return out
 
 
-def levin_ab(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
-             max_pixels: int | None = None, prior: np.ndarray | None = None,
-             prior_weight: float = 0.0) -> np.ndarray:
+def levin_ab(
+    L: np.ndarray,
+    ab_hint: np.ndarray,
+    mask: np.ndarray,
+    *,
+    max_pixels: int | None = None,
+    prior: np.ndarray | None = None,
+    prior_weight: float = 0.0,
+) -> np.ndarray:
     """Levin propagation of encoded hints, solved at most at ``max_pixels`` pixels.
 
     Larger images are solved on a reduced grid (hints carried over as area averages) and
@@ -293,8 +297,11 @@ def levin_ab(L: np.ndarray, ab_hint: np.ndarray, mask: np.ndarray, *,
     abs_ = np.where(known[..., None], abs_ / np.maximum(ms, 1e-6)[..., None], 0.0)
     if not known.any():  # hints smaller than a working pixel: keep the strongest ones
         known = ms >= ms.max() * 0.5
-        abs_ = np.where(known[..., None], resize(np.asarray(ab_hint, np.float64) * m[..., None], ws)
-                        / np.maximum(ms, 1e-6)[..., None], 0.0)
+        abs_ = np.where(
+            known[..., None],
+            resize(np.asarray(ab_hint, np.float64) * m[..., None], ws) / np.maximum(ms, 1e-6)[..., None],
+            0.0,
+        )
     prior_s = None if prior is None else resize(np.asarray(prior, np.float64), ws)
     ab = levin(Ls, abs_, known, prior=prior_s, prior_weight=prior_weight)
     return resize(ab, (h, w)).astype(np.float32)
@@ -305,8 +312,9 @@ class LevinColorizer(Colorizer):
 
     name = "levin"
     title = "levin (propagation; live, no weights)"
-    description = ("levin: hint colours spread to neighbours of similar brightness (Levin et al. "
-                   "2004); instant, no weights.")
+    description = (
+        "levin: hint colours spread to neighbours of similar brightness (Levin et al. 2004); instant, no weights."
+    )
     automatic = False
     accepts_hints = True
     live = True

@@ -55,8 +55,7 @@ def ab_grid() -> torch.Tensor:
     return torch.stack([a.reshape(-1), b.reshape(-1)], dim=1)
 
 
-def _block(widths: list[int], *, stride_last: int = 1, dilation: int = 1,
-           bn: bool = True) -> nn.Sequential:
+def _block(widths: list[int], *, stride_last: int = 1, dilation: int = 1, bn: bool = True) -> nn.Sequential:
     """conv-ReLU pairs along ``widths`` (in, out1, out2, ...), then BatchNorm.
 
     Indices: conv at 0, 2, 4, ...; ReLU at 1, 3, 5, ...; BatchNorm last.
@@ -66,8 +65,7 @@ def _block(widths: list[int], *, stride_last: int = 1, dilation: int = 1,
     for i in range(n):
         stride = stride_last if i == n - 1 else 1
         layers += [
-            nn.Conv2d(widths[i], widths[i + 1], 3, stride=stride, padding=dilation,
-                      dilation=dilation, bias=True),
+            nn.Conv2d(widths[i], widths[i + 1], 3, stride=stride, padding=dilation, dilation=dilation, bias=True),
             nn.ReLU(True),
         ]
     if bn:
@@ -116,8 +114,16 @@ class ECCVGenerator(nn.Module):
     def logits(self, L: torch.Tensor) -> torch.Tensor:
         """The 313-bin logits at 1/4 resolution, (N, 313, H/4, W/4)."""
         x = (L - L_CENT) / L_NORM
-        for block in (self.model1, self.model2, self.model3, self.model4, self.model5,
-                      self.model6, self.model7, self.model8):
+        for block in (
+            self.model1,
+            self.model2,
+            self.model3,
+            self.model4,
+            self.model5,
+            self.model6,
+            self.model7,
+            self.model8,
+        ):
             x = block(x)
         return x
 
@@ -182,7 +188,7 @@ class SIGGRAPHGenerator(nn.Module):
             nn.Conv2d(128, 128, 3, padding=1),
             nn.LeakyReLU(0.2),
         )
-        self.model_class = nn.Sequential(nn.Conv2d(256, AB_GRID_SIZE ** 2, 1))
+        self.model_class = nn.Sequential(nn.Conv2d(256, AB_GRID_SIZE**2, 1))
         self.model_out = nn.Sequential(nn.Conv2d(128, 2, 1), nn.Tanh())
 
     @staticmethod
@@ -211,15 +217,17 @@ class SIGGRAPHGenerator(nn.Module):
         c8 = self.model8(self.model8up(c7) + self.model3short8(c3))
         return c1, c2, c8
 
-    def forward(self, L: torch.Tensor, ab_hint: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, L: torch.Tensor, ab_hint: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         c1, c2, c8 = self._encode(L, ab_hint, mask)
         c9 = self.model9(self.model9up(c8) + self.model2short9(c2))
         c10 = self.model10(self.model10up(c9) + self.model1short10(c1))
         return self.model_out(c10) * AB_MAX
 
-    def class_distribution(self, L: torch.Tensor, ab_hint: torch.Tensor | None = None,
-                           mask: torch.Tensor | None = None) -> torch.Tensor:
+    def class_distribution(
+        self, L: torch.Tensor, ab_hint: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax of the ``model_class`` head: (N, 529, H/4, W/4) probabilities over
         the ab bins of :func:`ab_grid`."""
         _c1, _c2, c8 = self._encode(L, ab_hint, mask)

@@ -55,8 +55,15 @@ def get_net(name: str, weights, device):
     return net
 
 
-def network_ab(L: np.ndarray, model: str = "eccv16", *, ab_hint: np.ndarray | None = None,
-               mask: np.ndarray | None = None, weights=None, device="auto") -> np.ndarray:
+def network_ab(
+    L: np.ndarray,
+    model: str = "eccv16",
+    *,
+    ab_hint: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    weights=None,
+    device="auto",
+) -> np.ndarray:
     """ab predicted by a pretrained network for a lightness image, at the image's size.
 
     Parameters
@@ -96,8 +103,13 @@ def network_ab(L: np.ndarray, model: str = "eccv16", *, ab_hint: np.ndarray | No
             ab = net(tL, th, tm)
         else:
             ab = net(tL)
-        ab = F.interpolate(ab.float(), size=(h, w), mode="bilinear", align_corners=False,
-                           antialias=h < ab.shape[-2] or w < ab.shape[-1])
+        ab = F.interpolate(
+            ab.float(),
+            size=(h, w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=h < ab.shape[-2] or w < ab.shape[-1],
+        )
         return ab[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
@@ -129,8 +141,10 @@ class Siggraph17Colorizer(Colorizer):
 
     name = "siggraph17"
     title = "siggraph17 (network, Zhang 2017; live with its weights)"
-    description = ("siggraph17: automatic or from hints, the pretrained network of Zhang et al. 2017 "
-                   "(weights ~130 MB); live once its weights are present.")
+    description = (
+        "siggraph17: automatic or from hints, the pretrained network of Zhang et al. 2017 "
+        "(weights ~130 MB); live once its weights are present."
+    )
     automatic = True
     accepts_hints = True
     needs_weights = True
@@ -140,7 +154,6 @@ class Siggraph17Colorizer(Colorizer):
         ab_hint = mask = None
         if hints:
             ab_hint, mask = encode_net_hints(L, hints, size=options.hint_size)
-        ab = network_ab(L, self.name, ab_hint=ab_hint, mask=mask, weights=options.weights,
-                        device=options.device)
+        ab = network_ab(L, self.name, ab_hint=ab_hint, mask=mask, weights=options.weights, device=options.device)
         yield ABStep(1, 1)
         return ab

@@ -40,8 +40,9 @@ class Suggestions(NamedTuple):
     probability: np.ndarray
 
 
-def _weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, *, seed: int = 0,
-                     iterations: int = 30) -> tuple[np.ndarray, np.ndarray]:
+def _weighted_kmeans(
+    points: np.ndarray, weights: np.ndarray, k: int, *, seed: int = 0, iterations: int = 30
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted k-means (k-means++ start, deterministic for a seed)."""
     rng = np.random.default_rng(seed)
     w = weights / weights.sum()
@@ -68,9 +69,18 @@ def _weighted_kmeans(points: np.ndarray, weights: np.ndarray, k: int, *, seed: i
     return c, mass
 
 
-def suggest_colors(L: np.ndarray, row: float, col: float, *, weights=None, device="auto",
-                   k: int = 9, hints=None, hint_size: int = 5,
-                   min_probability: float = 1e-4) -> Suggestions:
+def suggest_colors(
+    L: np.ndarray,
+    row: float,
+    col: float,
+    *,
+    weights=None,
+    device="auto",
+    k: int = 9,
+    hints=None,
+    hint_size: int = 5,
+    min_probability: float = 1e-4,
+) -> Suggestions:
     """Colours the siggraph17 network finds likely at a pixel, clustered into swatches.
 
     The softmax of the network's ``model_class`` head gives a distribution over 529 ab
@@ -104,13 +114,11 @@ def suggest_colors(L: np.ndarray, row: float, col: float, *, weights=None, devic
 
     L = np.asarray(L, np.float64)
     if L.ndim != 2:
-        raise ValueError(
-            f"L must be a 2-D lightness image (H, W), got shape {L.shape}; use lightness(image)"
-        )
+        raise ValueError(f"L must be a 2-D lightness image (H, W), got shape {L.shape}; use lightness(image)")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     h, w = L.shape
-    (r, c, _), = normalize_hints([(row, col, (0, 0, 0))], (h, w))
+    ((r, c, _),) = normalize_hints([(row, col, (0, 0, 0))], (h, w))
     dev = resolve_device(device)
     net = pretrained.get_net(SUGGEST_NETWORK, weights, dev)
     L_net = resize(L, (pretrained.NET_SIZE, pretrained.NET_SIZE))

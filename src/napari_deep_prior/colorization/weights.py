@@ -25,9 +25,9 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import WeightsError
 
@@ -108,9 +108,7 @@ def weights_info(name: str | WeightsInfo) -> WeightsInfo:
     try:
         return WEIGHTS[name]
     except KeyError:
-        raise ValueError(
-            f"no published weights for {name!r}; choose one of: {', '.join(WEIGHTS)}"
-        ) from None
+        raise ValueError(f"no published weights for {name!r}; choose one of: {', '.join(WEIGHTS)}") from None
 
 
 def _hub_checkpoints() -> Path:
@@ -164,9 +162,7 @@ def find_weights(name: str | WeightsInfo, path: str | os.PathLike | None = None)
             cand = p / info.filename
             if cand.is_file():
                 return cand
-            raise WeightsError(
-                f"the folder {p} has no file {info.filename}.\n" + _how_to_fix(info, p)
-            )
+            raise WeightsError(f"the folder {p} has no file {info.filename}.\n" + _how_to_fix(info, p))
         if p.is_file():
             return p
         raise WeightsError(f"the weights file {p} does not exist.\n" + _how_to_fix(info))
@@ -177,8 +173,7 @@ def find_weights(name: str | WeightsInfo, path: str | os.PathLike | None = None)
     return None
 
 
-def verify_weights(path: str | os.PathLike, name: str | WeightsInfo, *,
-                   check_hash: bool = True) -> Path:
+def verify_weights(path: str | os.PathLike, name: str | WeightsInfo, *, check_hash: bool = True) -> Path:
     """Check a weight file's size and (optionally) the sha256 prefix in its name.
 
     Raises
@@ -192,8 +187,7 @@ def verify_weights(path: str | os.PathLike, name: str | WeightsInfo, *,
     if size != info.size:
         raise WeightsError(
             f"{p} has {size:,} bytes but {info.filename} has {info.size:,}: the file is "
-            f"incomplete or not the right one. Delete it and download it again.\n"
-            + _how_to_fix(info, p.parent)
+            f"incomplete or not the right one. Delete it and download it again.\n" + _how_to_fix(info, p.parent)
         )
     key = (str(p.resolve()), size, p.stat().st_mtime_ns, info.hash_prefix)
     if check_hash and key not in _VERIFIED:
@@ -220,8 +214,13 @@ def _sha256(path: Path) -> str:
 _urlopen = urllib.request.urlopen
 
 
-def download_weights(name: str | WeightsInfo, folder: str | os.PathLike | None = None, *,
-                     progress: ProgressCallback | None = None, timeout: float = 30.0) -> Path:
+def download_weights(
+    name: str | WeightsInfo,
+    folder: str | os.PathLike | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    timeout: float = 30.0,
+) -> Path:
     """Download a weight file into ``folder`` and verify it.
 
     The data go to a temporary file in the same folder, which is renamed only after the
@@ -252,8 +251,7 @@ def download_weights(name: str | WeightsInfo, folder: str | os.PathLike | None =
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(f"cannot create the folder {dest_dir} ({exc}).\n"
-                           + _how_to_fix(info, dest_dir)) from exc
+        raise WeightsError(f"cannot create the folder {dest_dir} ({exc}).\n" + _how_to_fix(info, dest_dir)) from exc
     dest = dest_dir / info.filename
     fd, tmp_name = tempfile.mkstemp(prefix=info.filename + ".", suffix=".part", dir=dest_dir)
     tmp = Path(tmp_name)
@@ -262,8 +260,11 @@ def download_weights(name: str | WeightsInfo, folder: str | os.PathLike | None =
         done = 0
         try:
             with os.fdopen(fd, "wb") as out, _urlopen(info.url, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or info.size) \
-                    if getattr(resp, "headers", None) is not None else info.size
+                total = (
+                    int(resp.headers.get("Content-Length") or info.size)
+                    if getattr(resp, "headers", None) is not None
+                    else info.size
+                )
                 if progress is not None:
                     progress(0, total)
                 while True:
@@ -299,9 +300,14 @@ def download_weights(name: str | WeightsInfo, folder: str | os.PathLike | None =
     return dest
 
 
-def get_weights(name: str | WeightsInfo, path: str | os.PathLike | None = None, *,
-                download: bool = True, progress: ProgressCallback | None = None,
-                check_hash: bool = True) -> Path:
+def get_weights(
+    name: str | WeightsInfo,
+    path: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: ProgressCallback | None = None,
+    check_hash: bool = True,
+) -> Path:
     """Path of a verified weight file: found (see :func:`find_weights`) or downloaded.
 
     Raises
@@ -314,9 +320,9 @@ def get_weights(name: str | WeightsInfo, path: str | os.PathLike | None = None, 
     found = find_weights(info, path)
     if found is None:
         if not download:
-            raise WeightsError(f"{info.filename} was not found in "
-                               f"{', '.join(str(f) for f in search_folders())}.\n"
-                               + _how_to_fix(info))
+            raise WeightsError(
+                f"{info.filename} was not found in {', '.join(str(f) for f in search_folders())}.\n" + _how_to_fix(info)
+            )
         found = download_weights(info, progress=progress)
         return found
     return verify_weights(found, info, check_hash=check_hash)
@@ -337,9 +343,14 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     return sd
 
 
-def load_colorizer(name: str, weights: str | os.PathLike | None = None, *,
-                   device="cpu", download: bool = True,
-                   progress: ProgressCallback | None = None):
+def load_colorizer(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    *,
+    device="cpu",
+    download: bool = True,
+    progress: ProgressCallback | None = None,
+):
     """A pretrained colorizer in eval mode on ``device``.
 
     Parameters

@@ -25,8 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..arrays import MIN_SIDE, check_dtype, check_seed, drive, new_seed, normalise, resolve_output_dtype, \
-    split_channels
+from ..arrays import MIN_SIDE, check_dtype, check_seed, drive, new_seed, normalise, resolve_output_dtype, split_channels
 from ..device import resolve_device
 from ..errors import ImageTooLargeError
 from .camera import CameraModel, normalise_counts
@@ -50,8 +49,7 @@ __all__ = [
 ]
 
 
-def _resolve_params(degradation: Degradation, preset: str | None, params: DIPParams | None,
-                    **overrides) -> DIPParams:
+def _resolve_params(degradation: Degradation, preset: str | None, params: DIPParams | None, **overrides) -> DIPParams:
     if params is not None and not isinstance(params, DIPParams):
         raise TypeError(f"params must be a DIPParams, got {type(params).__name__}")
     task = degradation.name
@@ -76,11 +74,25 @@ def _resolve_params(degradation: Degradation, preset: str | None, params: DIPPar
     return p.replace(**changes) if changes else p
 
 
-def prepare(degradation: Degradation, image, *, preset: str | None = None, params: DIPParams | None = None,
-            channel_axis: int | None = None, has_alpha: bool | None = None, device="auto",
-            seed: int | None = None, warm_start: bool = False, tile_size: int | None = None,
-            tile_overlap: int | None = None, output_dtype=None, camera_offset: float | None = None,
-            gain: float | None = None, read_noise: float | None = None, **overrides) -> DIPJob:
+def prepare(
+    degradation: Degradation,
+    image,
+    *,
+    preset: str | None = None,
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    device="auto",
+    seed: int | None = None,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+    camera_offset: float | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+    **overrides,
+) -> DIPJob:
     """Validate a restoration job without running it; every check happens here.
 
     Parameters
@@ -113,8 +125,9 @@ def prepare(degradation: Degradation, image, *, preset: str | None = None, param
     n_planes = int(np.prod(arr.shape[:-3], dtype=np.int64))
     degradation.bind(image.shape, arr.shape[:-1], n_planes)
     dev = resolve_device(device)
-    tiles, overlap, fit_params, notes = plan_tiles_for(p, degradation, h, w, c_fit, n_planes, dev,
-                                                       tile_size, tile_overlap)
+    tiles, overlap, fit_params, notes = plan_tiles_for(
+        p, degradation, h, w, c_fit, n_planes, dev, tile_size, tile_overlap
+    )
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
     else:
@@ -123,40 +136,106 @@ def prepare(degradation: Degradation, image, *, preset: str | None = None, param
     seed = check_seed(seed)
     if seed is None:
         seed = new_seed()
-    return DIPJob(degradation, planes, layout, p, dev, seed, warm_start=warm_start,
-                  tiles=tiles, tile_overlap=overlap, fit_params=fit_params, notes=notes)
+    return DIPJob(
+        degradation,
+        planes,
+        layout,
+        p,
+        dev,
+        seed,
+        warm_start=warm_start,
+        tiles=tiles,
+        tile_overlap=overlap,
+        fit_params=fit_params,
+        notes=notes,
+    )
 
 
-def prepare_denoise(image, *, preset: str | None = "denoise", params: DIPParams | None = None,
-                    channel_axis: int | None = None, has_alpha: bool | None = None,
-                    iterations: int | None = None, lr: float | None = None,
-                    early_stop: bool | None = None, loss: Literal["gaussian", "poisson"] | None = None,
-                    history_every: int | None = None, device="auto", seed: int | None = None,
-                    warm_start: bool = False, tile_size: int | None = None,
-                    tile_overlap: int | None = None, output_dtype=None,
-                    camera_offset: float | None = None, gain: float | None = None,
-                    read_noise: float | None = None) -> DIPJob:
+def prepare_denoise(
+    image,
+    *,
+    preset: str | None = "denoise",
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+    early_stop: bool | None = None,
+    loss: Literal["gaussian", "poisson"] | None = None,
+    history_every: int | None = None,
+    device="auto",
+    seed: int | None = None,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+    camera_offset: float | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+) -> DIPJob:
     """Validate a denoising job without running it (see :func:`denoise` for the parameters)."""
-    return prepare(Identity(), image, preset=preset, params=params, channel_axis=channel_axis,
-                    has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
-                    tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
-                    camera_offset=camera_offset, gain=gain, read_noise=read_noise,
-                    iterations=iterations, lr=lr, early_stop=early_stop, loss=loss,
-                    history_every=history_every)
+    return prepare(
+        Identity(),
+        image,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+        camera_offset=camera_offset,
+        gain=gain,
+        read_noise=read_noise,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        loss=loss,
+        history_every=history_every,
+    )
 
 
-def prepare_inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | None = None,
-                    channel_axis: int | None = None, has_alpha: bool | None = None,
-                    iterations: int | None = None, lr: float | None = None,
-                    early_stop: bool | None = None, history_every: int | None = None,
-                    device="auto", seed: int | None = None, warm_start: bool = False,
-                    tile_size: int | None = None, tile_overlap: int | None = None,
-                    output_dtype=None) -> DIPJob:
+def prepare_inpaint(
+    image,
+    mask,
+    *,
+    preset: str | None = "inpaint",
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+    early_stop: bool | None = None,
+    history_every: int | None = None,
+    device="auto",
+    seed: int | None = None,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+) -> DIPJob:
     """Validate an inpainting job without running it (see :func:`inpaint` for the parameters)."""
-    return prepare(Mask(mask), image, preset=preset, params=params, channel_axis=channel_axis,
-                    has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
-                    tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
-                    iterations=iterations, lr=lr, early_stop=early_stop, history_every=history_every)
+    return prepare(
+        Mask(mask),
+        image,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        history_every=history_every,
+    )
 
 
 def _run(job: DIPJob, callback: Callable | None, return_history: bool):
@@ -164,15 +243,30 @@ def _run(job: DIPJob, callback: Callable | None, return_history: bool):
     return (out.image, out) if return_history else out.image
 
 
-def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None = None,
-            channel_axis: int | None = None, has_alpha: bool | None = None,
-            iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
-            loss: Literal["gaussian", "poisson"] | None = None, history_every: int | None = None,
-            device="auto", seed: int | None = None, callback: Callable | None = None,
-            return_history: bool = False, warm_start: bool = False,
-            tile_size: int | None = None, tile_overlap: int | None = None, output_dtype=None,
-            camera_offset: float | None = None, gain: float | None = None,
-            read_noise: float | None = None):
+def denoise(
+    image,
+    *,
+    preset: str | None = "denoise",
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+    early_stop: bool | None = None,
+    loss: Literal["gaussian", "poisson"] | None = None,
+    history_every: int | None = None,
+    device="auto",
+    seed: int | None = None,
+    callback: Callable | None = None,
+    return_history: bool = False,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+    camera_offset: float | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+):
     """Denoise an image with Deep Image Prior.
 
     A randomly initialised encoder-decoder is fitted to the noisy image; its architecture
@@ -258,22 +352,51 @@ def denoise(image, *, preset: str | None = "denoise", params: DIPParams | None =
     >>> denoise(noisy, iterations=20, seed=0).shape
     (32, 32)
     """
-    job = prepare_denoise(image, preset=preset, params=params, channel_axis=channel_axis,
-                          has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
-                          loss=loss, history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
-                          output_dtype=output_dtype, camera_offset=camera_offset, gain=gain,
-                          read_noise=read_noise)
+    job = prepare_denoise(
+        image,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        loss=loss,
+        history_every=history_every,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+        camera_offset=camera_offset,
+        gain=gain,
+        read_noise=read_noise,
+    )
     return _run(job, callback, return_history)
 
 
-def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | None = None,
-            channel_axis: int | None = None, has_alpha: bool | None = None,
-            iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
-            history_every: int | None = None, device="auto", seed: int | None = None,
-            callback: Callable | None = None, return_history: bool = False,
-            warm_start: bool = False, tile_size: int | None = None,
-            tile_overlap: int | None = None, output_dtype=None):
+def inpaint(
+    image,
+    mask,
+    *,
+    preset: str | None = "inpaint",
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+    early_stop: bool | None = None,
+    history_every: int | None = None,
+    device="auto",
+    seed: int | None = None,
+    callback: Callable | None = None,
+    return_history: bool = False,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+):
     """Fill the masked pixels of an image with Deep Image Prior.
 
     The network is fitted to the known pixels only; its output in the holes is the fill.
@@ -315,35 +438,88 @@ def inpaint(image, mask, *, preset: str | None = "inpaint", params: DIPParams | 
     >>> inpaint(img, mask, iterations=20, seed=0).shape
     (32, 32)
     """
-    job = prepare_inpaint(image, mask, preset=preset, params=params, channel_axis=channel_axis,
-                          has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
-                          history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
-                          output_dtype=output_dtype)
+    job = prepare_inpaint(
+        image,
+        mask,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        history_every=history_every,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+    )
     return _run(job, callback, return_history)
 
 
-def prepare_upscale(image, factor: int = 4, *, preset: str | None = "upscale", params: DIPParams | None = None,
-                    channel_axis: int | None = None, has_alpha: bool | None = None,
-                    iterations: int | None = None, lr: float | None = None,
-                    early_stop: bool | None = None, history_every: int | None = None,
-                    device="auto", seed: int | None = None, warm_start: bool = False,
-                    tile_size: int | None = None, tile_overlap: int | None = None,
-                    output_dtype=None) -> DIPJob:
+def prepare_upscale(
+    image,
+    factor: int = 4,
+    *,
+    preset: str | None = "upscale",
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+    early_stop: bool | None = None,
+    history_every: int | None = None,
+    device="auto",
+    seed: int | None = None,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+) -> DIPJob:
     """Validate a super-resolution job without running it (see :func:`upscale` for the parameters)."""
-    return prepare(Downsample(factor), image, preset=preset, params=params, channel_axis=channel_axis,
-                   has_alpha=has_alpha, device=device, seed=seed, warm_start=warm_start,
-                   tile_size=tile_size, tile_overlap=tile_overlap, output_dtype=output_dtype,
-                   iterations=iterations, lr=lr, early_stop=early_stop, history_every=history_every)
+    return prepare(
+        Downsample(factor),
+        image,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        history_every=history_every,
+    )
 
 
-def upscale(image, factor: int = 4, *, preset: str | None = "upscale", params: DIPParams | None = None,
-            channel_axis: int | None = None, has_alpha: bool | None = None,
-            iterations: int | None = None, lr: float | None = None, early_stop: bool | None = None,
-            history_every: int | None = None, device="auto", seed: int | None = None,
-            callback: Callable | None = None, return_history: bool = False,
-            warm_start: bool = False, tile_size: int | None = None,
-            tile_overlap: int | None = None, output_dtype=None):
+def upscale(
+    image,
+    factor: int = 4,
+    *,
+    preset: str | None = "upscale",
+    params: DIPParams | None = None,
+    channel_axis: int | None = None,
+    has_alpha: bool | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+    early_stop: bool | None = None,
+    history_every: int | None = None,
+    device="auto",
+    seed: int | None = None,
+    callback: Callable | None = None,
+    return_history: bool = False,
+    warm_start: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    output_dtype=None,
+):
     """Increase the resolution of an image by ``factor`` with Deep Image Prior (super-resolution).
 
     The network's output, ``factor`` times larger, is fitted so that its anti-aliased
@@ -382,9 +558,22 @@ def upscale(image, factor: int = 4, *, preset: str | None = "upscale", params: D
     >>> upscale(img, 2, iterations=10, seed=0).shape
     (32, 32)
     """
-    job = prepare_upscale(image, factor, preset=preset, params=params, channel_axis=channel_axis,
-                          has_alpha=has_alpha, iterations=iterations, lr=lr, early_stop=early_stop,
-                          history_every=history_every, device=device, seed=seed,
-                          warm_start=warm_start, tile_size=tile_size, tile_overlap=tile_overlap,
-                          output_dtype=output_dtype)
+    job = prepare_upscale(
+        image,
+        factor,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        history_every=history_every,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+    )
     return _run(job, callback, return_history)

@@ -33,9 +33,10 @@ class CameraModel:
     read_noise: float = 0.0
 
     @classmethod
-    def from_args(cls, offset, gain, read_noise, poisson: bool) -> "CameraModel | None":
-        given = {k: v for k, v in (("camera_offset", offset), ("gain", gain), ("read_noise", read_noise))
-                 if v is not None}
+    def from_args(cls, offset, gain, read_noise, poisson: bool) -> CameraModel | None:
+        given = {
+            k: v for k, v in (("camera_offset", offset), ("gain", gain), ("read_noise", read_noise)) if v is not None
+        }
         if not given:
             return None
         if not poisson:
@@ -45,8 +46,7 @@ class CameraModel:
                 "as well, or leave them out"
             )
         for name, v in given.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not np.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         if "gain" in given and not given["gain"] > 0:
             raise ValueError(f"gain must be > 0 (camera units per photon), got {given['gain']}")
@@ -55,14 +55,15 @@ class CameraModel:
         return cls(float(offset or 0.0), float(1.0 if gain is None else gain), float(read_noise or 0.0))
 
 
-def normalise_counts(arr: np.ndarray, has_alpha: bool, shape, channel_axis,
-                     camera: CameraModel | None) -> tuple[np.ndarray, Layout]:
+def normalise_counts(
+    arr: np.ndarray, has_alpha: bool, shape, channel_axis, camera: CameraModel | None
+) -> tuple[np.ndarray, Layout]:
     """(..., H, W, C) camera values -> (photon counts scaled to [0, 1] planes, the Layout back)."""
     planes, alpha = planes_of(arr, has_alpha)
     check_finite(planes)
     dtype, ca, stack_shape = arr.dtype, channel_axis, arr.shape[:-3]
     cam = camera or CameraModel()
-    photons = (planes.astype(np.float64) - cam.offset) / cam.gain + cam.read_noise ** 2
+    photons = (planes.astype(np.float64) - cam.offset) / cam.gain + cam.read_noise**2
     low = float(photons.min())
     if low < 0:
         if camera is None:
@@ -76,7 +77,15 @@ def normalise_counts(arr: np.ndarray, has_alpha: bool, shape, channel_axis,
         np.maximum(photons, 0.0, out=photons)
     counts_scale = float(photons.max()) or 1.0
     # value = work * scale + lo inverts photons = (value - offset) / gain + read_noise**2
-    layout = Layout(np.dtype(dtype), tuple(shape), ca, tuple(stack_shape),
-                     cam.offset - cam.read_noise ** 2 * cam.gain, counts_scale * cam.gain, alpha,
-                     planes, counts_scale=counts_scale)
+    layout = Layout(
+        np.dtype(dtype),
+        tuple(shape),
+        ca,
+        tuple(stack_shape),
+        cam.offset - cam.read_noise**2 * cam.gain,
+        counts_scale * cam.gain,
+        alpha,
+        planes,
+        counts_scale=counts_scale,
+    )
     return (photons / counts_scale).astype(np.float32), layout

@@ -79,6 +79,7 @@ class Field:
 
 # -- forward operators (torch side) ----------------------------------------------------------
 
+
 class Operator:
     """The forward operator ``A`` of one fit (one plane or tile): the identity here.
 
@@ -159,6 +160,7 @@ class DownsampleOperator(Operator):
 
 
 # -- degradations (numpy side, one per task) ------------------------------------------------
+
 
 class Degradation:
     """How the measured image was made from the wanted one.
@@ -259,12 +261,24 @@ class Mask(Degradation):
     title = "DIP Inpaint"
     done = "inpainted"
     summary = "fill the masked pixels of an image"
-    presets = ("inpaint", "paper", "inpaint-text", "inpaint-large-hole", "inpaint-large-regions",
-               "restore-missing-pixels")
+    presets = (
+        "inpaint",
+        "paper",
+        "inpaint-text",
+        "inpaint-large-hole",
+        "inpaint-large-regions",
+        "restore-missing-pixels",
+    )
     paper_preset = "inpaint-text"
-    fields = (Field("mask", "mask", "mask",
-                    "nonzero pixels are filled (a Labels or Shapes layer; on the command line an "
-                    "image file of the image's size)"),)
+    fields = (
+        Field(
+            "mask",
+            "mask",
+            "mask",
+            "nonzero pixels are filled (a Labels or Shapes layer; on the command line an "
+            "image file of the image's size)",
+        ),
+    )
 
     def __init__(self, mask):
         self.mask = mask
@@ -298,7 +312,7 @@ class Mask(Degradation):
             kp = known[p]
             if kp.all():
                 continue
-            for (y0, y1, x0, x1) in tiles:
+            for y0, y1, x0, x1 in tiles:
                 if not kp[y0:y1, x0:x1].any():
                     where = f" of plane {p}" if known.shape[0] > 1 and known.strides[0] != 0 else ""
                     raise ValueError(
@@ -379,8 +393,9 @@ class Downsample(Degradation):
         from skimage.transform import resize
 
         h, w, c = plane.shape
-        return resize(plane, (h * self.factor, w * self.factor, c), order=3, mode="edge",
-                      anti_aliasing=False).astype(np.float32)
+        return resize(plane, (h * self.factor, w * self.factor, c), order=3, mode="edge", anti_aliasing=False).astype(
+            np.float32
+        )
 
     def describe(self) -> str:
         return f"{self.name} x{self.factor}"

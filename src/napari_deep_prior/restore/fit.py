@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from ..nets import SkipNet, make_input, padded_shape
-from .presets import DIPParams
 from .degradations import MaskOperator, Operator
+from .presets import DIPParams
 from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
 
 __all__ = [
@@ -238,9 +238,18 @@ class DIPFit:
         Network weights to start from (warm start from a neighbouring plane).
     """
 
-    def __init__(self, target: np.ndarray, *, known: np.ndarray | None = None,
-                 operator: Operator | None = None, params: DIPParams, device: torch.device,
-                 seed: int, counts_scale: float = 1.0, init_state: dict | None = None):
+    def __init__(
+        self,
+        target: np.ndarray,
+        *,
+        known: np.ndarray | None = None,
+        operator: Operator | None = None,
+        params: DIPParams,
+        device: torch.device,
+        seed: int,
+        counts_scale: float = 1.0,
+        init_state: dict | None = None,
+    ):
         if target.ndim != 3:
             raise ValueError(f"target must have shape (H, W, C), got {target.shape}")
         if operator is not None and known is not None:
@@ -350,7 +359,7 @@ class DIPFit:
             dev_offset = float((y_counts - torch.xlogy(y_counts, y_counts)).mean())
         elif noise_stop:
             self._noise_sigma = estimate_noise_sigma(self.target)
-            noise_level = p.es_noise_factor * self._noise_sigma ** 2
+            noise_level = p.es_noise_factor * self._noise_sigma**2
         loss_mean = None
 
         if len(self.history_its):
@@ -365,14 +374,17 @@ class DIPFit:
         for t in range(1, T + 1):
             zin = z
             if p.reg_noise_std > 0:
-                noise = (torch.randn(z.shape, generator=jit_gen, device=dev) if jit_gen is not None
-                         else torch.randn(z.shape, generator=cpu_gen).to(dev))
+                noise = (
+                    torch.randn(z.shape, generator=jit_gen, device=dev)
+                    if jit_gen is not None
+                    else torch.randn(z.shape, generator=cpu_gen).to(dev)
+                )
                 zin = z + p.reg_noise_std * noise
             if amp_dtype is None:
-                out = net(zin)[:, :, top:top + oh, left:left + ow]
+                out = net(zin)[:, :, top : top + oh, left : left + ow]
             else:
                 with torch.autocast(device_type=dev.type, dtype=amp_dtype):
-                    out = net(zin)[:, :, top:top + oh, left:left + ow]
+                    out = net(zin)[:, :, top : top + oh, left : left + ow]
                 out = out.float()
             pred = op(out)  # A(x): the prediction of the measurement
             if poisson:
@@ -413,8 +425,7 @@ class DIPFit:
                     if t >= es_from:
                         better = var < best_var
                         best_var = torch.where(better, var, best_var)
-                        self._best_iter = torch.where(better, torch.tensor(t, device=dev),
-                                                      self._best_iter)
+                        self._best_iter = torch.where(better, torch.tensor(t, device=dev), self._best_iter)
                         if self._best is None:
                             self._best = cand.clone()
                         else:
@@ -437,8 +448,12 @@ class DIPFit:
                     else:
                         fit_mse = float(((po - x) ** 2).mean())
                 fit_psnr = -10.0 * math.log10(max(fit_mse, 1e-12))
-                if (p.backtrack and last_fit_psnr is not None and ckpt is not None
-                        and fit_psnr < last_fit_psnr - p.backtrack_db):
+                if (
+                    p.backtrack
+                    and last_fit_psnr is not None
+                    and ckpt is not None
+                    and fit_psnr < last_fit_psnr - p.backtrack_db
+                ):
                     net.load_state_dict(ckpt[0])
                     opt.load_state_dict(ckpt[1])
                     if ckpt[2] is not None:
@@ -469,17 +484,25 @@ class DIPFit:
                     # the returned state: the next plane starts from the weights at this stop
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     self._warm_iter = t
-                elif p.early_stop and best_it is not None and t - best_it >= max(
-                        p.es_patience, p.es_patience_ratio * best_it):
+                elif (
+                    p.early_stop
+                    and best_it is not None
+                    and t - best_it >= max(p.es_patience, p.es_patience_ratio * best_it)
+                ):
                     stop = "variance minimum"
                 var_now = float(variances[t - 1]) if t >= p.es_window else None
                 preview = None
                 if p.preview_every and (t // p.yield_every) % max(1, p.preview_every // p.yield_every) == 0:
                     preview = self._to_hwc(self._cand)
                 yield Step(
-                    iteration=t, iterations=T, loss=float(losses[t - 1]),
-                    es_variance=var_now, es_best_iteration=best_it, preview=preview,
-                    elapsed=time.perf_counter() - t0, backtracked=backtracked,
+                    iteration=t,
+                    iterations=T,
+                    loss=float(losses[t - 1]),
+                    es_variance=var_now,
+                    es_best_iteration=best_it,
+                    preview=preview,
+                    elapsed=time.perf_counter() - t0,
+                    backtracked=backtracked,
                 )
                 backtracked = False
                 if stop is not None:
@@ -492,8 +515,7 @@ class DIPFit:
         if self._cand is None:
             raise RuntimeError("the fit has not taken a step yet: nothing to return")
         p = self.params
-        if (p.early_stop and self._best is not None and p.exp_weight is None
-                and self._stop_reason != "noise level"):
+        if p.early_stop and self._best is not None and p.exp_weight is None and self._stop_reason != "noise level":
             # the raw output at the variance minimum (ES-WMV)
             image, it = self._best, int(self._best_iter)
         else:
@@ -505,8 +527,7 @@ class DIPFit:
         history = None
         if self._frames is not None:
             n = self._n_frames
-            history = History(self._frames[:n].copy(), self.history_its[:n].copy(),
-                              self._frame_losses[:n].copy())
+            history = History(self._frames[:n].copy(), self.history_its[:n].copy(), self._frame_losses[:n].copy())
         losses = np.concatenate(self._losses) if self._losses else np.zeros(0)
         variances = np.concatenate(self._vars) if self._vars else np.zeros(0)
         state = None
@@ -515,9 +536,17 @@ class DIPFit:
         elif self._net is not None:
             state = {k: v.detach().to("cpu", copy=True) for k, v in self._net.state_dict().items()}
         return FitResult(
-            image=self._to_hwc(image), iteration=it, iterations_run=self._t,
-            stopped_early=self._stopped_early, losses=losses, es_variances=variances,
-            history=history, seed=self.seed, state_dict=state,
-            stop_reason=self._stop_reason, noise_sigma=self._noise_sigma,
-            deviance=self._deviance, expected_deviance=self._expected_deviance,
+            image=self._to_hwc(image),
+            iteration=it,
+            iterations_run=self._t,
+            stopped_early=self._stopped_early,
+            losses=losses,
+            es_variances=variances,
+            history=history,
+            seed=self.seed,
+            state_dict=state,
+            stop_reason=self._stop_reason,
+            noise_sigma=self._noise_sigma,
+            deviance=self._deviance,
+            expected_deviance=self._expected_deviance,
         )

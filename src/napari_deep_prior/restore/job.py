@@ -31,8 +31,8 @@ class DIPOutput:
     ----------
     image : ndarray
         The restored image: the input's shape (its planes scaled by the degradation's factor
-        when up-scaling), in the dtype of the dtype policy (float16 input gives float32; integer counts with the Poisson loss give
-        float32 rates; ``output_dtype`` overrides it).
+        when up-scaling), in the dtype of the dtype policy (float16 input gives float32;
+        integer counts with the Poisson loss give float32 rates; ``output_dtype`` overrides it).
     history : ndarray or None
         Shape (F, *image.shape): frame k is the estimate at ``history_iterations[k]``.
         Planes that stopped earlier repeat their last frame.
@@ -115,10 +115,21 @@ class DIPJob:
         Remarks passed on to :attr:`DIPOutput.notes`.
     """
 
-    def __init__(self, degradation: Degradation, planes: np.ndarray, layout: Layout,
-                 params: DIPParams, device, seed: int, warm_start: bool = False, *,
-                 tiles: list | None = None, tile_overlap: int | None = None,
-                 fit_params: DIPParams | None = None, notes: list[str] | None = None):
+    def __init__(
+        self,
+        degradation: Degradation,
+        planes: np.ndarray,
+        layout: Layout,
+        params: DIPParams,
+        device,
+        seed: int,
+        warm_start: bool = False,
+        *,
+        tiles: list | None = None,
+        tile_overlap: int | None = None,
+        fit_params: DIPParams | None = None,
+        notes: list[str] | None = None,
+    ):
         self.degradation = degradation
         self.planes = planes  # (P, h, w, C) the measured planes, normalised
         h, w, c = planes.shape[1:]
@@ -161,7 +172,7 @@ class DIPJob:
         """Tiles per plane (1 when planes are fitted whole)."""
         return 1 if self.tiles is None else len(self.tiles)
 
-    def steps(self) -> Generator["Step", None, DIPOutput]:  # noqa: F821
+    def steps(self) -> Generator[Step, None, DIPOutput]:  # noqa: F821
         """Fit every plane (and tile) in turn, yielding Step records.
 
         ``plane``/``n_planes`` and ``tile``/``n_tiles`` are set on every Step; a tiled
@@ -187,9 +198,15 @@ class DIPJob:
                 if self.tiles is not None:
                     state = yield from self._fit_tiles(i, counts_scale, state)
                     continue
-                fit = DIPFit(self.planes[i], operator=deg.operator(i), params=self.fit_params,
-                             device=self.device, seed=self.seed, counts_scale=counts_scale,
-                             init_state=state if self.warm_start else None)
+                fit = DIPFit(
+                    self.planes[i],
+                    operator=deg.operator(i),
+                    params=self.fit_params,
+                    device=self.device,
+                    seed=self.seed,
+                    counts_scale=counts_scale,
+                    init_state=state if self.warm_start else None,
+                )
                 self.fits.append(fit)
                 res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
                 self.results.append(res)
@@ -212,8 +229,14 @@ class DIPJob:
             self._hist_num = np.zeros((n_frames, self.n_planes, h, w, c), dtype=np.float32)
             self._hist_loss_sum = np.zeros((n_frames, self.n_planes))
             self._hist_loss_n = np.zeros((n_frames, self.n_planes), dtype=np.int64)
-        blender = TileBlender(h, w, c, [deg.output_box(b) for b in self.tiles], n_frames=n_frames,
-                              frames=None if not n_frames else self._hist_num[:, i])
+        blender = TileBlender(
+            h,
+            w,
+            c,
+            [deg.output_box(b) for b in self.tiles],
+            n_frames=n_frames,
+            frames=None if not n_frames else self._hist_num[:, i],
+        )
         self._blender, self._blend_plane = blender, i
         self.fits.append(None)
         last = None
@@ -223,13 +246,24 @@ class DIPJob:
             if deg.skip(i, box):
                 continue  # nothing to restore in this tile (no hole): it keeps its input values
             y0, y1, x0, x1 = box
-            fit = DIPFit(self.planes[i, y0:y1, x0:x1], operator=deg.operator(i, box), params=self.fit_params,
-                         device=self.device, seed=self.seed, counts_scale=counts_scale,
-                         init_state=state if self.warm_start else None)
+            fit = DIPFit(
+                self.planes[i, y0:y1, x0:x1],
+                operator=deg.operator(i, box),
+                params=self.fit_params,
+                device=self.device,
+                seed=self.seed,
+                counts_scale=counts_scale,
+                init_state=state if self.warm_start else None,
+            )
             self.fits[i], self._tile = fit, k
             res = yield from _relay(
-                fit, plane=i, n_planes=self.n_planes, tile=k, n_tiles=n_tiles,
-                preview=lambda prev, k=k: blender.image(initial, extra=(k, prev)))
+                fit,
+                plane=i,
+                n_planes=self.n_planes,
+                tile=k,
+                n_tiles=n_tiles,
+                preview=lambda prev, k=k: blender.image(initial, extra=(k, prev)),
+            )
             hist = res.history
             blender.add(k, res.image, None if hist is None else hist.frames)
             if hist is not None and len(hist.losses):
@@ -308,8 +342,7 @@ class DIPJob:
                 frames[:n, i] = fr
                 frames[n:, i] = fr[-1]
                 hl[:n, i] = r.history.losses
-            history = (denormalise_frames(frames, f, self.layout, keep) if f
-                       else denormalise(frames, self.layout, keep))
+            history = denormalise_frames(frames, f, self.layout, keep) if f else denormalise(frames, self.layout, keep)
         return DIPOutput(
             image=denormalise(out, self.layout, keep),
             history=history,
@@ -371,8 +404,7 @@ class DIPJob:
             with np.errstate(invalid="ignore"):
                 hl = np.where(loss_n[:f] > 0, loss_sum[:f] / np.maximum(loss_n[:f], 1), np.nan)
             if f:
-                history = denormalise_frames(self._tiled_frames(f, running, run_hist), f,
-                                              self.layout, keep)
+                history = denormalise_frames(self._tiled_frames(f, running, run_hist), f, self.layout, keep)
         return DIPOutput(
             image=denormalise(out, self.layout, keep),
             history=history,

@@ -131,8 +131,17 @@ def _tiled_output_bytes(h: int, w: int, c: int, n_planes: int) -> int:
     return 4 * h * w * (c + 1) + n_planes * h * w * c * (4 + 4 + 8 + 8)
 
 
-def plan_tiles_for(params: DIPParams, degradation: Degradation, h: int, w: int, c: int, n_planes: int,
-                   device, tile_size: int | None, tile_overlap: int | None):
+def plan_tiles_for(
+    params: DIPParams,
+    degradation: Degradation,
+    h: int,
+    w: int,
+    c: int,
+    n_planes: int,
+    device,
+    tile_size: int | None,
+    tile_overlap: int | None,
+):
     """Decide whether and how to tile a restoration; returns (tiles, overlap, fit_params, notes).
 
     Memory is planned for the result's planes (the input's scaled by the degradation's factor);
@@ -145,8 +154,15 @@ def plan_tiles_for(params: DIPParams, degradation: Degradation, h: int, w: int, 
     tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
     s = degradation.scale
     tiles, overlap, fit_params, notes = _plan_tiles(
-        params, h * s, w * s, c, n_planes, device,
-        None if tile_size is None else tile_size * s, None if tile_overlap is None else tile_overlap * s)
+        params,
+        h * s,
+        w * s,
+        c,
+        n_planes,
+        device,
+        None if tile_size is None else tile_size * s,
+        None if tile_overlap is None else tile_overlap * s,
+    )
     if tiles is None:
         return tiles, overlap, fit_params, notes
     tile = max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles)
@@ -157,8 +173,9 @@ def plan_tiles_for(params: DIPParams, degradation: Degradation, h: int, w: int, 
     return tiles, overlap, fit_params, notes
 
 
-def _plan_tiles(params: DIPParams, h: int, w: int, c: int, n_planes: int, device,
-                tile_size: int | None, tile_overlap: int | None):
+def _plan_tiles(
+    params: DIPParams, h: int, w: int, c: int, n_planes: int, device, tile_size: int | None, tile_overlap: int | None
+):
     """Decide whether and how to tile; returns (tiles, overlap, fit_params, notes).
 
     Raises ImageTooLargeError when neither the whole plane nor tiles fit in memory.
@@ -214,8 +231,7 @@ def _plan_tiles(params: DIPParams, h: int, w: int, c: int, n_planes: int, device
         fit_params = params
         if budget is not None:
             th, tw = min(tile, h), min(tile, w)
-            keep_hist = (n_frames > 0
-                         and out_bytes + hist_bytes + estimate_fit_bytes(params, th, tw, c) <= budget)
+            keep_hist = n_frames > 0 and out_bytes + hist_bytes + estimate_fit_bytes(params, th, tw, c) <= budget
             fit_params = params if keep_hist else no_hist
             tile_need = estimate_fit_bytes(fit_params, th, tw, c) + out_bytes
             if tile_need > budget:
@@ -248,6 +264,7 @@ def _shrink_tile(tile: int, h: int, w: int, min_tile: int, mult: int, overlap: i
     overlaps (a 4096 px square with memory for 2048 px tiles needs 3 x 3 tiles either way:
     2048 px tiles overlap by 1024 px, 1504 px tiles by 188 px, with 54 % of the pixels).
     """
+
     def counts(t):
         ov = default_overlap(t) if overlap is None else overlap
         if ov >= t:

@@ -30,6 +30,7 @@ __all__ = [
     "preset_names",
 ]
 
+
 @dataclass(frozen=True)
 class DIPParams:
     """One Deep Image Prior fit.
@@ -149,9 +150,7 @@ class DIPParams:
         if self.amp not in ("off", "bf16", "auto"):
             raise ValueError(f"amp must be 'off', 'bf16' or 'auto', got {self.amp!r}")
         if self.history_spacing not in ("linear", "log"):
-            raise ValueError(
-                f"history_spacing must be 'linear' or 'log', got {self.history_spacing!r}"
-            )
+            raise ValueError(f"history_spacing must be 'linear' or 'log', got {self.history_spacing!r}")
 
     def replace(self, **changes) -> DIPParams:
         """A copy with some fields changed (``net`` fields may be given by name too)."""
@@ -180,8 +179,16 @@ PRESETS: dict[str, DIPParams] = {
     # snail: real JPEG noise.
     "denoise-photo": DIPParams(
         net=NetParams(
-            (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), (0, 0, 0, 4, 4),
-            3, 3, 1, "bilinear", True, "noise", 3,
+            (8, 16, 32, 64, 128),
+            (8, 16, 32, 64, 128),
+            (0, 0, 0, 4, 4),
+            3,
+            3,
+            1,
+            "bilinear",
+            True,
+            "noise",
+            3,
         ),
         iterations=2400,
         lr=0.01,
@@ -210,8 +217,16 @@ PRESETS: dict[str, DIPParams] = {
     # library: large regions, 6 levels, 5x5 down kernels, no 1x1 up convs.
     "inpaint-large-regions": DIPParams(
         net=NetParams(
-            (16, 32, 64, 128, 128, 128), (16, 32, 64, 128, 128, 128), (0,) * 6,
-            5, 3, 1, "nearest", False, "noise", 1,
+            (16, 32, 64, 128, 128, 128),
+            (16, 32, 64, 128, 128, 128),
+            (0,) * 6,
+            5,
+            3,
+            1,
+            "nearest",
+            False,
+            "noise",
+            1,
         ),
         iterations=3001,
         lr=0.01,
@@ -278,8 +293,7 @@ PRESETS["denoise"] = DIPParams(
 #: The default denoise preset of each noise model (``loss``): the API, the command line and the
 #: widget switch between them when only the noise model is chosen.
 DENOISE_DEFAULTS: dict[str, str] = {"gaussian": "denoise", "poisson": "denoise-poisson"}
-PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(loss="poisson", upsample="bilinear",
-                                                        es_start=100)
+PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(loss="poisson", upsample="bilinear", es_start=100)
 PRESETS["inpaint"] = DIPParams(
     net=NetParams((64,) * 5, (64,) * 5, (16,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
@@ -308,10 +322,11 @@ PRESETS["upscale"] = DIPParams(
 )
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
-    "denoise": ("Fast default: tapered 16/32-wide skip net, output averaging, stops at the "
-                "estimated noise level."),
-    "denoise-poisson": ("Photon counts (Poisson noise): tapered net with bilinear up-sampling, "
-                        "Poisson likelihood, stops where the deviance from the counts reaches the noise's."),
+    "denoise": ("Fast default: tapered 16/32-wide skip net, output averaging, stops at the estimated noise level."),
+    "denoise-poisson": (
+        "Photon counts (Poisson noise): tapered net with bilinear up-sampling, "
+        "Poisson likelihood, stops where the deviance from the counts reaches the noise's."
+    ),
     "inpaint": "Fast default: 64-wide skip net with skips, automatic early stop.",
     "paper": "The paper's settings for this task, fixed iterations, no early stop.",
     "denoise-paper": "Reference F16 recipe: 128-wide net, 1800 steps, output averaging.",
@@ -323,6 +338,7 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "upscale": "Fast default: tapered 16/32-wide net, output averaging, 2000 steps (no early stop).",
     "upscale-paper": "Reference x4 super-resolution recipe: 128-wide net, 2000 steps, Lanczos down-sampler.",
 }
+
 
 def preset_names(task: str) -> tuple[str, ...]:
     """Names of the presets offered for a task, the default first (from its degradation)."""
@@ -352,6 +368,4 @@ def get_preset(name: str, task: str | None = None) -> DIPParams:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown preset {name!r}; choose one of: paper, " + ", ".join(sorted(PRESETS))
-        ) from None
+        raise ValueError(f"unknown preset {name!r}; choose one of: paper, " + ", ".join(sorted(PRESETS))) from None

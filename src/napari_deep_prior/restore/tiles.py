@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
 __all__ = [
     "MIN_TILE",
     "TileBlender",
@@ -86,9 +85,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Box]:
     if tile < MIN_TILE:
         raise ValueError(f"tile side must be at least {MIN_TILE} pixels, got {tile}")
     if not 0 <= overlap < tile:
-        raise ValueError(
-            f"tile overlap must be >= 0 and smaller than the tile side ({tile}), got {overlap}"
-        )
+        raise ValueError(f"tile overlap must be >= 0 and smaller than the tile side ({tile}), got {overlap}")
     ys = _axis_starts(height, tile, overlap)
     xs = _axis_starts(width, tile, overlap)
     th, tw = min(tile, height), min(tile, width)
@@ -119,7 +116,7 @@ def _axis_window(length: int, before: int, after: int, edge_before: bool, edge_a
     if before:
         w[:before] *= _ramp(before)
     if after:
-        w[length - after:] *= _ramp(after)[::-1]
+        w[length - after :] *= _ramp(after)[::-1]
     return w
 
 
@@ -186,8 +183,15 @@ class TileBlender:
     the frames buffer when a history is kept.  No tile estimate is kept.
     """
 
-    def __init__(self, height: int, width: int, channels: int, boxes: Sequence[Box],
-                 n_frames: int = 0, frames: np.ndarray | None = None):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        channels: int,
+        boxes: Sequence[Box],
+        n_frames: int = 0,
+        frames: np.ndarray | None = None,
+    ):
         self.shape = (int(height), int(width), int(channels))
         self.boxes = [tuple(int(v) for v in b) for b in boxes]
         if not self.boxes:
@@ -214,11 +218,11 @@ class TileBlender:
         h, w, _ = self.shape
         top, bottom, e_top, e_bottom = self._sides(self._ys, (y0, y1), h)
         left, right, e_left, e_right = self._sides(self._xs, (x0, x1), w)
-        return blend_window(y1 - y0, x1 - x0, (top, bottom, left, right),
-                            (e_top, e_bottom, e_left, e_right))
+        return blend_window(y1 - y0, x1 - x0, (top, bottom, left, right), (e_top, e_bottom, e_left, e_right))
 
-    def add(self, index: int, estimate: np.ndarray, frames: np.ndarray | None = None,
-            window: np.ndarray | None = None) -> None:
+    def add(
+        self, index: int, estimate: np.ndarray, frames: np.ndarray | None = None, window: np.ndarray | None = None
+    ) -> None:
         """Blend in the finished estimate (H_t, W_t, C) of tile ``index``.
 
         ``frames`` (n, H_t, W_t, C): the tile's history; frames after the ``n``-th repeat
@@ -246,8 +250,7 @@ class TileBlender:
             out[~covered] = fallback[~covered]
         return out
 
-    def image(self, fallback: np.ndarray | None = None,
-              extra: tuple[int, np.ndarray] | None = None) -> np.ndarray:
+    def image(self, fallback: np.ndarray | None = None, extra: tuple[int, np.ndarray] | None = None) -> np.ndarray:
         """The blended plane (H, W, C) float32; the buffers are not changed.
 
         Parameters
@@ -269,8 +272,9 @@ class TileBlender:
             out[y0:y1, x0:x1] = num / ws[..., None]
         return out
 
-    def frame_images(self, fallback: np.ndarray | None = None,
-                     extra: tuple[int, np.ndarray, np.ndarray | None] | None = None):
+    def frame_images(
+        self, fallback: np.ndarray | None = None, extra: tuple[int, np.ndarray, np.ndarray | None] | None = None
+    ):
         """Yield the blended history frames (H, W, C) one by one (buffers unchanged).
 
         ``extra = (index, estimate, frames)`` also blends in an unfinished tile.

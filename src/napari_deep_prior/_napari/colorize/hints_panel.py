@@ -21,8 +21,16 @@ from .. import layers as L
 if TYPE_CHECKING:  # pragma: no cover
     from .widget import ColorizeWidget
 
-__all__ = ["DEFAULT_HINT_COLOR", "HINTS_TAG", "N_SUGGESTIONS", "ROLE_HINTS", "HintsPanel", "hex_of",
-           "hints_from_points", "points_coords"]
+__all__ = [
+    "DEFAULT_HINT_COLOR",
+    "HINTS_TAG",
+    "N_SUGGESTIONS",
+    "ROLE_HINTS",
+    "HintsPanel",
+    "hex_of",
+    "hints_from_points",
+    "points_coords",
+]
 
 ROLE_HINTS = "color hints"
 HINTS_TAG = "[color hints]"
@@ -42,8 +50,10 @@ def hex_of(rgb) -> str:
 
 def grid_of(layer) -> tuple:
     """A layer's (scale, translate), rounded: equal grids compare equal."""
-    return (tuple(np.round(np.asarray(layer.scale, float), 12)),
-            tuple(np.round(np.asarray(layer.translate, float), 12)))
+    return (
+        tuple(np.round(np.asarray(layer.scale, float), 12)),
+        tuple(np.round(np.asarray(layer.translate, float), 12)),
+    )
 
 
 def hints_from_points(points, image) -> list[tuple[float, float, np.ndarray]]:
@@ -57,10 +67,14 @@ def hints_from_points(points, image) -> list[tuple[float, float, np.ndarray]]:
     if len(data) == 0:
         return []
     colours = np.clip(np.asarray(points.face_color, dtype=np.float64)[:, :3], 0.0, 1.0)
-    same = (grid_of(points) == grid_of(image) and points.ndim == image.ndim
-            and L._simple_transform(points) and L._simple_transform(image))
+    same = (
+        grid_of(points) == grid_of(image)
+        and points.ndim == image.ndim
+        and L._simple_transform(points)
+        and L._simple_transform(image)
+    )
     out = []
-    for pt, rgb in zip(data, colours):
+    for pt, rgb in zip(data, colours, strict=True):
         if same:
             rc = pt[-2:]
         else:
@@ -78,7 +92,7 @@ def points_coords(points, image, rows_cols: np.ndarray) -> np.ndarray:
         idx = np.zeros(image.ndim)
         idx[-2:] = rc
         pt = np.asarray(points.world_to_data(image.data_to_world(idx)), dtype=float)
-        out.append(pt[-points.ndim:])
+        out.append(pt[-points.ndim :])
     return np.asarray(out)
 
 
@@ -92,40 +106,59 @@ class HintsPanel:
         ``suggestions_ready`` signal and the live-update schedule.
     """
 
-    def __init__(self, owner: "ColorizeWidget"):
+    def __init__(self, owner: ColorizeWidget):
         self._owner = owner
         self._connected = None
         self._suggest_worker = None
         self._suggest_index: int | None = None
         self.suggestions = None
         self.layer = ComboBox(
-            name="hints_layer", label="hints layer", choices=self._points_choices,
+            name="hints_layer",
+            label="hints layer",
+            choices=self._points_choices,
             tooltip="The Points layer holding the hints: each point's face colour is its hint.",
         )
         self.add_button = PushButton(
-            name="add_hints_button", text="Add hints layer",
+            name="add_hints_button",
+            text="Add hints layer",
             tooltip="Add a Points layer on the image's grid, in add mode: click where a colour "
-                    "belongs; choose the colour of new points with the layer's face colour.",
+            "belongs; choose the colour of new points with the layer's face colour.",
         )
         self.suggest_button = PushButton(
-            name="suggest_button", text="Suggest colours",
+            name="suggest_button",
+            text="Suggest colours",
             tooltip="Colours the siggraph17 network finds likely at the selected point.",
         )
-        self.row = Container(name="hint_row", widgets=[self.add_button, self.suggest_button],
-                             layout="horizontal", labels=False, label=" ")
+        self.row = Container(
+            name="hint_row",
+            widgets=[self.add_button, self.suggest_button],
+            layout="horizontal",
+            labels=False,
+            label=" ",
+        )
         self.swatches = Container(name="swatches", widgets=[], layout="horizontal", labels=False, label=" ")
         self.size = SpinBox(
-            name="hint_size", label="hint size", min=1, max=15, step=2, value=5,
+            name="hint_size",
+            label="hint size",
+            min=1,
+            max=15,
+            step=2,
+            value=5,
             tooltip="Side of each hint's square patch, odd. siggraph17: pixels of the 256 x 256 "
-                    "grid the network sees; levin and dip: image pixels.",
+            "grid the network sees; levin and dip: image pixels.",
         )
-        self.save_button = PushButton(name="save_hints_button", text="Save hints...",
-                                      tooltip="Write the hints (row, col, #rrggbb) to a CSV file.")
-        self.load_button = PushButton(name="load_hints_button", text="Load hints...",
-                                      tooltip="Read hints from a CSV file (row,col,color or row,col,r,g,b) "
-                                              "into the hints layer, replacing its points.")
-        self.csv_row = Container(name="csv_row", widgets=[self.save_button, self.load_button],
-                                 layout="horizontal", labels=False, label=" ")
+        self.save_button = PushButton(
+            name="save_hints_button", text="Save hints...", tooltip="Write the hints (row, col, #rrggbb) to a CSV file."
+        )
+        self.load_button = PushButton(
+            name="load_hints_button",
+            text="Load hints...",
+            tooltip="Read hints from a CSV file (row,col,color or row,col,r,g,b) "
+            "into the hints layer, replacing its points.",
+        )
+        self.csv_row = Container(
+            name="csv_row", widgets=[self.save_button, self.load_button], layout="horizontal", labels=False, label=" "
+        )
         for row in (self.row, self.swatches, self.csv_row):
             row.margins = (0, 0, 0, 0)
         self.add_button.changed.connect(lambda *_: self.add_layer())
@@ -187,9 +220,15 @@ class HintsPanel:
         kw = L.LayerTemplate.from_layer(image).grid_kwargs()
         size = max(3, int(round(min(h, w) / 25)))
         points = owner._viewer.add_points(
-            np.empty((0, 2)), ndim=2, name=f"{image.name} {HINTS_TAG}", size=size,
-            face_color=DEFAULT_HINT_COLOR, border_color="white", border_width=0.15,
-            metadata={base.ROLE_KEY: ROLE_HINTS, "source_layer": image.name}, **kw,
+            np.empty((0, 2)),
+            ndim=2,
+            name=f"{image.name} {HINTS_TAG}",
+            size=size,
+            face_color=DEFAULT_HINT_COLOR,
+            border_color="white",
+            border_width=0.15,
+            metadata={base.ROLE_KEY: ROLE_HINTS, "source_layer": image.name},
+            **kw,
         )
         points.current_face_color = DEFAULT_HINT_COLOR
         points.mode = "add"
@@ -197,8 +236,10 @@ class HintsPanel:
         self.layer.value = points
         if owner.mode.value != "hints":
             owner.mode.value = "hints"
-        show_info(f"Colorize: click in {points.name!r} where a colour belongs; set the colour "
-                  "of new (or selected) points with the layer's face colour.")
+        show_info(
+            f"Colorize: click in {points.name!r} where a colour belongs; set the colour "
+            "of new (or selected) points with the layer's face colour."
+        )
         return points
 
     # -- CSV -----------------------------------------------------------------------------------
@@ -211,8 +252,12 @@ class HintsPanel:
             show_warning("Colorize: there are no hints to save; add points to the hints layer.")
             return None
         if path is None:
-            path = base.ask_save_file(self._owner.native, "Save colour hints",
-                                      f"{self._owner.image.value.name} hints.csv", "CSV files (*.csv)")
+            path = base.ask_save_file(
+                self._owner.native,
+                "Save colour hints",
+                f"{self._owner.image.value.name} hints.csv",
+                "CSV files (*.csv)",
+            )
             if not path:
                 return None
         try:
@@ -229,8 +274,7 @@ class HintsPanel:
         from ...colorization.hints import parse_color, read_hints_csv
 
         if path is None:
-            path = base.ask_open_file(self._owner.native, "Load colour hints", "",
-                                      "CSV files (*.csv);;All files (*)")
+            path = base.ask_open_file(self._owner.native, "Load colour hints", "", "CSV files (*.csv);;All files (*)")
             if not path:
                 return None
         try:
@@ -260,12 +304,14 @@ class HintsPanel:
         if not have_weights:
             self.suggest_button.tooltip = (
                 f"Needs the siggraph17 weights, {describe}, which are missing: choose method "
-                "siggraph17 and press Download weights (or Choose file).")
+                "siggraph17 and press Download weights (or Choose file)."
+            )
         elif not hints_mode:
             self.suggest_button.tooltip = "Suggestions are for hints: switch the mode to colour hints."
         else:
-            self.suggest_button.tooltip = ("Colours the siggraph17 network finds likely at the "
-                                           "selected point; click a swatch to use it.")
+            self.suggest_button.tooltip = (
+                "Colours the siggraph17 network finds likely at the selected point; click a swatch to use it."
+            )
 
     def clear_swatches(self) -> None:
         self.suggestions = None
@@ -311,8 +357,16 @@ class HintsPanel:
         device, hint_size = owner.device.value, int(self.size.value)
 
         def work():  # in the worker thread: no widget access here
-            return suggest_colors(lightness(np.asarray(data)), r, c, weights=weights, device=device,
-                                  k=N_SUGGESTIONS, hints=others or None, hint_size=hint_size)
+            return suggest_colors(
+                lightness(np.asarray(data)),
+                r,
+                c,
+                weights=weights,
+                device=device,
+                k=N_SUGGESTIONS,
+                hints=others or None,
+                hint_size=hint_size,
+            )
 
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)
         self._suggest_worker = worker
@@ -343,16 +397,16 @@ class HintsPanel:
         self.clear_swatches()
         self.suggestions = sugg
         self._suggest_index = index
-        for k, (rgb, p) in enumerate(zip(sugg.rgb, sugg.probability)):
+        for k, (rgb, p) in enumerate(zip(sugg.rgb, sugg.probability, strict=True)):
             hx = hex_of(rgb)
             btn = PushButton(name=f"swatch_{k}", text="", tooltip=f"{hx} ({p:.0%})")
-            btn.native.setStyleSheet(f"background-color: {hx}; min-width: 14px; "
-                                     "min-height: 18px; border: 1px solid #888;")
+            btn.native.setStyleSheet(
+                f"background-color: {hx}; min-width: 14px; min-height: 18px; border: 1px solid #888;"
+            )
             btn.changed.connect(lambda *_a, k=k: self.apply_suggestion(k))
             self.swatches.append(btn)
         self.swatches.visible = True
-        self._owner.status.value = (f"{len(sugg.rgb)} suggestions for hint {index + 1}: click a swatch "
-                                    "to use it.")
+        self._owner.status.value = f"{len(sugg.rgb)} suggestions for hint {index + 1}: click a swatch to use it."
 
     def apply_suggestion(self, k: int) -> None:
         """Recolour the point the suggestions were made for with swatch ``k``."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info
@@ -93,8 +94,14 @@ class WeightsPanel:
         Weight files chosen by the user, per network.
     """
 
-    def __init__(self, parent_native, *, alive: Callable[[], bool], on_change: Callable[[], None],
-                 on_download_finished: Callable[[Any], None]):
+    def __init__(
+        self,
+        parent_native,
+        *,
+        alive: Callable[[], bool],
+        on_change: Callable[[], None],
+        on_download_finished: Callable[[Any], None],
+    ):
         self._parent = parent_native
         self._alive = alive
         self._on_change = on_change
@@ -103,16 +110,23 @@ class WeightsPanel:
         self.paths: dict[str, Path] = {}
         self.status = Label(name="weights_status", label="weights", value="")
         self.download_button = PushButton(
-            name="download_button", text="Download weights",
+            name="download_button",
+            text="Download weights",
             tooltip="Download the selected network's published weights (about 130 MB) "
-                    "into the folder searched for them.",
+            "into the folder searched for them.",
         )
         self.choose_button = PushButton(
-            name="choose_weights_button", text="Choose file...",
+            name="choose_weights_button",
+            text="Choose file...",
             tooltip="Use a weights file you already have (e.g. downloaded on another machine).",
         )
-        self.row = Container(name="weights_row", widgets=[self.download_button, self.choose_button],
-                             layout="horizontal", labels=False, label=" ")
+        self.row = Container(
+            name="weights_row",
+            widgets=[self.download_button, self.choose_button],
+            layout="horizontal",
+            labels=False,
+            label=" ",
+        )
         self.row.margins = (0, 0, 0, 0)
         self.progress = ProgressBar(name="download_progress", label="download", min=0, max=1000, value=0)
         self.progress.visible = False
@@ -160,8 +174,10 @@ class WeightsPanel:
             self.status.value = f"{name}{purpose}: found{chosen}, {path}"
             self.status.tooltip = str(path)
         else:
-            self.status.value = (f"{name}{purpose}: missing. It needs {info.describe()}; press Download "
-                                 "weights, or Choose file if you have it.")
+            self.status.value = (
+                f"{name}{purpose}: missing. It needs {info.describe()}; press Download "
+                "weights, or Choose file if you have it."
+            )
             self.status.tooltip = info.url
         self.download_button.enabled = self.downloading or path is None
         self.download_button.text = "Cancel download" if self.downloading else "Download weights"
@@ -186,8 +202,12 @@ class WeightsPanel:
         from ...colorization.weights import search_folders, weights_info
 
         info = weights_info(name)
-        path = base.ask_open_file(self._parent, f"Choose the {name} weights ({info.filename})",
-                                  str(search_folders()[0]), "PyTorch weights (*.pth *.pt);;All files (*)")
+        path = base.ask_open_file(
+            self._parent,
+            f"Choose the {name} weights ({info.filename})",
+            str(search_folders()[0]),
+            "PyTorch weights (*.pth *.pt);;All files (*)",
+        )
         if not path:
             return None
         return self.set_file(path, name)

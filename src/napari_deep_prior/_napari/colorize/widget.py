@@ -101,7 +101,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
     suggestions_ready = Signal(object)
     download_finished = Signal(object)
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
         from qtpy.QtCore import QTimer
 
         from ...device import available_devices
@@ -111,54 +111,108 @@ class ColorizeWidget(base.LayerListFollower, Container):
         self._last_signature: tuple | None = None
         self._warned: set[str] = set()
         self.params_override = None
-        self._runner = JobRunner(alive=self._alive, on_step=self._on_step, on_result=self._on_result,
-                                 on_error=self._on_error, on_end=self._on_end)
+        self._runner = JobRunner(
+            alive=self._alive,
+            on_step=self._on_step,
+            on_result=self._on_result,
+            on_error=self._on_error,
+            on_end=self._on_end,
+        )
 
         self.image = ComboBox(
-            name="image", label="image", choices=self._image_choices,
+            name="image",
+            label="image",
+            choices=self._image_choices,
             tooltip="The grey 2D image to colorize (an RGB image is re-coloured from its "
-                    "lightness). It is never modified: the result is a new RGB layer.",
+            "lightness). It is never modified: the result is a new RGB layer.",
         )
         self.mode = ComboBox(
-            name="mode", label="mode", value="hints",
+            name="mode",
+            label="mode",
+            value="hints",
             choices=[("automatic", "automatic"), ("colour hints", "hints")],
             tooltip="automatic: a pretrained network colours the whole image. colour hints: "
-                    "click points on a hints layer and give each the colour it should have.",
+            "click points on a hints layer and give each the colour it should have.",
         )
-        self.method = ComboBox(name="method", label="method", choices=self._method_choices,
-                               tooltip=" ".join(c.description for c in REGISTRY.values()))
+        self.method = ComboBox(
+            name="method",
+            label="method",
+            choices=self._method_choices,
+            tooltip=" ".join(c.description for c in REGISTRY.values()),
+        )
         self._hints = HintsPanel(self)
         self.live = CheckBox(
-            name="live", text="update automatically", value=True,
-            tooltip="With a live method (" + ", ".join(c.name for c in REGISTRY.values() if c.live)
-                    + "; the networks once their weights are present) re-colorize a moment after "
-                    "every added, moved, recoloured or deleted hint.",
+            name="live",
+            text="update automatically",
+            value=True,
+            tooltip="With a live method ("
+            + ", ".join(c.name for c in REGISTRY.values() if c.live)
+            + "; the networks once their weights are present) re-colorize a moment after "
+            "every added, moved, recoloured or deleted hint.",
         )
-        self.iterations = SpinBox(name="iterations", label="iterations", min=10, max=100_000, step=50,
-                                  value=200, tooltip="dip only: optimisation steps of the fit.")
+        self.iterations = SpinBox(
+            name="iterations",
+            label="iterations",
+            min=10,
+            max=100_000,
+            step=50,
+            value=200,
+            tooltip="dip only: optimisation steps of the fit.",
+        )
         self.seed = SpinBox(
-            name="seed", label="seed", min=SEED_RANDOM, max=2**31 - 2, value=SEED_RANDOM,
+            name="seed",
+            label="seed",
+            min=SEED_RANDOM,
+            max=2**31 - 2,
+            value=SEED_RANDOM,
             tooltip="dip only: random seed (the same seed gives the same result on the CPU); "
-                    "-1 draws one (stored in the result's metadata).",
+            "-1 draws one (stored in the result's metadata).",
         )
-        self.device = ComboBox(name="device", label="device", choices=["auto", *available_devices()],
-                               value="auto", tooltip="Where to compute: auto picks a GPU if any.")
-        self._weights = WeightsPanel(None, alive=self._alive, on_change=self._on_weights_changed,
-                                     on_download_finished=self.download_finished.emit)
+        self.device = ComboBox(
+            name="device",
+            label="device",
+            choices=["auto", *available_devices()],
+            value="auto",
+            tooltip="Where to compute: auto picks a GPU if any.",
+        )
+        self._weights = WeightsPanel(
+            None,
+            alive=self._alive,
+            on_change=self._on_weights_changed,
+            on_download_finished=self.download_finished.emit,
+        )
         self.run_button = PushButton(name="run_button", text="Run", tooltip="Colorize now.")
-        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False,
-                                        tooltip="Stop the running colorization.")
-        buttons = Container(name="buttons", widgets=[self.run_button, self.cancel_button],
-                            layout="horizontal", labels=False, label=" ")
+        self.cancel_button = PushButton(
+            name="cancel_button", text="Cancel", enabled=False, tooltip="Stop the running colorization."
+        )
+        buttons = Container(
+            name="buttons", widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False, label=" "
+        )
         buttons.margins = (0, 0, 0, 0)
         self.progress = ProgressBar(name="progress", label="progress", min=0, max=1000, value=0)
         self.status = Label(name="status", label=" ", value="Ready.")
         hp, wp = self._hints, self._weights
-        super().__init__(widgets=[
-            self.image, self.mode, self.method, hp.layer, hp.row, hp.swatches, hp.size, self.live,
-            self.iterations, self.seed, self.device, *wp.widgets(), hp.csv_row, buttons,
-            self.progress, self.status,
-        ], labels=True)
+        super().__init__(
+            widgets=[
+                self.image,
+                self.mode,
+                self.method,
+                hp.layer,
+                hp.row,
+                hp.swatches,
+                hp.size,
+                self.live,
+                self.iterations,
+                self.seed,
+                self.device,
+                *wp.widgets(),
+                hp.csv_row,
+                buttons,
+                self.progress,
+                self.status,
+            ],
+            labels=True,
+        )
         wp._parent = self.native
         wp.setup_native()
         # the parts' buttons and labels, under the names scripts and tests know
@@ -215,16 +269,20 @@ class ColorizeWidget(base.LayerListFollower, Container):
     def _image_choices(self, _widget=None):
         from napari.layers import Image
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and layer.metadata.get(base.ROLE_KEY) != ROLE_RESULT]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and layer.metadata.get(base.ROLE_KEY) != ROLE_RESULT
+        ]
 
     def _method_choices(self, _widget=None):
         try:
             mode = self.mode.value
         except AttributeError:  # during construction
             mode = "hints"
-        return [(c.title, c.name) for c in REGISTRY.values()
-                if (c.automatic if mode == "automatic" else c.accepts_hints)]
+        return [
+            (c.title, c.name) for c in REGISTRY.values() if (c.automatic if mode == "automatic" else c.accepts_hints)
+        ]
 
     # ------------------------------------------------------------------------ state
     @property
@@ -343,9 +401,11 @@ class ColorizeWidget(base.LayerListFollower, Container):
             return
         name = self.network()
         self._weights.update(name, for_method=self.method.value == name)
-        self._hints.update_suggest_button(have_weights=self.weights_for(SUGGEST_NETWORK) is not None,
-                                          hints_mode=self.mode.value == "hints",
-                                          describe=weights_info(SUGGEST_NETWORK).describe())
+        self._hints.update_suggest_button(
+            have_weights=self.weights_for(SUGGEST_NETWORK) is not None,
+            hints_mode=self.mode.value == "hints",
+            describe=weights_info(SUGGEST_NETWORK).describe(),
+        )
 
     def _on_weights_changed(self) -> None:
         self._update_weights_status()
@@ -447,17 +507,23 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
         hints = self.hints()
         if not hints:
-            where = ("press 'Add hints layer' and click on the image" if self.hints_layer.value is None
-                     else f"click in {self.hints_layer.value.name!r} (add mode)")
-            show_error(f"Colorize: method {method!r} needs at least one colour hint; "
-                       f"{where}, or switch the mode to automatic.")
+            where = (
+                "press 'Add hints layer' and click on the image"
+                if self.hints_layer.value is None
+                else f"click in {self.hints_layer.value.name!r} (add mode)"
+            )
+            show_error(
+                f"Colorize: method {method!r} needs at least one colour hint; {where}, or switch the mode to automatic."
+            )
             return None
         h, w = data.shape[:2]
         for i, (r, c, _rgb) in enumerate(hints):
             if not (-0.5 <= r < h - 0.5 and -0.5 <= c < w - 0.5):
-                show_error(f"Colorize: hint point {i + 1} is at (row {r:.0f}, col {c:.0f}), "
-                           f"outside the {h} x {w} image {layer.name!r}; move it onto "
-                           "the image or delete it.")
+                show_error(
+                    f"Colorize: hint point {i + 1} is at (row {r:.0f}, col {c:.0f}), "
+                    f"outside the {h} x {w} image {layer.name!r}; move it onto "
+                    "the image or delete it."
+                )
                 return None
         try:
             normalize_hints(hints, data.shape[:2])
@@ -484,8 +550,12 @@ class ColorizeWidget(base.LayerListFollower, Container):
         if self.params_override is not None:
             return self.params_override
         its = int(self.iterations.value)
-        return dataclasses.replace(colorizer.params_type(), iterations=its, yield_every=YIELD_EVERY,
-                                   preview_every=max(YIELD_EVERY, (its // 10) // YIELD_EVERY * YIELD_EVERY))
+        return dataclasses.replace(
+            colorizer.params_type(),
+            iterations=its,
+            yield_every=YIELD_EVERY,
+            preview_every=max(YIELD_EVERY, (its // 10) // YIELD_EVERY * YIELD_EVERY),
+        )
 
     def _prepare(self, live: bool):
         """Everything a run needs, or None after a message (silent for live no-ops)."""
@@ -502,8 +572,10 @@ class ColorizeWidget(base.LayerListFollower, Container):
         owner = self.hints_layer.value.metadata.get("source_layer") if live else None
         if live and owner is not None and owner != layer.name:
             # the hints were made for another image: no live run on this one
-            self.status.value = (f"The hints layer belongs to {owner!r}; press 'Add hints "
-                                 f"layer' for {layer.name!r}, or Run to use these hints.")
+            self.status.value = (
+                f"The hints layer belongs to {owner!r}; press 'Add hints "
+                f"layer' for {layer.name!r}, or Run to use these hints."
+            )
             return None
         data = self._check_image(layer)
         if data is None:
@@ -529,8 +601,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
             seed = new_seed() if self.seed.value == SEED_RANDOM else int(self.seed.value)
             params = self._params(colorizer)
         options = ColorizeOptions(hint_size=hint_size, weights=weights, device=device, seed=seed, params=params)
-        return dict(layer=layer, data=data, colorizer=colorizer, mode=mode, hints=hints, options=options,
-                    signature=sig)
+        return dict(layer=layer, data=data, colorizer=colorizer, mode=mode, hints=hints, options=options, signature=sig)
 
     def run(self, *, start: bool = True, live: bool = False):
         """Colorize with the current fields; returns the napari worker (None if refused).
@@ -547,10 +618,18 @@ class ColorizeWidget(base.LayerListFollower, Container):
             return None
         opts, layer = prep["options"], prep["layer"]
         gen = colorize_job(prep["colorizer"], prep["data"], prep["hints"], opts)
-        job = self._runner.make(gen, method=prep["colorizer"].name, mode=prep["mode"], name=layer.name,
-                                template=L.LayerTemplate.from_layer(layer), n_hints=len(prep["hints"]),
-                                hint_size=opts.hint_size, seed=opts.seed, live=live,
-                                signature=prep["signature"])
+        job = self._runner.make(
+            gen,
+            method=prep["colorizer"].name,
+            mode=prep["mode"],
+            name=layer.name,
+            template=L.LayerTemplate.from_layer(layer),
+            n_hints=len(prep["hints"]),
+            hint_size=opts.hint_size,
+            seed=opts.seed,
+            live=live,
+            signature=prep["signature"],
+        )
         self._last_signature = job.signature
         self.cancel_button.enabled = True
         self.progress.value = 0
@@ -578,8 +657,10 @@ class ColorizeWidget(base.LayerListFollower, Container):
         if step.iterations > 1:
             left = step.elapsed * (1 - frac) / frac if frac > 0 else float("nan")
             loss = "" if step.loss is None else f" · loss {step.loss:.4f}"
-            self.status.value = (f"{job.method}: iteration {step.iteration}/{step.iterations}{loss} · "
-                                 f"{format_duration(step.elapsed)} elapsed · {format_duration(left)} left")
+            self.status.value = (
+                f"{job.method}: iteration {step.iteration}/{step.iterations}{loss} · "
+                f"{format_duration(step.elapsed)} elapsed · {format_duration(left)} left"
+            )
         if step.preview is not None:
             self._show_result(job, step.preview, preview=True)
 
@@ -589,13 +670,17 @@ class ColorizeWidget(base.LayerListFollower, Container):
             self._warned.update(new)
             one = len(new) == 1
             show_warning(
-                "Colorize: " + ("a hint colour cannot be shown at the lightness of its "
-                                "pixel; it was" if one else
-                                f"{len(new)} hint colours cannot be shown at the lightness of "
-                                "their pixels; they were")
+                "Colorize: "
+                + (
+                    "a hint colour cannot be shown at the lightness of its pixel; it was"
+                    if one
+                    else f"{len(new)} hint colours cannot be shown at the lightness of their pixels; they were"
+                )
                 + " pulled into the sRGB gamut (same lightness and hue, less saturated): "
-                + "; ".join(new) + ". For a colour as chosen, pick one closer to the "
-                "pixel's brightness.")
+                + "; ".join(new)
+                + ". For a colour as chosen, pick one closer to the "
+                "pixel's brightness."
+            )
         self._show_result(job, out.rgb, preview=False)
         self.progress.value = 1000
         what = f"{job.n_hints} hints, " if job.mode == "hints" else ""
@@ -621,8 +706,11 @@ class ColorizeWidget(base.LayerListFollower, Container):
     def _on_end(self, job: Job) -> None:
         self.cancel_button.enabled = False
         if job.cancelled:
-            kept = (" (the result layer keeps the last preview)"
-                    if job.last is not None and job.last.preview is not None else "")
+            kept = (
+                " (the result layer keeps the last preview)"
+                if job.last is not None and job.last.preview is not None
+                else ""
+            )
             self.status.value = f"{job.method} cancelled{kept}."
             self._last_signature = None
         result = self._find_result(job.name) if job.output is not None else None
@@ -636,8 +724,16 @@ class ColorizeWidget(base.LayerListFollower, Container):
         return None
 
     def _show_result(self, job: Job, rgb: np.ndarray, *, preview: bool) -> None:
-        meta = {base.ROLE_KEY: ROLE_RESULT, "source_layer": job.name, "method": job.method, "mode": job.mode,
-                "n_hints": job.n_hints, "hint_size": job.hint_size, "seed": job.seed, "preview": preview}
+        meta = {
+            base.ROLE_KEY: ROLE_RESULT,
+            "source_layer": job.name,
+            "method": job.method,
+            "mode": job.mode,
+            "n_hints": job.n_hints,
+            "hint_size": job.hint_size,
+            "seed": job.seed,
+            "preview": preview,
+        }
         kw = job.template.grid_kwargs()
         limits = (0, 255) if rgb.dtype == np.uint8 else (0.0, 1.0)
         layer = self._find_result(job.name)
@@ -655,8 +751,9 @@ class ColorizeWidget(base.LayerListFollower, Container):
             if layer is not None:  # another shape (the image changed): replace it
                 self._viewer.layers.remove(layer)
             active = self._viewer.layers.selection.active
-            layer = self._viewer.add_image(rgb, name=f"{job.name} {RESULT_TAG}", rgb=True,
-                                           contrast_limits=limits, metadata=meta, **kw)
+            layer = self._viewer.add_image(
+                rgb, name=f"{job.name} {RESULT_TAG}", rgb=True, contrast_limits=limits, metadata=meta, **kw
+            )
             # just above its image, so the hints stay on top; the hints layer stays active
             src = [i for i, lyr in enumerate(self._viewer.layers) if lyr.name == job.name]
             if src:

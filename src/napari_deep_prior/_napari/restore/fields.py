@@ -53,21 +53,33 @@ def field_widgets(degradations, mask_choices, on_new_mask) -> list:
                 continue
             seen.add(f.name)
             if f.kind == "mask":
-                widgets.append(ComboBox(
-                    name=f.name, label=f.label, choices=mask_choices,
-                    tooltip="Pixels to fill: a Labels layer (nonzero = fill) or a Shapes layer "
-                            "(inside a shape = fill). A 2D mask applies to every plane of a stack.",
-                ))
+                widgets.append(
+                    ComboBox(
+                        name=f.name,
+                        label=f.label,
+                        choices=mask_choices,
+                        tooltip="Pixels to fill: a Labels layer (nonzero = fill) or a Shapes layer "
+                        "(inside a shape = fill). A 2D mask applies to every plane of a stack.",
+                    )
+                )
                 button = PushButton(
-                    name=f"new_{f.name}", text="New mask",
+                    name=f"new_{f.name}",
+                    text="New mask",
                     tooltip="Add an empty Labels layer on the image's grid with the paint brush "
-                            "selected: paint over the damage, then press Run.",
+                    "selected: paint over the damage, then press Run.",
                 )
                 button.changed.connect(lambda *_a, name=f.name: on_new_mask(name))
                 widgets.append(button)
             elif f.kind == "choice":
-                widgets.append(ComboBox(name=f.name, label=f.label, choices=list(f.choices),
-                                        value=f.default, tooltip=f.help[:1].upper() + f.help[1:] + "."))
+                widgets.append(
+                    ComboBox(
+                        name=f.name,
+                        label=f.label,
+                        choices=list(f.choices),
+                        value=f.default,
+                        tooltip=f.help[:1].upper() + f.help[1:] + ".",
+                    )
+                )
             else:
                 raise TypeError(f"field kind {f.kind!r} of {deg.name} has no widget")
     return widgets
@@ -81,27 +93,44 @@ def noise_widgets(degradations) -> list:
             models += [m for m in deg.noise_models if m not in models]
     if not models:
         return []
-    loss = ComboBox(name="loss", label="noise model", choices=[(_NOISE_LABELS.get(m, m), m) for m in models],
-                    tooltip=_LOSS_TOOLTIP)
+    loss = ComboBox(
+        name="loss", label="noise model", choices=[(_NOISE_LABELS.get(m, m), m) for m in models], tooltip=_LOSS_TOOLTIP
+    )
     output = ComboBox(
-        name="output", label="result type",
+        name="output",
+        label="result type",
         choices=[("auto (float rates for counts)", "auto"), ("input's dtype", "input")],
         tooltip="auto: the input's dtype, except that the Poisson model returns float32 photon rates for "
-                "integer counts (a rate is fractional; rounding it to whole photons loses precision at "
-                "low light).\ninput's dtype: always the input's dtype, rounded (the older behaviour).",
+        "integer counts (a rate is fractional; rounding it to whole photons loses precision at "
+        "low light).\ninput's dtype: always the input's dtype, rounded (the older behaviour).",
     )
     offset = FloatSpinBox(
-        name="camera_offset", label="camera offset", min=-1e6, max=1e6, step=1.0, value=0.0,
+        name="camera_offset",
+        label="camera offset",
+        min=-1e6,
+        max=1e6,
+        step=1.0,
+        value=0.0,
         tooltip="Poisson model, camera values that are not photon counts (sCMOS/CCD in ADU): the value "
-                "of zero photons.",
+        "of zero photons.",
     )
     gain = FloatSpinBox(
-        name="gain", label="gain", min=1e-4, max=1e6, step=0.1, value=1.0,
+        name="gain",
+        label="gain",
+        min=1e-4,
+        max=1e6,
+        step=0.1,
+        value=1.0,
         tooltip="Poisson model: camera units per photon (photons = (value - offset) / gain). The result "
-                "is returned in the camera's units.",
+        "is returned in the camera's units.",
     )
     read_noise = FloatSpinBox(
-        name="read_noise", label="read noise", min=0.0, max=1e4, step=0.1, value=0.0,
+        name="read_noise",
+        label="read noise",
+        min=0.0,
+        max=1e4,
+        step=0.1,
+        value=0.0,
         tooltip="Poisson model: Gaussian read noise of the camera in photons (electrons) rms.",
     )
     return [loss, offset, gain, read_noise, output]

@@ -34,7 +34,7 @@ class ResultsMixin:
     ``self.use_frame``, ``self._preview_alive()``, ``self._history_layer`` and ``self._result_layer``.
     """
 
-    def _add_results(self, run: _Run, output: "DIPOutput", *, cancelled: bool) -> None:
+    def _add_results(self, run: _Run, output: DIPOutput, *, cancelled: bool) -> None:
         viewer = self._viewer
         sel = run.selection
         stop = [int(s) for s in output.stop_iterations]
@@ -70,15 +70,21 @@ class ResultsMixin:
         hist = None
         if output.history is not None and len(output.history_iterations):
             hmeta = dict(meta)
-            hmeta.update({
-                ROLE_KEY: "history",
-                "iterations": np.asarray(output.history_iterations).copy(),
-                "losses": np.asarray(output.history_losses).copy(),
-                "result_layer": result.name,
-            })
-            hist = viewer.add_image(output.history, name=f"{run.name} [DIP history]",
-                                    metadata=hmeta, visible=False,
-                                    **run.template.history_kwargs(sel.offset))
+            hmeta.update(
+                {
+                    ROLE_KEY: "history",
+                    "iterations": np.asarray(output.history_iterations).copy(),
+                    "losses": np.asarray(output.history_losses).copy(),
+                    "result_layer": result.name,
+                }
+            )
+            hist = viewer.add_image(
+                output.history,
+                name=f"{run.name} [DIP history]",
+                metadata=hmeta,
+                visible=False,
+                **run.template.history_kwargs(sel.offset),
+            )
             self._show_frame(hist, stop)
         viewer.layers.selection.active = result
         self._history_layer = hist
@@ -87,13 +93,16 @@ class ResultsMixin:
         fits = [f for f in output.fits if f is not None]
         if fits:
             last = fits[-1]
-            self.plot.clear(total=max(int(last.iterations_run), 1),
-                            title=f"plane {len(fits)}/{len(output.fits)}" if len(output.fits) > 1 else "")
+            self.plot.clear(
+                total=max(int(last.iterations_run), 1),
+                title=f"plane {len(fits)}/{len(output.fits)}" if len(output.fits) > 1 else "",
+            )
             every = max(1, len(last.losses) // 400)
             for k in range(0, len(last.losses), every):
                 var = last.es_variances[k] if k < len(last.es_variances) else None
-                self.plot.add_point(k + 1, float(last.losses[k]),
-                                    None if var is None or not np.isfinite(var) else float(var))
+                self.plot.add_point(
+                    k + 1, float(last.losses[k]), None if var is None or not np.isfinite(var) else float(var)
+                )
             if last.stopped_early:
                 label = "noise-level stop" if last.stop_reason == "noise level" else "ES stop"
             elif run.params.early_stop and int(last.iteration) != int(last.iterations_run):
@@ -105,10 +114,12 @@ class ResultsMixin:
         runs = output.iterations_run
         how = "cancelled" if cancelled else "done"
         stops = stop[0] if len(stop) == 1 else f"{min(stop)}-{max(stop)}"
-        msg = (f"DIP {run.task} of {run.name!r} {how} in {format_duration(elapsed)}: result from "
-               f"iteration {stops} ({max(runs) if runs else 0} run"
-               + (f", {output.planes_done}/{len(output.fits)} planes" if len(output.fits) > 1 else "")
-               + f"), seed {output.seed}.")
+        msg = (
+            f"DIP {run.task} of {run.name!r} {how} in {format_duration(elapsed)}: result from "
+            f"iteration {stops} ({max(runs) if runs else 0} run"
+            + (f", {output.planes_done}/{len(output.fits)} planes" if len(output.fits) > 1 else "")
+            + f"), seed {output.seed}."
+        )
         if output.tiles:
             msg += f" Processed in {len(output.tiles)} tiles per plane."
         for note in output.notes:
@@ -161,13 +172,16 @@ class ResultsMixin:
             if cand.metadata.get(ROLE_KEY) == "result" and cand.data.shape == data.shape:
                 result = cand
         if result is None:
-            meta = {k: v for k, v in hist.metadata.items()
-                    if k not in ("iterations", "losses", "result_layer")}
+            meta = {k: v for k, v in hist.metadata.items() if k not in ("iterations", "losses", "result_layer")}
             meta[ROLE_KEY] = "result"
-            kw = {"scale": tuple(hist.scale)[1:], "translate": tuple(hist.translate)[1:],
-                  "units": tuple(str(u) for u in hist.units)[1:],
-                  "axis_labels": tuple(hist.axis_labels)[1:],
-                  "rgb": hist.rgb, "contrast_limits": hist.contrast_limits}
+            kw = {
+                "scale": tuple(hist.scale)[1:],
+                "translate": tuple(hist.translate)[1:],
+                "units": tuple(str(u) for u in hist.units)[1:],
+                "axis_labels": tuple(hist.axis_labels)[1:],
+                "rgb": hist.rgb,
+                "contrast_limits": hist.contrast_limits,
+            }
             if not hist.rgb:
                 kw["colormap"] = hist.colormap
             source = meta.get("source_layer", hist.name)

@@ -63,7 +63,6 @@ MIN_PREVIEWS = 10
 SEED_RANDOM = -1
 
 
-
 def iterate_steps(steps):
     """Worker body: re-yield the core's Step records, returning the core's DIPOutput.
 
@@ -182,7 +181,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     #: The task a subclass is fixed to (None: the task field offers every registered task).
     fixed_task: str | None = None
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer", task: str | None = None):
+    def __init__(self, napari_viewer: napari.viewer.Viewer, task: str | None = None):
         from ...device import available_devices
         from ...restore.degradations import DEGRADATIONS, get_degradation
         from ...restore.presets import PRESET_DESCRIPTIONS
@@ -199,23 +198,31 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         degradations = list(DEGRADATIONS.values()) if task is None else [first]
 
         task_box = ComboBox(
-            name="task", label="task", choices=[(d.title.removeprefix("DIP "), d.name) for d in degradations],
-            value=first.name, visible=task is None,
+            name="task",
+            label="task",
+            choices=[(d.title.removeprefix("DIP "), d.name) for d in degradations],
+            value=first.name,
+            visible=task is None,
             tooltip="\n".join(f"{d.title.removeprefix('DIP ')}: {d.summary}." for d in degradations),
         )
         image = ComboBox(
-            name="image", label="image", choices=self._image_choices,
+            name="image",
+            label="image",
+            choices=self._image_choices,
             tooltip="The Image layer to restore (grey, RGB, multichannel or an nD stack). "
-                    "It is never modified: results are added as new layers.",
+            "It is never modified: results are added as new layers.",
         )
         channel_axis = ComboBox(
-            name="channel_axis", label="channels", choices=self._channel_choices,
+            name="channel_axis",
+            label="channels",
+            choices=self._channel_choices,
             tooltip="Where the channels are. RGB layers use their colour axis; for other layers "
-                    "choose a leading axis to fit its channels jointly, or 'none' to treat every "
-                    "2D plane separately.",
+            "choose a leading axis to fit its channels jointly, or 'none' to treat every "
+            "2D plane separately.",
         )
         scope = ComboBox(
-            name="scope", label="process",
+            name="scope",
+            label="process",
             choices=[("whole image / stack", "stack"), ("current plane only", "plane")],
             tooltip="For nD stacks: fit every 2D plane in turn, or only the plane on screen.",
         )
@@ -225,33 +232,53 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         preset = ComboBox(name="preset", label="preset", choices=list(first.presets), value=first.presets[0])
         preset_info = Label(name="preset_info", label=" ", value="")
         iterations = SpinBox(
-            name="iterations", label="iterations", min=1, max=1_000_000, step=100,
+            name="iterations",
+            label="iterations",
+            min=1,
+            max=1_000_000,
+            step=100,
             tooltip="Maximum number of optimisation steps (early stopping may end sooner).",
         )
         lr = FloatSpinBox(
-            name="lr", label="learning rate", min=1e-5, max=1.0, step=0.0005,
+            name="lr",
+            label="learning rate",
+            min=1e-5,
+            max=1.0,
+            step=0.0005,
             tooltip="Adam learning rate of the network fit.",
         )
         early_stop = CheckBox(
-            name="early_stop", text="automatic early stop",
+            name="early_stop",
+            text="automatic early stop",
             tooltip="Default denoise presets: stop once the fit has reached the noise level "
-                    "(Gaussian: estimated from the image; Poisson: the deviance shot noise leaves). "
-                    "Every task: stop once the windowed variance of the "
-                    "outputs has stopped decreasing (ES-WMV, Wang et al. 2023). Off: run all "
-                    "iterations and return the last estimate.",
+            "(Gaussian: estimated from the image; Poisson: the deviance shot noise leaves). "
+            "Every task: stop once the windowed variance of the "
+            "outputs has stopped decreasing (ES-WMV, Wang et al. 2023). Off: run all "
+            "iterations and return the last estimate.",
         )
         history_every = SpinBox(
-            name="history_every", label="history every", min=0, max=100_000, step=10,
+            name="history_every",
+            label="history every",
+            min=0,
+            max=100_000,
+            step=10,
             tooltip="Save the estimate every N iterations into a history layer (0: no history). "
-                    "Scrub it and press 'Use this frame' to stop early by eye.",
+            "Scrub it and press 'Use this frame' to stop early by eye.",
         )
         seed = SpinBox(
-            name="seed", label="seed", min=SEED_RANDOM, max=2**31 - 2, value=SEED_RANDOM,
+            name="seed",
+            label="seed",
+            min=SEED_RANDOM,
+            max=2**31 - 2,
+            value=SEED_RANDOM,
             tooltip="Random seed of the network input and weights: the same seed gives the same "
-                    "result on the CPU. -1 draws one (it is stored in the result's metadata).",
+            "result on the CPU. -1 draws one (it is stored in the result's metadata).",
         )
         device = ComboBox(
-            name="device", label="device", choices=["auto", *available_devices()], value="auto",
+            name="device",
+            label="device",
+            choices=["auto", *available_devices()],
+            value="auto",
             tooltip="Where to compute: auto picks a GPU when there is one.",
         )
         widgets += [preset, preset_info, iterations, lr, early_stop, history_every, seed, device]
@@ -259,18 +286,22 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
 
         run_button = PushButton(name="run_button", text="Run", tooltip="Start the fit.")
         cancel_button = PushButton(
-            name="cancel_button", text="Cancel", enabled=False,
+            name="cancel_button",
+            text="Cancel",
+            enabled=False,
             tooltip="Stop at the next step and keep what was computed so far.",
         )
-        buttons = Container(name="buttons", widgets=[run_button, cancel_button],
-                            layout="horizontal", labels=False, label=" ")
+        buttons = Container(
+            name="buttons", widgets=[run_button, cancel_button], layout="horizontal", labels=False, label=" "
+        )
         buttons.margins = (0, 0, 0, 0)
         progress = ProgressBar(name="progress", label="progress", min=0, max=1000, value=0)
         status = Label(name="status", label=" ", value="Ready.")
         use_frame = PushButton(
-            name="use_frame", text="Use this frame", enabled=False,
-            tooltip="Manual early stopping: make the history frame on screen (iteration slider) "
-                    "the result layer.",
+            name="use_frame",
+            text="Use this frame",
+            enabled=False,
+            tooltip="Manual early stopping: make the history frame on screen (iteration slider) the result layer.",
         )
         widgets += [buttons, progress, status, use_frame]
         super().__init__(widgets=widgets, labels=True)
@@ -306,14 +337,16 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     def _image_choices(self, _widget=None):
         from napari.layers import Image
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and layer.metadata.get(ROLE_KEY) != "preview"]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and layer.metadata.get(ROLE_KEY) != "preview"
+        ]
 
     def _mask_choices(self, _widget=None):
         from napari.layers import Labels, Shapes
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, (Labels, Shapes))]
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, (Labels, Shapes))]
 
     def _channel_choices(self, _widget=None):
         try:
@@ -450,7 +483,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             self.loss.value = p.loss
 
     # ------------------------------------------------------------------------ parameters
-    def build_params(self) -> "DIPParams":
+    def build_params(self) -> DIPParams:
         """The DIPParams for the current field values (raises ValueError/TypeError)."""
         from ...restore.presets import get_preset
 
@@ -485,8 +518,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             _notify.show_error("DIP: choose an image layer first; the new mask is made on its grid.")
             return None
         shape, kw = L.new_mask_kwargs(layer, self.channel_axis.value)
-        labels = self._viewer.add_labels(np.zeros(shape, dtype=np.uint8),
-                                         name=f"{layer.name} mask", **kw)
+        labels = self._viewer.add_labels(np.zeros(shape, dtype=np.uint8), name=f"{layer.name} mask", **kw)
         labels.selected_label = 1
         labels.brush_size = max(3, int(round(min(shape[-2:]) / 40)))
         labels.mode = "paint"
@@ -515,8 +547,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         ca = self.channel_axis.value
         try:
             params = self.build_params()
-            sel = L.select_image(layer, ca, plane_only=self.scope.value == "plane",
-                                 world_point=self._viewer.dims.point)
+            sel = L.select_image(layer, ca, plane_only=self.scope.value == "plane", world_point=self._viewer.dims.point)
             seed = None if self.seed.value == SEED_RANDOM else int(self.seed.value)
             values: dict[str, Any] = {}
             mask_name = None
@@ -524,8 +555,10 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                 value = getattr(self, f.name).value
                 if f.kind == "mask":
                     if value is None:
-                        _notify.show_error(f"DIP: choose a {f.label} layer (Labels or Shapes: nonzero = fill), "
-                                           "or press 'New mask' and paint over the damage.")
+                        _notify.show_error(
+                            f"DIP: choose a {f.label} layer (Labels or Shapes: nonzero = fill), "
+                            "or press 'New mask' and paint over the damage."
+                        )
                         return None
                     mask_name = value.name
                     value = L.mask_from_layer(value, layer, sel)
@@ -537,8 +570,9 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                 camera = {name: float(getattr(self, name).value) for name in CAMERA_FIELDS}
                 if params.loss == "poisson" and camera != CAMERA_COUNTS:
                     extra.update(camera)  # plain counts (or no Poisson model): no camera conversion
-            job = prepare(deg(**values), sel.data, params=params, channel_axis=ca,
-                          device=self.device.value, seed=seed, **extra)
+            job = prepare(
+                deg(**values), sel.data, params=params, channel_axis=ca, device=self.device.value, seed=seed, **extra
+            )
         except (ValueError, TypeError, MemoryError) as exc:
             _notify.show_error(f"DIP {deg.name} of {layer.name!r}: {exc}")
             return None
@@ -566,8 +600,18 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         steps = job.steps()
         worker = create_worker(iterate_steps, steps, _start_thread=False, _ignore_errors=True)
         template = L.LayerTemplate.from_layer(layer).zoomed(job.degradation.scale)
-        self._run = _Run(job=job, steps=steps, worker=worker, name=layer.name, task=job.task, layer=layer,
-                         template=template, selection=sel, params=params, mask_name=mask_name)
+        self._run = _Run(
+            job=job,
+            steps=steps,
+            worker=worker,
+            name=layer.name,
+            task=job.task,
+            layer=layer,
+            template=template,
+            selection=sel,
+            params=params,
+            mask_name=mask_name,
+        )
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
@@ -597,7 +641,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             self.status.value = "Cancelling at the next step..."
 
     # ------------------------------------------------------------------------ worker signals
-    def _on_yielded(self, step: "Step") -> None:
+    def _on_yielded(self, step: Step) -> None:
         run = self._run
         if run is None or not self._alive():
             return
@@ -613,8 +657,10 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             plane += f" · tile {step.tile + 1}/{tile}"
         cand = "" if step.es_best_iteration is None else f" · ES min @ {step.es_best_iteration}"
         more = " ≤" if run.params.early_stop else ""
-        self.status.value = (f"iteration {step.iteration}/{step.iterations}{plane} · "
-                             f"{format_duration(elapsed)} elapsed ·{more} {format_duration(left)} left{cand}")
+        self.status.value = (
+            f"iteration {step.iteration}/{step.iterations}{plane} · "
+            f"{format_duration(elapsed)} elapsed ·{more} {format_duration(left)} left{cand}"
+        )
         self.progress.tooltip = self.status.value
         if (step.plane, step.tile) != run.plot_plane:
             run.plot_plane = (step.plane, step.tile)
@@ -628,8 +674,10 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         """A normalised (H, W, C) plane -> the input's value range, dtype and axis layout."""
         lay = run.job.layout
         one = dataclasses.replace(
-            lay, stack_shape=(1,) * len(run.selection.stack_axes),
-            alpha=None if lay.alpha is None else lay.alpha[plane:plane + 1])
+            lay,
+            stack_shape=(1,) * len(run.selection.stack_axes),
+            alpha=None if lay.alpha is None else lay.alpha[plane : plane + 1],
+        )
         return denormalise(hwc[None], one)
 
     def _add_preview_layer(self, run: _Run) -> None:
@@ -640,18 +688,20 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         the run the preview only gets new data, and at the end it becomes the result.
         """
         sel = run.selection
-        index = tuple(slice(0, 1) if a in sel.stack_axes else slice(None)
-                      for a in range(sel.data.ndim))
+        index = tuple(slice(0, 1) if a in sel.stack_axes else slice(None) for a in range(sel.data.ndim))
         first = np.array(sel.data[index], copy=True)
         f = run.job.degradation.scale
         if f > 1:  # a larger result: the input's plane enlarged until the first preview arrives
             ys, xs = L.non_channel_axes(first.ndim, sel.channel_axis)[-2:]
             first = first.repeat(f, axis=ys).repeat(f, axis=xs)
         run.preview_layer = self._viewer.add_image(
-            first, name=f"{run.name} [DIP preview]", metadata={ROLE_KEY: "preview"},
-            **run.template.image_kwargs(sel.plane_offset(0)))
+            first,
+            name=f"{run.name} [DIP preview]",
+            metadata={ROLE_KEY: "preview"},
+            **run.template.image_kwargs(sel.plane_offset(0)),
+        )
 
-    def _show_preview(self, run: _Run, step: "Step") -> None:
+    def _show_preview(self, run: _Run, step: Step) -> None:
         layer = run.preview_layer
         if layer is None:
             return
@@ -674,7 +724,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         if layer is not None:
             self._viewer.layers.remove(layer)
 
-    def _on_returned(self, output: "DIPOutput") -> None:
+    def _on_returned(self, output: DIPOutput) -> None:
         run = self._run
         if run is None or not self._alive():
             return
@@ -690,8 +740,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             return
         if run.n_steps == 0 and not run.job.fits:
             self._remove_preview(run)
-            _notify.show_info(f"DIP {run.task} of {run.name!r} cancelled before the first step: "
-                      "nothing to keep.")
+            _notify.show_info(f"DIP {run.task} of {run.name!r} cancelled before the first step: nothing to keep.")
             return
         try:
             output = run.job.result()
@@ -739,6 +788,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             self.progress.value = 1000
         self._update_use_frame()
         self.run_finished.emit(output)
+
 
 def _call_soon(func) -> None:
     from qtpy.QtCore import QTimer
