@@ -231,9 +231,6 @@ class Degradation:
         """The result's stand-in for a plane not restored (yet): (H, W, C) float32."""
         return plane
 
-    def describe(self) -> str:
-        return self.name
-
 
 class Identity(Degradation):
     """Denoising: the measurement is the image plus noise (Gaussian or Poisson)."""
@@ -396,9 +393,6 @@ class Downsample(Degradation):
         return resize(plane, (h * self.factor, w * self.factor, c), order=3, mode="edge", anti_aliasing=False).astype(
             np.float32
         )
-
-    def describe(self) -> str:
-        return f"{self.name} x{self.factor}"
 
 
 #: Every degradation by task name: the front ends iterate over this.
