@@ -592,6 +592,10 @@ def test_restore_widget_offers_every_registered_task(make_napari_viewer):
         shown = field_names(deg)
         for field in every:
             assert _shown(getattr(w, field)) == (field in shown), (name, field)
+        # a layer change resets every choice: the task's presets (and the chosen one) stay
+        w.preset.value = deg.presets[-1]
+        viewer.add_image(np.zeros((16, 16), np.uint8), name=f"added while {name}")
+        assert list(w.preset.choices) == list(deg.presets) and w.preset.value == deg.presets[-1]
     # the fixed-task widgets hide the task choice and offer only their task's fields
     d = DenoiseWidget(viewer)
     assert not _shown(d.task) and d.task.value == "denoise" and d._has("loss") and not d._has("mask")

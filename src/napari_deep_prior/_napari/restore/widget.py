@@ -229,7 +229,9 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         widgets: list = [task_box, image, channel_axis, scope]
         widgets += field_widgets(degradations, self._mask_choices, self.new_mask_layer)
 
-        preset = ComboBox(name="preset", label="preset", choices=list(first.presets), value=first.presets[0])
+        self._task_name = first.name
+        # a callable, so that reset_choices() (on every layer change) keeps the current task's presets
+        preset = ComboBox(name="preset", label="preset", choices=self._preset_choices, value=first.presets[0])
         preset_info = Label(name="preset_info", label=" ", value="")
         iterations = SpinBox(
             name="iterations",
@@ -343,6 +345,11 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             if isinstance(layer, Image) and layer.metadata.get(ROLE_KEY) != "preview"
         ]
 
+    def _preset_choices(self, _widget=None):
+        from ...restore.degradations import get_degradation
+
+        return list(get_degradation(self._task_name).presets)
+
     def _mask_choices(self, _widget=None):
         from napari.layers import Labels, Shapes
 
@@ -420,9 +427,10 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         shown = field_names(deg)
         for name in self._task_field_names():
             getattr(self, name).visible = name in shown
+        self._task_name = deg.name
         names = list(deg.presets)
         self.preset.choices = []  # magicgui keeps shared items in place: start afresh for the order
-        self.preset.choices = names
+        self.preset.reset_choices()  # the callable: this task's presets, in order
         self.preset.value = names[0]
         for i, name in enumerate(names):
             self.preset.native.setItemData(i, self._descriptions.get(name, ""), _tooltip_role())
