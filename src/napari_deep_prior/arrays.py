@@ -273,23 +273,13 @@ def check_finite(planes: np.ndarray) -> None:
             )
 
 
-def normalise(
-    arr: np.ndarray, has_alpha: bool, shape, channel_axis, headroom: float = 0.0
-) -> tuple[np.ndarray, Layout]:
-    """(..., H, W, C) array -> ((P, H, W, C) float32 planes in [0, 1], the Layout back).
-
-    The values' range maps to [0, 1]; with ``headroom`` h it maps to [h, 1 - h] / (1 + 2h)
-    instead, so a result may go beyond the input's range by h times that range on each side
-    (an up-scaled image's peaks are higher than its down-sampled input's).
-    """
+def normalise(arr: np.ndarray, has_alpha: bool, shape, channel_axis) -> tuple[np.ndarray, Layout]:
+    """(..., H, W, C) array -> ((P, H, W, C) float32 planes in [0, 1], the Layout back)."""
     planes, alpha = planes_of(arr, has_alpha)
     check_finite(planes)
     lo = float(planes.min())
     hi = float(planes.max())
     scale = hi - lo if hi > lo else 1.0
-    if headroom:
-        lo -= headroom * scale
-        scale *= 1.0 + 2.0 * headroom
     work = (planes.astype(np.float64) - lo) / scale
     layout = Layout(np.dtype(arr.dtype), tuple(shape), channel_axis, tuple(arr.shape[:-3]), lo, scale, alpha, planes)
     return work.astype(np.float32), layout

@@ -131,7 +131,7 @@ def prepare(
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
     else:
-        planes, layout = normalise(arr, alpha, image.shape, ca, headroom=degradation.headroom)
+        planes, layout = normalise(arr, alpha, image.shape, ca)
     layout.out_dtype = out_dtype
     seed = check_seed(seed)
     if seed is None:

@@ -183,9 +183,6 @@ class Degradation:
     noise_models: ClassVar[tuple[str, ...]] = ("gaussian",)
     #: Extra inputs the front ends ask for (see :class:`Field`).
     fields: ClassVar[tuple[Field, ...]] = ()
-    #: Room beyond the input's value range the result may need, as a fraction of that range
-    #: (the network's sigmoid output spans the input's range plus this on each side).
-    headroom: ClassVar[float] = 0.0
 
     @property
     def default_preset(self) -> str:
@@ -372,7 +369,6 @@ class Downsample(Degradation):
     presets = ("upscale", "paper", "upscale-paper")
     paper_preset = "upscale-paper"
     FACTORS: ClassVar[tuple[int, ...]] = (2, 4, 8)
-    headroom = 0.1  # an image's peaks are higher than its down-sampled version's
     fields = (Field("factor", "choice", "factor", "scale factor of the height and width", FACTORS, 4),)
 
     def __init__(self, factor: int = 4):
