@@ -234,6 +234,7 @@ def upscale_shots(out: Path, app, iterations: int | None, timeout: float) -> Non
         scale=(1 / f, 1 / f),
         translate=(-(f - 1) / (2 * f),) * 2,
     )
+    w.image.value = small  # the added layer became the input; show the one that was processed
     for layer in viewer.layers:
         layer.visible = layer.metadata.get("dip_role") != "history"
     viewer.canvas.grid.enabled = True

@@ -307,12 +307,13 @@ PRESETS["inpaint"] = DIPParams(
 )
 # Super-resolution: the tapered net with bilinear up-sampling and output averaging, the paper's
 # jitter and step count, no early stop (the fit of a noise-free image keeps improving).
-# Set9 x4 (64 -> 256 px crops), PSNR at step 2000: bilinear (without Downsample's headroom)
-# House 34.84, Baboon 24.65 dB, both still rising at 2500; nearest-neighbour up-sampling with the
-# headroom House 34.43, Baboon 24.20, F16 25.41, kodim01 21.79, kodim02 28.92, kodim03 30.06 dB,
-# peaking early on texture (kodim01 at 400, F16 at 800 steps) and then falling.  At 600 steps
-# (House) nearest led (33.32 vs 33.16 dB; 33.53 with the headroom); a 64-wide bilinear net
-# (32.82 dB, raw output) cost 3.6x per step and lr 0.02 did not help (33.19 dB).
+# Set9 x4 (64 -> 256 px crops), PSNR at step 2000 (benchmarks/dip_upscale.py): this preset House
+# 34.84, Baboon 24.65 dB, both still rising at 2500.  Variants measured: nearest-neighbour
+# up-sampling (with a 10 % value-range headroom, since reverted) House 34.43, Baboon 24.20, F16
+# 25.41, kodim01 21.79, kodim02 28.92, kodim03 30.06, peaking early on texture (kodim01 at 400,
+# F16 at 800 steps) and then falling; bilinear with the headroom Baboon 24.28, F16 26.57, House
+# 34.36, kodim01 22.30, kodim02 29.42.  At 600 steps (House) nearest led (33.32 vs 33.16 dB); a
+# 64-wide bilinear net (32.82 dB, raw output) cost 3.6x per step; lr 0.02 did not help (33.19 dB).
 PRESETS["upscale"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "bilinear", True, "noise", 32),
     iterations=2000,
