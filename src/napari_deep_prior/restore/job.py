@@ -423,7 +423,11 @@ class DIPJob:
 
     def _tiled_frames(self, f: int, running, run_hist):
         """Yield the first ``f`` normalised history frames, each (P, H, W, C)."""
-        initial = self._initial_planes()
+        # the stand-in of every plane not finished (no copy: the input planes themselves when the
+        # result has the input's size); finished planes take their frames from the history sums
+        initial = {
+            i: self.degradation.initial(self.planes[i]) for i in range(self.n_planes) if i not in self._tiled_images
+        }
         live = None
         if self._blender is not None:
             i = self._blend_plane
@@ -433,7 +437,7 @@ class DIPJob:
                 extra = (k, cur.image, None if run_hist is None else run_hist.frames)
             live = (i, self._blender.frame_images(initial[i], extra=extra))
         for k in range(f):
-            frame = np.empty(initial.shape, dtype=np.float32)
+            frame = np.empty((self.n_planes,) + self.out_shape, dtype=np.float32)
             for i in range(self.n_planes):
                 if i in self._tiled_images:
                     frame[i] = self._hist_num[k, i]  # normalised when the plane finished
