@@ -2,14 +2,93 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "write_image", "check_output", "write_history_tiff", "read_history_tiff", "TIFF_SUFFIXES"]
+__all__ = [
+    "read_image",
+    "write_image",
+    "check_output",
+    "write_history_tiff",
+    "read_history_tiff",
+    "atomic_output",
+    "TIFF_SUFFIXES",
+]
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """An OSError re-worded for a user: what failed, why, and that ``path`` was not changed."""
+    why = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "the file system is read-only",
+    }.get(exc.errno, exc.strerror or str(exc))
+    kept = "the existing file was not changed" if path.exists() else "nothing was written"
+    err = OSError(exc.errno, f"cannot write {path}: {why} ({kept}); free space or choose another folder")
+    err.filename = None
+    return err
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, keep_mode: bool = True) -> Iterator[Path]:
+    """Write a file all at once: yield a temporary path beside ``path``, rename it into place on success.
+
+    The temporary file lies in the target's folder (so the rename is atomic) and keeps the
+    target's suffix (so writers that pick the format from it still work). On success its data
+    are flushed to disk and it replaces ``path`` in one step; on any failure or interruption
+    (an exception, KeyboardInterrupt, SystemExit) it is removed and an existing ``path`` is left
+    exactly as it was.  A file replaced keeps its permission bits; a new one gets the usual
+    ``0o666 & ~umask``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_output(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=folder)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            yield tmp
+            mode = path.stat().st_mode & 0o7777 if keep_mode and path.exists() else 0o666 & ~_umask()
+            os.chmod(tmp, mode)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.filename is None and "cannot write" in str(exc):
+                raise  # already worded by an inner atomic_output
+            raise _write_error(path, exc) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def _check_suffix(path: Path, writing: bool) -> str:
