@@ -3,12 +3,21 @@
 One subcommand per registered degradation (:data:`~.restore.degradations.DEGRADATIONS`: its
 fields become options) and one for colorization (its methods from the colorizer registry).
 
-Exit codes: 0 success, 2 bad input or arguments (one-line message), 130 interrupted.
+Every check happens before the work: outputs that would overwrite an input, folders that do
+not exist or cannot be written, formats that cannot hold the result, images too large for the
+memory (from their headers, before decoding).  Files are written all at once (a temporary file
+renamed into place), so an interrupted or failed run never changes an existing file.
+
+Exit codes: 0 success, 2 bad input or arguments (one-line message naming the option), 130
+interrupted by Ctrl-C (the first Ctrl-C during a fit writes the estimate so far; a second one
+exits at once), 143 terminated (SIGTERM: exits at once, writes nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +31,48 @@ PROG = "napari-deep-prior"
 
 class UsageError(ValueError):
     """A command-line argument that cannot be used as given."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, or a second Ctrl-C: stop at once, write nothing (temporary files are removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, _frame):
+    raise Terminated(signum)
+
+
+#: The command line's name of each API parameter, for re-worded messages (errors.ParameterError).
+FLAGS = {
+    "channel_axis": "--channel-axis",
+    "tile_size": "--tile",
+    "tile_overlap": "--tile-overlap",
+    "history_every": "--history-every",
+    "iterations": "--iterations",
+    "lr": "--lr",
+    "seed": "--seed",
+    "output_dtype": "--dtype",
+    "dtype": "--dtype",
+    "mask": "--mask",
+    "factor": "--factor",
+    "camera_offset": "--offset",
+    "gain": "--gain",
+    "read_noise": "--read-noise",
+    "loss": "--loss",
+    "preset": "--preset",
+    "device": "--device",
+    "early_stop": "--no-early-stop",
+    "warm_start": "--warm-start",
+    "hints": "--hints",
+    "hint_size": "--hint-size",
+    "weights": "--weights",
+    "method": "--method",
+    "sigma": "--sigma",
+    "size": "--size",
+}
 
 
 # -- progress --------------------------------------------------------------------------
@@ -253,12 +304,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_job(job, quiet: bool):
+    """Run a job with a progress bar; return (output, interrupted).
+
+    The first Ctrl-C stops the fit and returns the estimate computed so far (``interrupted``
+    True); from then on a second Ctrl-C, like SIGTERM, raises :class:`Terminated`.
+    """
     bar = None if quiet else ProgressBar()
     try:
-        return drive(job.steps(), bar)  # the job's output, assembled once
+        return drive(job.steps(), bar), False  # the job's output, assembled once
+    except KeyboardInterrupt:
+        _second_interrupt_terminates()
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(f"{PROG}: interrupted: keeping the estimate computed so far", file=sys.stderr)
+        return job.result(), True
     finally:
         if bar is not None:
             bar.close()
+
+
+def _second_interrupt_terminates() -> None:
+    try:
+        signal.signal(signal.SIGINT, _terminate)
+    except ValueError:  # not the main thread: leave the handlers alone
+        pass
+
+
+def _interrupted_note(out) -> str:
+    runs = ", ".join(f"iteration {s} of {r} run" for s, r in zip(out.stop_iterations, out.iterations_run, strict=True))
+    n = len(out.stop_iterations)
+    left = n - out.planes_done
+    planes = f"; {left} of {n} planes not finished (unfitted planes are the input)" if n > 1 and left else ""
+    return f"the estimate when Ctrl-C came ({runs}{planes})"
 
 
 def _report(out, t0: float) -> None:
@@ -278,10 +356,29 @@ def _report(out, t0: float) -> None:
         print(f"early stop: {', '.join(reasons)}{noise}")
 
 
-def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
+def _available_bytes() -> int | None:
+    from .device import available_memory, resolve_device
+
+    return available_memory(resolve_device("cpu"))
+
+
+def _read(path: Path) -> np.ndarray:
     from .io import read_image
 
-    mask = read_image(path)
+    return read_image(path, available_bytes=_available_bytes())
+
+
+def _check_finite(name: str, value: float | None, minimum: float | None = None) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")
+    if minimum is not None and value < minimum:
+        raise UsageError(f"{name} must be >= {minimum:g}, got {value:g}")
+
+
+def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
+    mask = _read(path)
     if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == image.shape[:2]:
         mask = mask[..., 0]  # a grey mask saved as RGB(A)
     mask = mask != 0
@@ -289,11 +386,24 @@ def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
 
 
 def _restore(args) -> int:
-    from .io import check_output, read_image, write_history_tiff, write_image
+    from .io import check_distinct, check_output, check_output_path, read_header, write_history_tiff, write_image
     from .restore.api import prepare
 
     deg = args.degradation
-    image = read_image(args.input)
+    masks = {f.flag: getattr(args, f.name) for f in deg.fields if f.kind == "mask"}
+    outputs = {"-o": args.output, "--history": args.history}
+    check_distinct(outputs, {"the input": args.input, **masks, "--reference": args.reference})
+    check_output_path(args.output, "-o")
+    if args.history is not None:
+        if args.history.suffix.lower() not in (".tif", ".tiff"):
+            raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
+        check_output_path(args.history, "--history")
+    for name in ("offset", "gain", "read_noise"):
+        _check_finite(f"--{name.replace('_', '-')}", getattr(args, name, None))
+    _check_finite("--lr", args.lr)
+    if args.reference is not None:
+        read_header(args.reference)  # a missing or broken reference is found before the input is read
+    image = _read(args.input)
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(
         preset=args.preset,
@@ -313,9 +423,6 @@ def _restore(args) -> int:
         kw["loss"] = args.loss
     if "poisson" in deg.noise_models:
         kw.update(camera_offset=args.offset, gain=args.gain, read_noise=args.read_noise)
-    if args.history is not None and args.history.suffix.lower() not in (".tif", ".tiff"):
-        raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
-    reference = read_image(args.reference) if args.reference is not None else None
     fields = {}
     for f in deg.fields:
         value = getattr(args, f.name)
@@ -323,23 +430,35 @@ def _restore(args) -> int:
             value = _read_mask(value, image, getattr(args, f"invert_{f.name}"))
         fields[f.name] = value
     job = prepare(deg(**fields), image, **kw)
+    result_shape = job.layout.result_shape(*job.out_shape[:2])
+    result_ca = job.layout.channel_axis
     try:
-        check_output(args.output, job.layout.result_dtype, job.layout.result_shape(*job.out_shape[:2]))
+        check_output(args.output, job.layout.result_dtype, result_shape, result_ca, label="-o")
     except ValueError as exc:
         if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
             raise UsageError(
                 f"{exc} (the Poisson model returns float32 photon rates; "
                 "--dtype input gives rounded counts in the input's dtype)"
             ) from None
+        if job.layout.result_dtype != image.dtype or args.dtype != "auto":
+            raise UsageError(f"{exc}; or choose the result type with --dtype (now {job.layout.result_dtype})") from None
         raise
+    reference = None
+    if args.reference is not None:
+        reference = _read(args.reference)
+        if reference.shape != tuple(result_shape):
+            raise UsageError(
+                f"--reference {args.reference} has shape {reference.shape} but the result will be "
+                f"{tuple(result_shape)}; give the ground truth of the result (nothing was run)"
+            )
     if job.tiles is not None:
         th = max(b[1] - b[0] for b in job.tiles)
         tw = max(b[3] - b[2] for b in job.tiles)
         print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels (overlap at least {job.tile_overlap})")
     t0 = time.perf_counter()
-    out = _run_job(job, args.quiet)
-    write_image(args.output, out.image)
-    print(f"wrote {args.output}")
+    out, interrupted = _run_job(job, args.quiet)
+    write_image(args.output, out.image, result_ca)
+    print(f"wrote {args.output}" + (f": {_interrupted_note(out)}" if interrupted else ""))
     for note in out.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.history is not None:
@@ -354,13 +473,10 @@ def _restore(args) -> int:
                 out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
             )
             print(f"wrote {args.history} ({len(out.history_iterations)} frames)")
+    if interrupted:
+        return 130
     _report(out, t0)
     if reference is not None:
-        if reference.shape != out.image.shape:
-            raise UsageError(
-                f"--reference {args.reference} has shape {reference.shape} but the result is "
-                f"{out.image.shape}; give the ground truth of the result (the result was written)"
-            )
         p1, s1 = _quality(reference, out.image, ca)
         if reference.shape == image.shape:
             p0, s0 = _quality(reference, image, ca)
@@ -373,13 +489,16 @@ def _restore(args) -> int:
 def _colorize(args) -> int:
     from .colorization.api import colorize
     from .colorization.hints import read_hints_csv
-    from .io import check_output, read_image, write_image
+    from .io import check_distinct, check_output, check_output_path
 
-    image = read_image(args.input)
+    check_distinct({"-o": args.output}, {"the input": args.input, "--hints": args.hints, "--weights": args.weights})
+    check_output_path(args.output, "-o")
+    image = _read(args.input)
     ca = _channel_axis(image, args.channel_axis)
     hints = read_hints_csv(args.hints) if args.hints is not None else None
     out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
-    check_output(args.output, out_dtype, image.shape[:2] + (3,))
+    spatial = image.shape if ca is None else tuple(n for i, n in enumerate(image.shape) if i != ca % image.ndim)
+    check_output(args.output, out_dtype, spatial + (3,), -1, label="-o")
     t0 = time.perf_counter()
     rgb = colorize(
         image,
@@ -391,7 +510,9 @@ def _colorize(args) -> int:
         seed=args.seed,
         channel_axis=ca,
     )
-    write_image(args.output, rgb)
+    from .io import write_image
+
+    write_image(args.output, rgb, -1)
     n = f" from {len(hints)} hints" if hints else ""
     print(f"colorized with {args.method}{n} in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
     return 0
@@ -402,22 +523,32 @@ DEMO_CENTRE = (164, 214)
 
 
 def _demo(args) -> int:
-    from .io import write_image
+    from .arrays import MIN_SIDE
+    from .io import check_distinct, check_output, write_image
     from .restore.api import prepare_denoise
     from .samples import astronaut_pair
 
-    clean, noisy = astronaut_pair(args.size, args.sigma, args.seed, centre=DEMO_CENTRE)
+    _check_finite("--sigma", args.sigma, 0.0)
+    if not MIN_SIDE <= args.size <= 512:
+        raise UsageError(f"--size must be between {MIN_SIDE} and 512 (the sample is 512x512), got {args.size}")
     out_path = args.output
     noisy_path = out_path.with_name(out_path.stem + "_noisy" + out_path.suffix)
+    check_distinct({"-o": out_path, "the noisy copy": noisy_path}, {})
+    for label, path in (("-o", out_path), ("the noisy copy", noisy_path)):
+        check_output(path, np.uint8, (args.size, args.size, 3), -1, label=label)
+    clean, noisy = astronaut_pair(args.size, args.sigma, args.seed, centre=DEMO_CENTRE)
     print(f"sample: scikit-image astronaut, {clean.shape[0]}x{clean.shape[1]} RGB, Gaussian noise sigma={args.sigma:g}")
     job = prepare_denoise(noisy, channel_axis=-1, device=args.device, seed=args.seed, iterations=args.iterations)
     print(
         f"device {job.device}, preset 'denoise', up to {job.params.iterations} iterations with automatic early stopping"
     )
     t0 = time.perf_counter()
-    out = _run_job(job, args.quiet)
-    write_image(noisy_path, noisy)
-    write_image(out_path, out.image)
+    out, interrupted = _run_job(job, args.quiet)
+    write_image(noisy_path, noisy, -1)
+    write_image(out_path, out.image, -1)
+    if interrupted:
+        print(f"wrote {noisy_path} and {out_path}: {_interrupted_note(out)}")
+        return 130
     _report(out, t0)
     p0, s0 = _quality(clean, noisy, -1)
     p1, s1 = _quality(clean, out.image, -1)
@@ -426,20 +557,64 @@ def _demo(args) -> int:
     return 0
 
 
+def _memory_error(exc: BaseException) -> str | None:
+    """A user's message for running out of memory anywhere (host allocator, torch, CUDA)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and any(k in text for k in ("out of memory", "can't allocate memory", "Cannot allocate memory"))
+    ):
+        if type(exc).__name__ == "ImageTooLargeError":
+            return " ".join(text.split())
+        return (
+            "ran out of memory"
+            + (f" ({' '.join(text.split())[:200]})" if text else "")
+            + "; process the image in smaller tiles (--tile 256), turn the history off (--history-every 0), "
+            "choose a lighter --preset, or crop the image; nothing was written"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import ImageTooLargeError, WeightsError
+    from .errors import ImageTooLargeError, WeightsError, reword
 
+    handlers = {}
+    for signum in (signal.SIGTERM,):
+        try:
+            handlers[signum] = signal.signal(signum, _terminate)
+        except ValueError:  # not the main thread (e.g. called from a worker): leave them alone
+            pass
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted (nothing was written)", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError, WeightsError) as exc:
-        msg = " ".join(str(exc).split())
+    except Terminated as term:
+        what = "terminated" if term.signum == signal.SIGTERM else "interrupted twice"
+        print(f"{PROG}: {what}: stopped at once; no file was changed", file=sys.stderr)
+        return 128 + term.signum
+    except (MemoryError, RuntimeError) as exc:
+        msg = _memory_error(exc)
+        if msg is None:
+            if not isinstance(exc, WeightsError):
+                raise
+            msg = " ".join(reword(exc, FLAGS).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError) as exc:
+        msg = " ".join(reword(exc, FLAGS).split())
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        try:
+            signal.signal(signal.SIGINT, sigint)
+        except (ValueError, TypeError):
+            pass
 
 
 if __name__ == "__main__":
