@@ -193,8 +193,13 @@ def test_encode_hints_malformed_hint():
 
 
 def test_encode_hints_bad_colour_names_hint():
-    with pytest.raises(ValueError, match="hint 1"):
+    with pytest.raises(ValueError, match=r"^hints\[1\]: colour 'blue'"):
         H.encode_hints(np.zeros((8, 8)), [(3, 3, "#ffffff"), (1, 1, "blue")])
+
+
+def test_api_hints_outside_are_numbered_as_python_indexes():
+    with pytest.raises(ValueError, match=r"^hints\[2\]: the hint at \(row, col\) = \(3, 9\) is outside"):
+        H.normalize_hints([(0, 0, "#fff"), (1, 1, "#fff"), (3, 9, "#fff")], (8, 9))
 
 
 # --- CSV ------------------------------------------------------------------------------
@@ -237,6 +242,80 @@ def test_csv_bad_line(tmp_path):
     path.write_text("row,col,color\n1,2,#ffffff\n3,4,#zzzzzz\n")
     with pytest.raises(ValueError, match="line 3"):
         H.read_hints_csv(path)
+
+
+# Every error names the line as a text editor numbers it (header = line 1) and its text;
+# blank lines count, a byte-order mark does not shift anything.
+CSV_ERRORS = {
+    "bad header": ("\ufeffx,y,colour\n1,2,#ffffff\n", "line 1 ('x,y,colour'): the header should be"),
+    "blank lines": ("row,col,color\n\n1,2,#ffffff\n\n3,4,#zzzzzz\n", "line 5 ('3,4,#zzzzzz'): colour '#zzzzzz'"),
+    "too few values": ("row,col,color\n1,2,#ffffff\n3,#ff0000\n", "line 3 ('3,#ff0000'): expected 3 values"),
+    "row not a number": (
+        "row,col,r,g,b\n1,2,3,4,5\nten,2,3,4,5\n",
+        "line 3 ('ten,2,3,4,5'): row 'ten' is not a number",
+    ),
+    "nan col": ("row,col,color\n1,nan,#ffffff\n", "line 2 ('1,nan,#ffffff'): col 'nan' must be a finite number"),
+    "rgb out of range": ("row,col,r,g,b\r\n1,2,3,4,500\r\n", "line 2 ('1,2,3,4,500'): integer colour"),
+    "header after blanks": ("\n\nrow,col\n", "line 3 ('row,col'): the header should be"),
+}
+
+
+@pytest.mark.parametrize("case", list(CSV_ERRORS))
+def test_csv_errors_name_the_line_and_its_text(tmp_path, case):
+    text, expected = CSV_ERRORS[case]
+    path = tmp_path / "h.csv"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(ValueError) as err:
+        H.read_hints_csv(path)
+    assert str(err.value).startswith(f"{path}, "), str(err.value)
+    assert expected in str(err.value), str(err.value)
+
+
+def test_csv_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"row,col,color\n1,2,#ffffff\n3,4,\xe9t\xe9\n")
+    with pytest.raises(ValueError, match=r"line 3: the file is not UTF-8 text"):
+        H.read_hints_csv(path)
+
+
+def test_csv_with_bom_and_blank_lines_reads(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_bytes("\ufeffrow,col,color\r\n\r\n1,2,#ffffff\r\n".encode())
+    (hint,) = H.read_hints_csv(path)
+    assert hint == (1, 2, "#ffffff") and hint.where == f"{path}, line 3 ('1,2,#ffffff')"
+
+
+def test_csv_hint_outside_the_image_is_reported_by_line(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("row,col,color\n1,2,#ffffff\n\n60,20,#ff0000\n")
+    hints = H.read_hints_csv(path)
+    with pytest.raises(ValueError) as err:
+        H.normalize_hints(hints, (48, 48))
+    msg = str(err.value)
+    assert msg.startswith(f"{path}, line 4 ('60,20,#ff0000'): the hint at (row, col) = (60, 20) is outside"), msg
+    assert "rows must be in 0..47" in msg
+
+
+def test_write_hints_csv_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "hints.csv"
+    H.write_hints_csv(path, [(1, 2, "#102030")])
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"hints\[1\]"):
+        H.write_hints_csv(path, [(3, 4, "#ffffff"), (5, 6, "blue")])  # refused before writing
+    assert path.read_bytes() == before
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up as the file is flushed
+    with pytest.raises(OSError, match="no space left on the device") as err:
+        H.write_hints_csv(path, [(3, 4, "#ffffff")])
+    assert "the existing file was not changed" in str(err.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hints.csv"]  # no temporary file left
 
 
 def test_csv_bad_layout(tmp_path):

@@ -290,6 +290,15 @@ def test_error_hint_outside():
         colorize(grey_image(), method="levin", hints=[(40, 3, "#ffffff")])
 
 
+def test_error_hint_outside_from_a_csv_names_the_line(tmp_path):
+    from napari_deep_prior.colorization.hints import read_hints_csv
+
+    path = tmp_path / "hints.csv"
+    path.write_text("row,col,color\n4,3,#3070c0\n40,3,#ffffff\n")
+    with pytest.raises(ValueError, match=r"hints.csv, line 3 \('40,3,#ffffff'\): the hint at .* is outside the image"):
+        colorize(grey_image(), method="levin", hints=read_hints_csv(path))
+
+
 def test_error_bad_colour_string():
     with pytest.raises(ValueError, match="#rrggbb"):
         colorize(grey_image(), method="levin", hints=[(4, 3, "reddish")])

@@ -15,6 +15,7 @@ References
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "GAMUT_WARN_AB",
     "ColorLike",
     "Hint",
+    "CSVHint",
     "check_hint_size",
     "color_to_hex",
     "encode_hints",
@@ -54,6 +56,28 @@ class Hint(NamedTuple):
     row: float
     col: float
     color: ColorLike
+
+
+class CSVHint(Hint):
+    """A :class:`Hint` read from a CSV file, which remembers where: ``where`` is
+    ``"hints.csv, line 5 ('60,20,#ff0000')"`` (lines numbered as a text editor shows them,
+    the header being line 1).  Errors about it name that line."""
+
+    where: str
+
+    def __new__(cls, row, col, color, where: str = ""):
+        self = super().__new__(cls, row, col, color)
+        self.where = where
+        return self
+
+    def __reduce__(self):
+        return (CSVHint, (self.row, self.col, self.color, self.where))
+
+
+def _hint_label(i: int, hint) -> str:
+    """How a message names hint ``i``: its CSV line when it came from a file, else ``hints[i]``."""
+    where = getattr(hint, "where", "")
+    return where if where else f"hints[{i}]"
 
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
@@ -133,7 +157,8 @@ def normalize_hints(hints: Iterable, shape: tuple[int, int]) -> list[tuple[int, 
     Raises
     ------
     TypeError, ValueError
-        Naming the offending hint and how to fix it.
+        Naming the offending hint and how to fix it: ``hints[i]`` (0-based, as in Python),
+        or its file and line for hints read by :func:`read_hints_csv`.
     """
     if hints is None:
         raise ValueError("no hints were given; pass a list of (row, col, colour) hints")
@@ -144,28 +169,29 @@ def normalize_hints(hints: Iterable, shape: tuple[int, int]) -> list[tuple[int, 
     h, w = shape
     out = []
     for i, hint in enumerate(hints):
+        name = _hint_label(i, hint)
         try:
             row, col, colour = hint
         except (TypeError, ValueError):
             raise TypeError(
-                f"hint {i} is {hint!r}; each hint must be (row, col, colour), e.g. (120, 64, '#ff8000')"
+                f"{name} is {hint!r}; each hint must be (row, col, colour), e.g. (120, 64, '#ff8000')"
             ) from None
         try:
             r, c = float(row), float(col)
         except (TypeError, ValueError):
-            raise TypeError(f"hint {i}: row and col must be numbers, got {row!r}, {col!r}") from None
+            raise TypeError(f"{name}: row and col must be numbers, got {row!r}, {col!r}") from None
         if not (np.isfinite(r) and np.isfinite(c)):
-            raise ValueError(f"hint {i}: row and col must be finite, got {row!r}, {col!r}")
+            raise ValueError(f"{name}: row and col must be finite, got {row!r}, {col!r}")
         ri, ci = int(np.floor(r + 0.5)), int(np.floor(c + 0.5))
         if not (0 <= ri < h and 0 <= ci < w):
             raise ValueError(
-                f"hint {i} at (row, col) = ({row}, {col}) is outside the image of shape ({h}, {w}); "
+                f"{name}: the hint at (row, col) = ({row}, {col}) is outside the image of shape ({h}, {w}); "
                 f"rows must be in 0..{h - 1} and columns in 0..{w - 1}"
             )
         try:
             rgb = parse_color(colour)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"hint {i}: {exc}") from None
+            raise type(exc)(f"{name}: {exc}") from None
         out.append((ri, ci, rgb))
     return out
 
@@ -254,40 +280,73 @@ def read_hints_csv(path: str | os.PathLike) -> list[Hint]:
 
     Two layouts are accepted, with a header line: ``row,col,color`` (colour ``#rrggbb``)
     or ``row,col,r,g,b`` (integers 0-255, or floats 0-1 when any value has a decimal point).
+    Blank lines are skipped; a UTF-8 byte-order mark (as spreadsheets write) is allowed.
 
     Returns
     -------
     list of Hint
+        :class:`CSVHint` objects: a hint later found outside the image (by
+        :func:`normalize_hints`, i.e. by ``colorize``) is reported by its line of the file.
 
     Raises
     ------
     ValueError
-        If the header or a line is malformed (the line number is given).
+        If the file is not UTF-8 text, or the header or a line is malformed: the message gives
+        the line number as a text editor shows it (the header is line 1) and the line's text.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "hints.csv"
+    >>> _ = p.write_text("row,col,color\\n10,12,#3070c0\\n")
+    >>> read_hints_csv(p)
+    [CSVHint(row=10, col=12, color='#3070c0')]
     """
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(x.strip() for x in r)]
-    if not rows:
+    name = os.fspath(path)
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
         raise ValueError(
-            f"hints file {os.fspath(path)!r} is empty; it needs a header 'row,col,color' or 'row,col,r,g,b'"
-        )
-    header = [x.strip().lower() for x in rows[0]]
+            f"{name}, line {line}: the file is not UTF-8 text (byte {raw[exc.start]:#04x}); save it as "
+            "UTF-8 CSV with a header 'row,col,color' or 'row,col,r,g,b'"
+        ) from None
+    lines = text.splitlines()
+
+    def where(lineno: int) -> str:
+        shown = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return f"{name}, line {lineno} ({shown!r})"
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[tuple[int, list[str]]] = []
+    try:
+        for rec in reader:
+            if rec and any(x.strip() for x in rec):
+                records.append((reader.line_num, [x.strip() for x in rec]))
+    except csv.Error as exc:
+        raise ValueError(f"{where(reader.line_num)}: not valid CSV ({exc})") from None
+    if not records:
+        raise ValueError(f"hints file {name!r} is empty; it needs a header 'row,col,color' or 'row,col,r,g,b'")
+    head_line, head = records[0]
+    header = [x.lower() for x in head]
     hex_layout = header == ["row", "col", "color"] or header == ["row", "col", "colour"]
     rgb_layout = header == ["row", "col", "r", "g", "b"]
     if not (hex_layout or rgb_layout):
         raise ValueError(
-            f"hints file {os.fspath(path)!r} has header {rows[0]!r}; expected "
-            "'row,col,color' (with #rrggbb colours) or 'row,col,r,g,b'"
+            f"{where(head_line)}: the header should be 'row,col,color' (with #rrggbb colours) or 'row,col,r,g,b'"
         )
-    hints = []
-    for lineno, rec in enumerate(rows[1:], start=2):
-        rec = [x.strip() for x in rec]
-        want = 3 if hex_layout else 5
+    want = 3 if hex_layout else 5
+    hints: list[Hint] = []
+    for lineno, rec in records[1:]:
         if len(rec) != want:
-            raise ValueError(f"{os.fspath(path)}, line {lineno}: expected {want} values, got {rec!r}")
+            cols = "row,col,color" if hex_layout else "row,col,r,g,b"
+            raise ValueError(f"{where(lineno)}: expected {want} values ({cols}), got {len(rec)}")
         try:
-            row, col = float(rec[0]), float(rec[1])
-            row = int(row) if row.is_integer() else row
-            col = int(col) if col.is_integer() else col
+            row, col = (_csv_number(rec[0], "row"), _csv_number(rec[1], "col"))
             if hex_layout:
                 colour: ColorLike = rec[2]
             else:
@@ -298,9 +357,20 @@ def read_hints_csv(path: str | os.PathLike) -> list[Hint]:
                     colour = tuple(int(v) for v in vals)
             parse_color(colour)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{os.fspath(path)}, line {lineno}: {rec!r}: {exc}") from None
-        hints.append(Hint(row, col, colour))
+            raise ValueError(f"{where(lineno)}: {exc}") from None
+        hints.append(CSVHint(row, col, colour, where(lineno)))
     return hints
+
+
+def _csv_number(text: str, what: str) -> float | int:
+    """A row or column of a CSV line: a finite number (an int when it is whole)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{what} {text!r} must be a finite number")
+    return int(v) if v.is_integer() else v
 
 
 def write_hints_csv(path: str | os.PathLike, hints: Iterable, *, layout: str = "hex") -> None:
@@ -312,23 +382,38 @@ def write_hints_csv(path: str | os.PathLike, hints: Iterable, *, layout: str = "
     hints : iterable of (row, col, colour)
     layout : {"hex", "rgb"}
         ``row,col,color`` with ``#rrggbb`` colours, or ``row,col,r,g,b`` with 0-255 integers.
+
+    The file is written whole (a temporary file beside it, renamed into place): a bad hint, a
+    full disk or an interruption leave an existing file as it was.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed hint (``hints[i]``); nothing is written.
+    OSError
+        When the file cannot be written (the message says why; the old file is kept).
     """
+    from ..io import atomic_output
+
     if layout not in ("hex", "rgb"):
         raise ValueError(f"layout must be 'hex' or 'rgb', got {layout!r}")
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["row", "col", "color"] if layout == "hex" else ["row", "col", "r", "g", "b"])
-        for i, hint in enumerate(hints):
-            try:
-                row, col, colour = hint
-            except (TypeError, ValueError):
-                raise TypeError(f"hint {i} is {hint!r}; each hint must be (row, col, colour)") from None
+    rows = [["row", "col", "color"] if layout == "hex" else ["row", "col", "r", "g", "b"]]
+    for i, hint in enumerate(hints):
+        try:
+            row, col, colour = hint
+        except (TypeError, ValueError):
+            raise TypeError(f"hints[{i}] is {hint!r}; each hint must be (row, col, colour)") from None
+        try:
             rc = [_fmt_num(row), _fmt_num(col)]
             if layout == "hex":
-                wr.writerow(rc + [color_to_hex(colour)])
+                rows.append(rc + [color_to_hex(colour)])
             else:
                 rgb = np.clip(np.rint(parse_color(colour) * 255.0), 0, 255).astype(int)
-                wr.writerow(rc + [str(v) for v in rgb])
+                rows.append(rc + [str(v) for v in rgb])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"hints[{i}]: {exc}") from None
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
 
 
 def _fmt_num(v) -> str:
