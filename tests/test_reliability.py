@@ -446,3 +446,31 @@ def test_second_ctrl_c_during_the_write_exits_without_writing(tmp_path):
     assert "interrupted twice" in out and "Traceback" not in out, out
     assert (d / "prev.tif").read_bytes() == before
     assert not list(d.glob(".*part*"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 74088185856 bytes"
+        ),
+        RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    ],
+    ids=["MemoryError", "cpu-allocator", "cuda-oom"],
+)
+def test_out_of_memory_anywhere_is_exit_2(files, monkeypatch, capsys, error):
+    """An allocation failure in the middle of the fit: exit 2, one line saying what to do, no file."""
+    from napari_deep_prior.restore import fit
+
+    def fail(self):
+        raise error
+        yield  # a generator
+
+    monkeypatch.setattr(fit.DIPFit, "steps", fail)
+    d = files
+    rc = cli.main(["denoise", str(d / "x.png"), "-o", str(d / "o.png"), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "out of memory" in err and "--tile" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (d / "o.png").exists()
