@@ -56,6 +56,13 @@ def _write_error(path: Path, exc: OSError) -> OSError:
         errno.EPERM: "permission denied",
         errno.EROFS: "the file system is read-only",
     }.get(exc.errno, exc.strerror or str(exc))
+    if exc.errno is None:  # e.g. numpy's "2304 requested and 956 written": a short write
+        import shutil
+
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+            if free < (1 << 20):
+                why = f"no space left on the device ({free:,} bytes free; {exc})"
     kept = "the existing file was not changed" if path.exists() else "nothing was written"
     err = OSError(exc.errno, f"cannot write {path}: {why} ({kept}); free space or choose another folder")
     err.filename = None
