@@ -158,3 +158,19 @@ def test_errors_name_the_method_and_the_fix():
         drive(REGISTRY["levin"].steps(grey(), HINTS, options={"hint_size": 3}))
     with pytest.raises(TypeError, match="seed must be an integer"):
         colorize(grey(), method="dip", hints=HINTS, seed=1.5)
+
+
+def test_parameter_errors_name_the_api_parameters_and_can_be_reworded():
+    from napari_deep_prior.colorization.hints import check_hint_size
+    from napari_deep_prior.errors import ParameterError
+
+    with pytest.raises(ParameterError) as err:
+        colorize(np.zeros((32, 32), np.float32), method="{nope}")
+    assert str(err.value) == "method must be one of 'eccv16', 'siggraph17', 'levin', 'dip'; got '{nope}'"
+    assert err.value.reword({"method": "--method"}).startswith("--method must be one of")
+    with pytest.raises(ParameterError, match="^hint_size must be a positive odd number") as err:
+        check_hint_size(4)
+    assert err.value.reword({"hint_size": "hint size"}).startswith("hint size must be")
+    with pytest.raises(ParameterError) as err:
+        colorize(np.zeros((5, 32, 32), np.float32))
+    assert "or set channel_axis if" in str(err.value)

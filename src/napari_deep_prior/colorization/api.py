@@ -43,9 +43,10 @@ from collections.abc import Callable
 import numpy as np
 
 from ..arrays import drive
+from ..errors import ParameterError
 from .base import ColorizeOptions, Colorizer, ColorizeStep, has_hints, needs_hints_message
 from .dip import DIPColorizer, DIPColorParams, dip_ab, dip_ab_steps
-from .inputs import lightness, split_image
+from .inputs import lightness, literal, split_image
 from .levin import LevinColorizer, levin_ab
 from .pretrained import ECCV16Colorizer, Siggraph17Colorizer, clear_model_cache, network_ab
 from .suggest import Suggestions, suggest_colors
@@ -124,7 +125,9 @@ def get_colorizer(method, allowed: tuple[str, ...] | None = None) -> Colorizer:
     """The registered colorizer named ``method`` (among ``allowed``, default all); ValueError otherwise."""
     allowed = method_names() if allowed is None else allowed
     if not isinstance(method, str) or method not in allowed:
-        raise ValueError(f"method must be one of {', '.join(map(repr, allowed))}; got {method!r}")
+        raise ParameterError(
+            f"{{method}} must be one of {literal(', '.join(map(repr, allowed)))}; got {literal(repr(method))}"
+        )
     return REGISTRY[method]
 
 

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import ParameterError
 from .lab import gamut_clip, lab_to_rgb, rgb_to_lab
 
 __all__ = [
@@ -199,9 +200,9 @@ def normalize_hints(hints: Iterable, shape: tuple[int, int]) -> list[tuple[int, 
 def check_hint_size(size: int) -> int:
     """``size`` as an int when it is a positive odd number of pixels; TypeError/ValueError otherwise."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise TypeError(f"hint size must be an odd integer number of pixels, got {size!r}")
+        raise TypeError(f"hint_size must be an odd integer number of pixels, got {size!r}")
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"hint size must be a positive odd number of pixels (1, 3, 5, ...), got {size}")
+        raise ParameterError(f"{{hint_size}} must be a positive odd number of pixels (1, 3, 5, ...), got {size}")
     return int(size)
 
 

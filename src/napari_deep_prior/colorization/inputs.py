@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..arrays import MIN_SIDE, check_dtype, normalise_channel_axis
+from ..errors import ParameterError
 from .lab import gray_to_lightness, rgb_to_lab
 
 __all__ = ["lightness", "lightness_of", "resize", "split_image", "to_unit_float", "working_shape"]
@@ -29,6 +30,11 @@ def to_unit_float(arr: np.ndarray) -> np.ndarray:
     return np.full_like(work, 0.5)
 
 
+def literal(value) -> str:
+    """``str(value)`` with braces doubled, to be quoted in a :class:`ParameterError` template."""
+    return str(value).replace("{", "{{").replace("}", "}}")
+
+
 def _as_array(image) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
@@ -42,8 +48,8 @@ def _channels_last(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
     ca = normalise_channel_axis(channel_axis, nd, image.shape)
     if ca is not None:
         if nd != 3:
-            raise ValueError(
-                f"image has shape {image.shape}: with channel_axis={channel_axis} colorize "
+            raise ParameterError(
+                f"image has shape {image.shape}: with {{channel_axis}}={literal(channel_axis)} colorize "
                 "needs one 2-D image with a channel axis (3 dimensions); colorize the planes "
                 "of a stack one at a time"
             )
@@ -51,10 +57,10 @@ def _channels_last(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
     if nd == 2 or (nd == 3 and image.shape[-1] in (1, 3, 4)):
         return image  # grey, or RGB(A) with channels last (the napari convention)
     if nd == 3:
-        raise ValueError(
+        raise ParameterError(
             f"image has shape {image.shape}, which looks like a stack of "
             f"{image.shape[0]} planes; colorize works on one 2-D image: pass one plane "
-            "(image[i]), or channel_axis=... if an axis holds 1, 3 or 4 colour channels"
+            "(image[i]), or set {channel_axis} if an axis holds 1, 3 or 4 colour channels"
         )
     raise ValueError(
         f"image has shape {image.shape} ({nd} dimensions); colorize needs a 2-D grey "
