@@ -569,6 +569,63 @@ def test_save_and_load_hints_csv(make_napari_viewer, qtbot, tmp_path, monkeypatc
     assert len(notes["error"]) == 1
 
 
+def test_a_failed_hints_save_keeps_the_old_file(make_napari_viewer, tmp_path, monkeypatch, notes):
+    """The CSV is written whole: a full disk leaves the previous file as it was, and says so."""
+    import errno
+    import os
+
+    viewer = make_napari_viewer()
+    viewer.add_image(two_region_image(), name="grey")
+    w = make_widget(viewer, method="levin", live=False)
+    pts = w.add_hints_layer()
+    add_point(pts, 3, 4, BLUE)
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "hints.csv"
+    assert w.save_hints(path) == path
+    before = path.read_bytes()
+    add_point(pts, 20, 30, ORANGE)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert w.save_hints(path) is None
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["hints.csv"]  # no temporary file left
+    (msg,) = notes["error"]
+    assert "no space left on the device" in msg and "the existing file was not changed" in msg, msg
+    assert "not saved" in w.status.value
+
+
+def test_parameter_errors_name_the_widget_fields_colorize(make_napari_viewer, qtbot, monkeypatch, notes):
+    """A colorizer's ParameterError is shown with the widget's labels ("hint size", not hint_size)."""
+    from napari_deep_prior.colorization.api import REGISTRY
+    from napari_deep_prior.colorization.base import Colorizer
+    from napari_deep_prior.errors import ParameterError
+
+    class Picky(Colorizer):
+        name = "picky"
+        title = "picky (hint size 1 only)"
+
+        def ab_steps(self, L, hints, options):
+            if options.hint_size != 1:
+                raise ParameterError(f"{{hint_size}} must be 1 for picky, got {options.hint_size}")
+            yield from ()
+            return np.zeros(L.shape + (2,), np.float32)
+
+    monkeypatch.setitem(REGISTRY, "picky", Picky())
+    viewer = make_napari_viewer()
+    viewer.add_image(two_region_image(), name="grey")
+    w = make_widget(viewer, method="picky", live=False)
+    assert w.field_labels()["hint_size"] == "hint size" and w.field_labels()["hints"] == "hints layer"
+    add_point(w.add_hints_layer(), 10, 10, BLUE)
+    w.hint_size.value = 3
+    run_and_wait(qtbot, w)
+    (msg,) = notes["error"]
+    assert "hint size must be 1 for picky, got 3" in msg and "hint_size" not in msg, msg
+    assert "grey [colorized]" not in viewer.layers  # nothing partial left
+
+
 # --- the registry drives the widget -----------------------------------------------------------
 
 

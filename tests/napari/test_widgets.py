@@ -567,6 +567,62 @@ def test_runtime_error_in_the_fit_is_reported(make_napari_viewer, qtbot, tiny_pa
     np.testing.assert_array_equal(src.data, before)
 
 
+def test_parameter_errors_name_the_widget_fields(make_napari_viewer, grey_image, notes):
+    """A ParameterError of the core is shown with the widget's field labels, not API names."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.linspace(-1, 1, 32 * 32).reshape(32, 32), name="neg")
+    w = DenoiseWidget(viewer)
+    labels = w.field_labels()
+    assert labels["lr"] == "learning rate" and labels["history_every"] == "history every"
+    assert labels["camera_offset"] == "camera offset" and labels["loss"] == "noise model"
+    assert labels["output_dtype"] == "result type" and labels["early_stop"] == "automatic early stop"
+    assert labels["channel_axis"] == "channels"
+    w.loss.value = "poisson"  # negative values are no photon counts
+    assert w.run() is None
+    (msg,) = notes["error"]
+    assert "camera offset" in msg and "read noise" in msg and "noise model" in msg, msg
+    assert "camera_offset" not in msg and "read_noise" not in msg and "{" not in msg, msg
+
+
+def test_a_failed_run_leaves_every_earlier_layer_intact(
+    make_napari_viewer, qtbot, tiny_params, grey_image, notes, monkeypatch
+):
+    """An earlier result, the input and the mask are untouched by a run that fails mid-fit, and
+    nothing partial is left; the user's layers are never modified in place."""
+    from napari_deep_prior.restore import fit as core_fit
+
+    viewer = make_napari_viewer()
+    src = viewer.add_image(grey_image, name="img")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[10:14, 8:20] = 1
+    labels = viewer.add_labels(mask, name="mask")
+    w = _widget(InpaintWidget, viewer, tiny_params, iterations=20, early_stop=False, history_every=5)
+    w.mask.value = labels
+    _run(qtbot, w)
+    (first,) = _layers(viewer, "result")
+    snapshot = {lyr.name: (np.array(lyr.data, copy=True), dict(lyr.metadata)) for lyr in viewer.layers}
+    names = [lyr.name for lyr in viewer.layers]
+
+    real_steps = core_fit.DIPFit.steps
+
+    def failing_steps(self):
+        gen = real_steps(self)
+        yield next(gen)
+        yield next(gen)
+        raise RuntimeError("the device was lost (simulated)")
+
+    monkeypatch.setattr(core_fit.DIPFit, "steps", failing_steps)
+    _run(qtbot, w)
+    assert any("device was lost (simulated)" in m for m in notes["error"]), notes
+    assert [lyr.name for lyr in viewer.layers] == names  # no new layer, no preview left
+    for lyr in viewer.layers:
+        data, meta = snapshot[lyr.name]
+        np.testing.assert_array_equal(lyr.data, data)
+        assert set(lyr.metadata) == set(meta)
+    assert viewer.layers["img"] is src and viewer.layers["mask"] is labels and first in viewer.layers
+    assert "Failed" in w.status.value and w.run_button.enabled
+
+
 # --- DIP Restore: every registered task in one widget ------------------------------------------
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "ask_open_file",
     "ask_save_file",
     "expanding",
+    "field_labels",
     "selectable_text",
 ]
 
@@ -101,6 +102,34 @@ class LayerListFollower:
         self._closed = True
         self._shutdown_once()
         L.disconnect_quietly(L.layer_list_callbacks(self._viewer, self))
+
+
+# -- messages in the widget's words -----------------------------------------------------------
+
+
+def field_labels(container, aliases: dict[str, str] | None = None) -> dict[str, str]:
+    """API parameter names -> the labels the user sees on ``container``'s fields.
+
+    For :meth:`napari_deep_prior.errors.ParameterError.reword`: a message about ``lr`` names
+    the field "learning rate".  A field is named after its API parameter unless ``aliases``
+    says otherwise (``{"output": "output_dtype"}``: widget name -> API name); a check box is
+    known by its text.  Buttons, labels and progress bars are not fields.
+    """
+    from magicgui.widgets import CheckBox, Container, Label, ProgressBar, PushButton
+
+    aliases = aliases or {}
+    out: dict[str, str] = {}
+    stack = list(container)
+    while stack:
+        w = stack.pop(0)
+        if isinstance(w, Container):
+            stack.extend(w)
+            continue
+        if isinstance(w, (PushButton, Label, ProgressBar)) or not w.name:
+            continue
+        label = w.text if isinstance(w, CheckBox) and w.text else w.label
+        out.setdefault(aliases.get(w.name, w.name), label or w.name)
+    return out
 
 
 # -- small Qt helpers ------------------------------------------------------------------------

@@ -263,7 +263,14 @@ class HintsPanel:
         try:
             write_hints_csv(path, [(round(r, 3), round(c, 3), hex_of(rgb)) for r, c, rgb in hints])
         except (OSError, ValueError, TypeError) as exc:
-            show_error(f"Colorize: cannot write the hints to {path}: {exc}")
+            # an OSError is worded by atomic_output: what, why, and that an existing file was kept
+            msg = (
+                f"Colorize: the hints were not saved: {exc}"
+                if isinstance(exc, OSError)
+                else (f"Colorize: cannot write the hints to {path}: {exc}")
+            )
+            self._owner.status.value = msg
+            show_error(msg)
             return None
         self._owner.status.value = f"Saved {len(hints)} hints to {path}."
         return Path(path)

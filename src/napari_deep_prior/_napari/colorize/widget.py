@@ -44,6 +44,7 @@ from psygnal import Signal
 from ...arrays import format_duration, new_seed
 from ...colorization.api import REGISTRY
 from ...colorization.suggest import SUGGEST_NETWORK
+from ...errors import reword
 from .. import base
 from .. import layers as L
 from .._workers import unwrap
@@ -64,6 +65,8 @@ DEBOUNCE_MS = 300
 SEED_RANDOM = -1
 #: dip (iterative methods): a progress step every this many iterations.
 YIELD_EVERY = 10
+#: Widget fields named otherwise than the API parameter they fill (widget name -> API name).
+FIELD_ALIASES = {"hints_layer": "hints"}
 
 
 class ColorizeWidget(base.LayerListFollower, Container):
@@ -697,9 +700,9 @@ class ColorizeWidget(base.LayerListFollower, Container):
         if isinstance(exc, WeightsError):
             msg = f"Colorize: {exc}"
         elif isinstance(exc, (ValueError, TypeError, MemoryError)):
-            msg = f"Colorize {job.method} of {job.name!r}: {exc}"
+            msg = f"Colorize {job.method} of {job.name!r}: {self.explain(exc)}"
         else:
-            msg = f"Colorize {job.method} of {job.name!r} failed ({type(exc).__name__}): {exc}"
+            msg = f"Colorize {job.method} of {job.name!r} failed ({type(exc).__name__}): {self.explain(exc)}"
         self.status.value = msg
         show_error(msg)
 
@@ -715,6 +718,14 @@ class ColorizeWidget(base.LayerListFollower, Container):
             self._last_signature = None
         result = self._find_result(job.name) if job.output is not None else None
         self.run_finished.emit(result)
+
+    def field_labels(self) -> dict[str, str]:
+        """API parameter names -> this widget's field labels (``hint_size`` -> "hint size")."""
+        return base.field_labels(self, FIELD_ALIASES)
+
+    def explain(self, exc: BaseException) -> str:
+        """The message of ``exc`` in the widget's words: a parameter is named by its field's label."""
+        return reword(exc, self.field_labels())
 
     # ------------------------------------------------------------------------ result layer
     def _find_result(self, source: str):

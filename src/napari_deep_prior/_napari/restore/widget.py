@@ -40,11 +40,12 @@ from magicgui.widgets import (
 from psygnal import Signal
 
 from ...arrays import denormalise, format_duration
+from ...errors import reword
 from ...samples import NOISE_MODEL_KEY
 from .. import layers as L
 from .._plot import LossPlot
 from .._workers import WorkerError, unwrap
-from ..base import ROLE_KEY, LayerListFollower, align_left, expanding
+from ..base import ROLE_KEY, LayerListFollower, align_left, expanding, field_labels
 from . import _notify
 from .fields import CAMERA_COUNTS, CAMERA_FIELDS, field_names, field_widgets, noise_widgets
 from .results import ResultsMixin
@@ -58,6 +59,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DIPWidget", "iterate_steps"]
 
+#: Widget fields named otherwise than the API parameter they fill (widget name -> API name).
+FIELD_ALIASES = {"output": "output_dtype"}
 #: Aim for at least this many preview updates per run (short runs preview more often).
 MIN_PREVIEWS = 10
 SEED_RANDOM = -1
@@ -582,9 +585,17 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                 deg(**values), sel.data, params=params, channel_axis=ca, device=self.device.value, seed=seed, **extra
             )
         except (ValueError, TypeError, MemoryError) as exc:
-            _notify.show_error(f"DIP {deg.name} of {layer.name!r}: {exc}")
+            _notify.show_error(f"DIP {deg.name} of {layer.name!r}: {self.explain(exc)}")
             return None
         return job, sel, params, mask_name
+
+    def field_labels(self) -> dict[str, str]:
+        """API parameter names -> this widget's field labels (``lr`` -> "learning rate")."""
+        return field_labels(self, FIELD_ALIASES)
+
+    def explain(self, exc: BaseException) -> str:
+        """The message of ``exc`` in the widget's words: a parameter is named by its field's label."""
+        return reword(exc, self.field_labels())
 
     def run(self, *, start: bool = True):
         """Start a fit with the current fields; return the napari worker (None if refused).
@@ -769,9 +780,9 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         if not self._alive():
             return
         self._remove_preview(run)
-        exc = unwrap(exc)
-        self.status.value = f"Failed: {exc}"
-        _notify.show_error(f"DIP {run.task}: {exc}")
+        msg = self.explain(unwrap(exc))
+        self.status.value = f"Failed: {msg}"
+        _notify.show_error(f"DIP {run.task}: {msg}")
 
     def _on_finished(self) -> None:
         run = self._run
