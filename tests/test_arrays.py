@@ -165,12 +165,12 @@ def test_normalise_channel_axis_rejects_a_float():
 
 
 def test_normalise_channel_axis_out_of_range_names_the_shape():
-    with pytest.raises(ValueError, match=r"channel_axis=3 is out of range for an image of shape \(4, 5, 3\)"):
+    with pytest.raises(ValueError, match=r"channel_axis 3 is out of range for an image of shape \(4, 5, 3\)"):
         normalise_channel_axis(3, 3, (4, 5, 3))
 
 
 def test_normalise_channel_axis_out_of_range_below():
-    with pytest.raises(ValueError, match="channel_axis=-4 is out of range for an image with 3 dimensions"):
+    with pytest.raises(ValueError, match="channel_axis -4 is out of range for an image with 3 dimensions"):
         normalise_channel_axis(-4, 3)
 
 
@@ -219,7 +219,7 @@ def test_split_channels_rejects_a_1d_multichannel_image():
 
 
 def test_split_channels_rejects_alpha_without_colour():
-    with pytest.raises(ValueError, match="has_alpha=True needs at least 2 channels"):
+    with pytest.raises(ValueError, match="has_alpha needs at least 2 channels"):
         split_channels(np.zeros((16, 16, 1)), -1, True)
 
 

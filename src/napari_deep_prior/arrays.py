@@ -22,9 +22,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from .errors import ParameterError
+
 __all__ = [
     "MIN_SIDE",
+    "SEED_MAX",
     "Layout",
+    "check_finite",
+    "check_seed",
     "check_dtype",
     "denormalise",
     "denormalise_frames",
@@ -37,10 +42,15 @@ __all__ = [
     "normalise_channel_axis",
     "resolve_output_dtype",
     "split_channels",
+    "template_literal",
 ]
 
 #: Smallest height and width accepted (smaller images carry too little structure to fit).
 MIN_SIDE = 8
+
+#: The largest seed accepted: seeds are unsigned 32-bit integers, which NumPy's and torch's
+#: generators all take (torch stops at 2**64 - 1 and the fit also seeds with ``seed + 1``).
+SEED_MAX = 2**32 - 1
 
 R = TypeVar("R")
 
@@ -87,12 +97,27 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 def check_seed(seed) -> int | None:
-    """``seed`` as an int (None stays None); a clear TypeError for anything else."""
+    """``seed`` as an int in [0, SEED_MAX] (None stays None).
+
+    A TypeError for anything but an integer, a :class:`~.errors.ParameterError` for an integer
+    out of range (torch would fail with "Overflow when unpacking long long").
+    """
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer or None, got {seed!r}")
-    return int(seed)
+    seed = int(seed)
+    if not 0 <= seed <= SEED_MAX:
+        raise ParameterError(
+            f"{{seed}} must be an integer from 0 to {SEED_MAX} (2**32 - 1), got {seed}; "
+            "leave it out to draw a random one"
+        )
+    return seed
+
+
+def template_literal(value) -> str:
+    """``str(value)`` with its braces doubled, to quote a user's value in a ParameterError template."""
+    return str(value).replace("{", "{{").replace("}", "}}")
 
 
 def format_duration(seconds: float) -> str:
@@ -125,7 +150,7 @@ def normalise_channel_axis(channel_axis: int | None, ndim: int, shape: tuple | N
         raise TypeError(f"channel_axis must be an int or None, got {channel_axis!r}")
     if not -ndim <= channel_axis < ndim:
         what = f"of shape {tuple(shape)}" if shape is not None else f"with {ndim} dimensions"
-        raise ValueError(f"channel_axis={channel_axis} is out of range for an image {what}")
+        raise ParameterError(f"{{channel_axis}} {channel_axis} is out of range for an image {what}")
     return int(channel_axis) % ndim
 
 
@@ -144,28 +169,42 @@ def split_channels(
     """Validate the shape; return (array moved to (..., H, W, C), channel_axis, has_alpha)."""
     if image.size == 0:
         raise ValueError(f"image is empty (shape {image.shape}); give an image with pixels")
-    ca = normalise_channel_axis(channel_axis, image.ndim)
+    ca = normalise_channel_axis(channel_axis, image.ndim, image.shape)
     min_ndim = 3 if ca is not None else 2
     if image.ndim < min_ndim:
-        raise ValueError(
+        raise ParameterError(
             f"image has shape {image.shape}: a {'multichannel' if ca is not None else 'grey'} "
             f"image needs at least {min_ndim} dimensions"
-            + (" (set channel_axis=None for a grey image)" if ca is not None else "")
+            + (" (leave {channel_axis} None for a grey image)" if ca is not None else "")
         )
     arr = np.moveaxis(image, ca, -1) if ca is not None else image[..., None]
     h, w = arr.shape[-3:-1]
     if h < min_side or w < min_side:
-        raise ValueError(
-            f"image is {h}x{w} pixels (shape {image.shape}); {what} needs at least "
-            f"{min_side}x{min_side} pixels in the last two spatial axes"
-            + ("" if ca is not None else "; for an RGB image pass channel_axis=-1")
-        )
+        raise ParameterError(_too_small(image.shape, arr.shape, ca, min_side, what))
     c = arr.shape[-1]
     if has_alpha is None:
         has_alpha = ca is not None and ca == image.ndim - 1 and c == 4
     if has_alpha and c < 2:
-        raise ValueError("has_alpha=True needs at least 2 channels (colour + alpha)")
+        raise ParameterError("{has_alpha} needs at least 2 channels (colour + alpha)")
     return arr, ca, bool(has_alpha)
+
+
+def _too_small(shape: tuple, planes_shape: tuple, ca: int | None, min_side: int, what: str) -> str:
+    """The ParameterError template for planes smaller than ``min_side``: how the image was read."""
+    h, w, c = planes_shape[-3:]
+    n = int(np.prod(planes_shape[:-3], dtype=np.int64))
+    planes = f"{n} planes of {h}x{w} pixels" if n > 1 else f"one plane of {h}x{w} pixels"
+    if ca is None:
+        read = f"read without a channel axis (grey) as {planes}"
+    else:
+        read = f"read with {c} channels on axis {ca} as {planes}"
+    msg = f"the image of shape {tuple(shape)} was {read}; {what} needs at least {min_side}x{min_side} pixels a plane"
+    small = [a for a, n_ in enumerate(shape) if n_ < min_side and a != ca]
+    if ca is None and len(shape) >= 3 and shape[-1] < min_side:
+        return msg + f"; if its last axis holds {shape[-1]} channels, give {{channel_axis}} -1"
+    if ca is not None and small and small[-1] >= len(shape) - 3:
+        return msg + f"; if axis {small[-1]} holds the channels, give {{channel_axis}} {small[-1]}"
+    return msg + "; give a larger image"
 
 
 def resolve_output_dtype(output_dtype, input_dtype: np.dtype, fractional_counts: bool = False) -> np.dtype | None:
@@ -183,9 +222,9 @@ def resolve_output_dtype(output_dtype, input_dtype: np.dtype, fractional_counts:
     except TypeError:
         dt = None
     if dt is None or dt.kind not in "uif":
-        raise ValueError(
-            f"output_dtype={output_dtype!r} is not supported; give None (the default policy), "
-            "'input' (the input's dtype) or an integer or float dtype such as 'float32' or 'uint16'"
+        raise ParameterError(
+            f"{{output_dtype}} {template_literal(repr(output_dtype))} is not supported; give None (the default "
+            "policy), 'input' (the input's dtype) or an integer or float dtype such as 'float32' or 'uint16'"
         )
     return np.dtype(np.float32) if dt == np.float16 else dt
 
@@ -263,24 +302,63 @@ def planes_of(arr: np.ndarray, has_alpha: bool) -> tuple[np.ndarray, np.ndarray 
     return planes[..., :-1], planes[..., -1:].copy()
 
 
-def check_finite(planes: np.ndarray) -> None:
-    if planes.dtype.kind == "f":
-        bad = ~np.isfinite(planes)
-        if bad.any():
-            raise ValueError(
-                f"image contains {int(bad.sum())} NaN or infinite value(s); replace them "
-                "(e.g. np.nan_to_num) or mark those pixels as holes and use inpaint"
-            )
+def check_finite(planes: np.ndarray, known: np.ndarray | None = None) -> np.ndarray | None:
+    """Refuse NaN or infinite values, except in the holes of an inpainting.
+
+    Parameters
+    ----------
+    planes : ndarray, shape (P, H, W, C)
+    known : ndarray of bool, shape (P, H, W), optional
+        The measured pixels (inpainting); non-finite values in the holes (``~known``) are
+        allowed: they are unknown anyway.
+
+    Returns
+    -------
+    ndarray of bool, shape (P, H, W, C), or None
+        Where the (allowed) non-finite values are; None when every value is finite.
+    """
+    if planes.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(planes)
+    if not bad.any():
+        return None
+    n_values = int(bad.sum())
+    bad_px = bad.any(axis=-1)
+    if known is None:
+        raise ValueError(
+            f"image contains {n_values} NaN or infinite value(s) at {int(bad_px.sum())} pixel(s); a fit "
+            "needs finite values: replace them (e.g. np.nan_to_num), or fill those pixels in with inpaint "
+            "and a mask that covers them (nonzero wherever a value is not finite: ~np.isfinite(image), "
+            "with channels ~np.isfinite(image).all(axis=channel_axis))"
+        )
+    outside = bad_px & known
+    if outside.any():
+        raise ParameterError(
+            f"image contains {n_values} NaN or infinite value(s) at {int(bad_px.sum())} pixel(s), "
+            f"{int(outside.sum())} of them outside the holes of the {{mask}}; non-finite values are "
+            "accepted only inside the holes (they are filled in anyway): make the {mask} cover them "
+            "(nonzero wherever a value is not finite) or replace them (e.g. np.nan_to_num)"
+        )
+    return bad
 
 
-def normalise(arr: np.ndarray, has_alpha: bool, shape, channel_axis) -> tuple[np.ndarray, Layout]:
-    """(..., H, W, C) array -> ((P, H, W, C) float32 planes in [0, 1], the Layout back)."""
+def normalise(
+    arr: np.ndarray, has_alpha: bool, shape, channel_axis, known: np.ndarray | None = None
+) -> tuple[np.ndarray, Layout]:
+    """(..., H, W, C) array -> ((P, H, W, C) float32 planes in [0, 1], the Layout back).
+
+    ``known`` ((P, H, W) bool, an inpainting's measured pixels): NaN or infinite values are
+    allowed in the holes; they are replaced by 0 (the range is that of the finite values).
+    """
     planes, alpha = planes_of(arr, has_alpha)
-    check_finite(planes)
-    lo = float(planes.min())
-    hi = float(planes.max())
+    bad = check_finite(planes, known)
+    finite = planes if bad is None else planes[~bad]
+    lo = float(finite.min())
+    hi = float(finite.max())
     scale = hi - lo if hi > lo else 1.0
     work = (planes.astype(np.float64) - lo) / scale
+    if bad is not None:
+        work[bad] = 0.0
     layout = Layout(np.dtype(arr.dtype), tuple(shape), channel_axis, tuple(arr.shape[:-3]), lo, scale, alpha, planes)
     return work.astype(np.float32), layout
 
@@ -303,7 +381,8 @@ def denormalise(planes: np.ndarray, layout: Layout, keep=None) -> np.ndarray:
         vals = vals.astype(dt)
     if keep is not None:
         known, source = keep
-        vals = np.where(known[..., None], source.astype(vals.dtype), vals)
+        with np.errstate(invalid="ignore"):  # NaN in the holes of an inpainting's source: not taken
+            vals = np.where(known[..., None], source.astype(vals.dtype), vals)
     if layout.alpha is not None:
         alpha = layout.alpha
         if alpha.shape[1:3] != vals.shape[-3:-1]:

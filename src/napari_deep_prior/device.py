@@ -5,10 +5,20 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["resolve_device", "available_devices", "available_memory", "tune_cpu_allocator"]
+__all__ = [
+    "MemoryLimit",
+    "available_devices",
+    "available_memory",
+    "cpu_memory_limit",
+    "memory_limit",
+    "resolve_device",
+    "tune_cpu_allocator",
+]
 
 
 def available_devices() -> list[str]:
@@ -56,24 +66,185 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Free memory in bytes usable by ``device`` (None when it cannot be told)."""
+#: Where the kernel's process and cgroup files are read (tests point these at fake trees).
+PROC_ROOT = "/proc"
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+#: Limits at or above this many bytes mean "no limit" (cgroup v1 writes 2**63 rounded to a page).
+_UNLIMITED = 2**60
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """The memory a device can still allocate, and what bounds it.
+
+    Attributes
+    ----------
+    available : int
+        Bytes that can still be allocated (never negative).
+    kind : {"ram", "cgroup", "ulimit", "gpu"}
+        The bound: the RAM available (``MemAvailable``), the memory limit of the process's
+        cgroup (a container, a SLURM job, a systemd unit), the address-space limit of the
+        process (``ulimit -v``, ``RLIMIT_AS``) or the GPU's free memory.
+    limit : int or None
+        The bound's total (the cgroup's limit, the address-space limit, the GPU's memory).
+    """
+
+    available: int
+    kind: str
+    limit: int | None = None
+
+    def describe(self) -> str:
+        """What bounds the memory, for messages ("the address-space limit (ulimit -v) of 4.0 GiB")."""
+        size = "" if self.limit is None else f" of {self.limit / 2**30:.1f} GiB"
+        return {
+            "ram": "the RAM available",
+            "cgroup": f"the memory limit of this process's cgroup (a container or batch job){size}",
+            "ulimit": f"the address-space limit (ulimit -v){size}, which counts the virtual memory "
+            "the process has reserved (torch's libraries reserve several GB)",
+            "gpu": f"the free memory of the GPU{size}",
+        }.get(self.kind, self.kind)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        return None  # "max" (cgroup v2: no limit) or an unreadable value
+
+
+def _stat_value(path: Path, key: str) -> int:
+    for line in (_read(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
+            return int(parts[1])
+    return 0
+
+
+def _ram_available(proc: Path) -> MemoryLimit | None:
+    for line in (_read(proc / "meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return MemoryLimit(int(line.split()[1]) * 1024, "ram")
+    try:
+        return MemoryLimit(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "ram")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_available(proc: Path, root: Path) -> MemoryLimit | None:
+    """The tightest cgroup memory limit over the process's cgroup and its ancestors.
+
+    cgroup v2: ``memory.max`` minus ``memory.current``; v1: ``memory.limit_in_bytes`` minus
+    ``memory.usage_in_bytes``.  The usage counts the page cache; its inactive part, which the
+    kernel reclaims before it fails an allocation, is counted as free (as ``docker stats`` and
+    the kubelet do).
+    """
+    v1_path = v2_path = None
+    for line in (_read(proc / "self" / "cgroup") or "").splitlines():
+        parts = line.strip().split(":", 2)
+        if len(parts) != 3:
+            continue
+        if "memory" in parts[1].split(","):
+            v1_path = parts[2]
+        elif parts[0] == "0" and parts[1] == "":
+            v2_path = parts[2]
+    if v1_path is not None:  # the memory controller is mounted as cgroup v1
+        base = root / "memory"
+        files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        path = v1_path
+    elif v2_path is not None:
+        base = root
+        files = ("memory.max", "memory.current", "inactive_file")
+        path = v2_path
+    else:
+        return None
+    here = base / path.lstrip("/")
+    if not here.is_dir():  # a container sees its own cgroup at the root of the mount
+        here = base
+    best = None
+    while True:
+        limit = _read_int(here / files[0])
+        usage = _read_int(here / files[1])
+        if limit is not None and limit < _UNLIMITED and usage is not None:
+            used = max(0, usage - _stat_value(here / "memory.stat", files[2]))
+            avail = max(0, limit - used)
+            if best is None or avail < best.available:
+                best = MemoryLimit(avail, "cgroup", limit)
+        if here == base or base not in here.parents:
+            break
+        here = here.parent
+    return best
+
+
+def _address_space_available(proc: Path) -> MemoryLimit | None:
+    """``RLIMIT_AS`` (``ulimit -v``) minus the process's virtual size, when there is a limit."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft < 0 or soft >= _UNLIMITED:
+        return None
+    vm = 0
+    for line in (_read(proc / "self" / "status") or "").splitlines():
+        if line.startswith("VmSize:"):
+            vm = int(line.split()[1]) * 1024
+            break
+    return MemoryLimit(max(0, soft - vm), "ulimit", soft)
+
+
+def cpu_memory_limit(proc_root: str | os.PathLike | None = None, cgroup_root: str | os.PathLike | None = None):
+    """The memory this process can still allocate: the smallest of three bounds.
+
+    The RAM available (``MemAvailable`` of ``/proc/meminfo``), the cgroup's memory limit minus
+    its usage (a container, a SLURM job or a systemd unit; cgroup v1 and v2), and the
+    address-space limit (``ulimit -v``) minus the process's virtual size.
+
+    Parameters
+    ----------
+    proc_root, cgroup_root : path, optional
+        Where ``/proc`` and ``/sys/fs/cgroup`` are (default :data:`PROC_ROOT`,
+        :data:`CGROUP_ROOT`; tests give fake trees).
+
+    Returns
+    -------
+    MemoryLimit or None
+        None when none of the bounds can be read.
+    """
+    proc = Path(PROC_ROOT if proc_root is None else proc_root)
+    root = Path(CGROUP_ROOT if cgroup_root is None else cgroup_root)
+    found = [b for b in (_ram_available(proc), _cgroup_available(proc, root), _address_space_available(proc)) if b]
+    return min(found, key=lambda b: b.available) if found else None
+
+
+def memory_limit(device: torch.device) -> MemoryLimit | None:
+    """The memory ``device`` can still allocate and what bounds it (None when it cannot be told)."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        free, total = torch.cuda.mem_get_info(device)
+        return MemoryLimit(int(free), "gpu", int(total))
     if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
+        return cpu_memory_limit()
     return None
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Free memory in bytes usable by ``device`` (None when it cannot be told).
+
+    On the CPU the smallest of the RAM available, the cgroup's limit and the address-space
+    limit (see :func:`cpu_memory_limit`); on a CUDA GPU its free memory.
+    """
+    limit = memory_limit(device)
+    return None if limit is None else limit.available
 
 
 _TUNED = False

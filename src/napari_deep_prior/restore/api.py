@@ -25,9 +25,19 @@ from typing import Literal
 
 import numpy as np
 
-from ..arrays import MIN_SIDE, check_dtype, check_seed, drive, new_seed, normalise, resolve_output_dtype, split_channels
+from ..arrays import (
+    MIN_SIDE,
+    check_dtype,
+    check_seed,
+    drive,
+    new_seed,
+    normalise,
+    resolve_output_dtype,
+    split_channels,
+    template_literal,
+)
 from ..device import resolve_device
-from ..errors import ImageTooLargeError
+from ..errors import ImageTooLargeError, ParameterError
 from .camera import CameraModel, normalise_counts
 from .degradations import Degradation, Downsample, Identity, Mask
 from .job import DIPJob, DIPOutput
@@ -56,8 +66,9 @@ def _resolve_params(degradation: Degradation, preset: str | None, params: DIPPar
     name = preset or degradation.default_preset
     loss = overrides.get("loss")
     if loss is not None and loss not in degradation.noise_models:
-        raise ValueError(
-            f"loss={loss!r} is not available for {task}; choose one of: {', '.join(degradation.noise_models)}"
+        raise ParameterError(
+            f"{{loss}} {template_literal(repr(loss))} is not available for {task}; choose one of: "
+            + ", ".join(degradation.noise_models)
         )
     if params is None and name == DENOISE_DEFAULTS["gaussian"] and loss == "poisson":
         # the default for photon counts is its own preset (net, learning rate and stop)
@@ -69,7 +80,7 @@ def _resolve_params(degradation: Degradation, preset: str | None, params: DIPPar
         if isinstance(it, bool) or not isinstance(it, (int, np.integer)):
             raise TypeError(f"iterations must be an integer, got {it!r}")
         if it <= 0:
-            raise ValueError(f"iterations must be a positive integer, got {it}")
+            raise ParameterError(f"{{iterations}} must be a positive integer, got {it}")
         changes["iterations"] = int(it)
     return p.replace(**changes) if changes else p
 
@@ -114,6 +125,7 @@ def prepare(
     if not isinstance(degradation, Degradation):
         raise TypeError(f"degradation must be a Degradation (Identity(), Mask(mask), ...), got {degradation!r}")
     p = _resolve_params(degradation, preset, params, **overrides)
+    seed = check_seed(seed)
     image = np.asarray(image)
     check_dtype(image)
     poisson = p.loss == "poisson"
@@ -131,9 +143,9 @@ def prepare(
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
     else:
-        planes, layout = normalise(arr, alpha, image.shape, ca)
+        # an inpainting's holes may hold NaN or inf (unknown values): they are not fitted
+        planes, layout = normalise(arr, alpha, image.shape, ca, known=degradation.kept())
     layout.out_dtype = out_dtype
-    seed = check_seed(seed)
     if seed is None:
         seed = new_seed()
     return DIPJob(

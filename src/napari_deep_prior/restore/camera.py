@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import Layout, check_finite, planes_of
+from ..arrays import Layout, check_finite, planes_of, template_literal
+from ..errors import ParameterError
 
 __all__ = ["CameraModel", "normalise_counts"]
 
@@ -40,18 +41,18 @@ class CameraModel:
         if not given:
             return None
         if not poisson:
-            raise ValueError(
-                f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} how the image "
-                "relates to photon counts, which only the Poisson loss uses; pass loss='poisson' "
-                "as well, or leave them out"
+            names = " and ".join(f"{{{k}}}" for k in given)
+            raise ParameterError(
+                f"{names} describe{'s' if len(given) == 1 else ''} how the image relates to photon "
+                "counts, which only the Poisson loss uses; give {loss} 'poisson' as well, or leave them out"
             )
         for name, v in given.items():
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+                raise ParameterError(f"{{{name}}} must be a finite number, got {template_literal(repr(v))}")
         if "gain" in given and not given["gain"] > 0:
-            raise ValueError(f"gain must be > 0 (camera units per photon), got {given['gain']}")
+            raise ParameterError(f"{{gain}} must be > 0 (camera units per photon), got {given['gain']}")
         if "read_noise" in given and given["read_noise"] < 0:
-            raise ValueError(f"read_noise must be >= 0 (photons rms), got {given['read_noise']}")
+            raise ParameterError(f"{{read_noise}} must be >= 0 (photons rms), got {given['read_noise']}")
         return cls(float(offset or 0.0), float(1.0 if gain is None else gain), float(read_noise or 0.0))
 
 
@@ -67,11 +68,10 @@ def normalise_counts(
     low = float(photons.min())
     if low < 0:
         if camera is None:
-            raise ValueError(
+            raise ParameterError(
                 f"the Poisson loss needs non-negative photon counts, but the image has minimum "
-                f"{low:g}; convert camera values to counts first (camera_offset=..., gain=..., "
-                "read_noise=...; on the command line --offset, --gain, --read-noise) or use "
-                "loss='gaussian'"
+                f"{low:g}; say how camera values convert to counts ({{camera_offset}}, {{gain}}, "
+                "{read_noise}) or use {loss} 'gaussian'"
             )
         # values below the offset are read noise: the shifted counts are clipped at 0
         np.maximum(photons, 0.0, out=photons)

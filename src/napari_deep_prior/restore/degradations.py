@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..errors import ParameterError
+
 if TYPE_CHECKING:  # torch is imported when an operator is first applied
     import torch
 
@@ -309,9 +311,9 @@ class Mask(Degradation):
             for y0, y1, x0, x1 in tiles:
                 if not kp[y0:y1, x0:x1].any():
                     where = f" of plane {p}" if known.shape[0] > 1 and known.strides[0] != 0 else ""
-                    raise ValueError(
+                    raise ParameterError(
                         f"tile rows {y0}:{y1}, columns {x0}:{x1}{where} lies entirely inside the hole: "
-                        f"it has no known pixel to learn from; use a larger tile_size (now {tile}) "
+                        f"it has no known pixel to learn from; use a larger {{tile_size}} (now {tile}) "
                         "so every tile reaches known pixels"
                     )
 
@@ -319,7 +321,7 @@ class Mask(Degradation):
 def _known_from_mask(mask, image_shape, spatial_shape, n_planes) -> np.ndarray:
     """Known-pixel masks (P, H, W) from a hole mask (nonzero = fill)."""
     if mask is None:
-        raise ValueError("inpaint needs a mask: nonzero where pixels must be filled")
+        raise ParameterError("inpaint needs a {mask}: nonzero where pixels must be filled")
     mask = np.asarray(mask)
     if mask.dtype.kind not in "buif":
         raise TypeError(f"mask has dtype {mask.dtype}; give a boolean or label (integer) array")
@@ -329,21 +331,21 @@ def _known_from_mask(mask, image_shape, spatial_shape, n_planes) -> np.ndarray:
     elif mask.shape == tuple(spatial_shape):
         holes = (mask != 0).reshape((n_planes,) + hw)
     else:
-        raise ValueError(
-            f"mask has shape {mask.shape} but image is {tuple(image_shape)} "
+        raise ParameterError(
+            f"{{mask}} has shape {mask.shape} but image is {tuple(image_shape)} "
             f"(spatial shape {hw}); paint the mask on a layer of the image's size"
         )
     if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-        raise ValueError("mask contains NaN or infinite values; use a boolean or label array")
+        raise ParameterError("{mask} contains NaN or infinite values; use a boolean or label array")
     if not holes.any():
-        raise ValueError(
-            "mask marks no pixel to fill (it is all zero); paint the damaged pixels with a "
+        raise ParameterError(
+            "{mask} marks no pixel to fill (it is all zero); paint the damaged pixels with a "
             "nonzero label (or invert a mask where 0 marks the holes)"
         )
     full = holes.reshape(n_planes, -1).all(axis=1)
     if full.any():
-        raise ValueError(
-            "mask marks every pixel as a hole"
+        raise ParameterError(
+            "{mask} marks every pixel as a hole"
             + (f" in plane {int(np.argmax(full))}" if n_planes > 1 else "")
             + "; nothing is left to learn from: mark only the damaged pixels (or invert the mask)"
         )
@@ -412,5 +414,5 @@ def check_factor(factor, choices: tuple[int, ...]) -> int:
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
         raise TypeError(f"factor must be an integer ({', '.join(map(str, choices))}), got {factor!r}")
     if int(factor) not in choices:
-        raise ValueError(f"factor must be one of {', '.join(map(str, choices))}, got {factor}")
+        raise ParameterError(f"{{factor}} must be one of {', '.join(map(str, choices))}, got {factor}")
     return int(factor)

@@ -39,6 +39,8 @@ __all__ = [
     "History",
     "Step",
     "autocast_dtype",
+    "history_cadence",
+    "history_iterations",
     "make_adam",
 ]
 
@@ -167,15 +169,37 @@ class FitResult:
     expected_deviance: float | None = None
 
 
+#: A linear history has at least this many frames when the run has twice as many iterations.
+MIN_HISTORY_FRAMES = 10
+
+
+def history_cadence(params: DIPParams) -> int:
+    """Iterations between linear history frames (0: no history).
+
+    ``params.history_every``, or ``max(1, iterations // MIN_HISTORY_FRAMES)`` when that is
+    smaller: a short run (40 iterations with the presets' cadence of 100) still gets a useful
+    history, and any run of 20 iterations or more has at least 10 frames.
+    """
+    if params.history_every <= 0:
+        return 0
+    return min(params.history_every, max(1, params.iterations // MIN_HISTORY_FRAMES))
+
+
 def history_iterations(params: DIPParams) -> np.ndarray:
-    """The iterations at which history frames are saved (empty when the history is off)."""
+    """The iterations at which history frames are saved (empty when the history is off).
+
+    Linear spacing: every :func:`history_cadence` iterations, and the last one; log spacing:
+    ``params.history_frames`` log-spaced iterations.  The fit, the job and the memory plan
+    all read the frames from here.
+    """
     t = params.iterations
     if params.history_every <= 0 or (params.history_spacing == "log" and params.history_frames <= 0):
         return np.zeros(0, dtype=np.int64)
     if params.history_spacing == "log":
         its = np.unique(np.round(np.geomspace(1, t, params.history_frames)).astype(np.int64))
     else:
-        its = np.arange(params.history_every, t + 1, params.history_every, dtype=np.int64)
+        every = history_cadence(params)
+        its = np.arange(every, t + 1, every, dtype=np.int64)
         if its.size == 0 or its[-1] != t:
             its = np.append(its, t)
     return its
@@ -205,11 +229,27 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _checkpoint(net, opt, avg):
-    return (
+@dataclass
+class _Checkpoint:
+    """The last good state of a fit, restored when it diverges."""
+
+    iteration: int
+    loss: float
+    weights: dict
+    optimiser: dict
+    avg: torch.Tensor | None  # the output average (a copy), or None without averaging
+    cand: torch.Tensor  # the estimate at ``iteration`` (not updated in place)
+
+
+def _checkpoint(t: int, loss: float, net, opt, avg, cand) -> _Checkpoint:
+    avg_copy = None if avg is None else avg.clone()
+    return _Checkpoint(
+        t,
+        loss,
         {k: v.detach().clone() for k, v in net.state_dict().items()},
         copy.deepcopy(opt.state_dict()),
-        None if avg is None else avg.clone(),
+        avg_copy,
+        avg_copy if cand is avg else cand,
     )
 
 
@@ -299,6 +339,41 @@ class DIPFit:
         except (RuntimeError, TypeError):  # a backend without device generators
             return None
 
+    def _replace_frames_after(self, iteration: int, cand: torch.Tensor, loss: float) -> None:
+        """History frames saved after ``iteration`` (a diverging stretch) show ``cand`` instead."""
+        if self._frames is None:
+            return
+        later = [k for k in range(self._n_frames) if self.history_its[k] > iteration]
+        if later:
+            image = self._to_hwc(cand)
+            for k in later:
+                self._frames[k] = image
+                self._frame_losses[k] = loss
+
+    def _diverged(self, t: int, loss: float, ckpt, rolled_back_at: int | None):
+        """The FitDivergedError of a NaN or infinite loss at iteration ``t``."""
+        from ..errors import FitDivergedError
+
+        p = self.params
+        if rolled_back_at is not None:
+            how = (
+                f" again (it first diverged at iteration {rolled_back_at} and was rolled back "
+                f"to the weights of iteration {ckpt.iteration})"
+            )
+        elif ckpt is None:
+            how = " before any good weights were saved to roll back to" if p.backtrack else ""
+        else:
+            how = ""
+        fixes = [f"lower {{lr}} (it is {p.lr:g}; the presets use 0.01)"]
+        if autocast_dtype(p.amp, self.device) is not None:
+            fixes.append("turn {amp} off (bfloat16 may overflow)")
+        if not p.backtrack:
+            fixes.append("turn {backtrack} on (it rolls a diverging fit back once)")
+        fixes.append("try another {seed}")
+        return FitDivergedError(
+            f"the fit diverged at iteration {t} (loss {loss:g}){how}; " + ", ".join(fixes[:-1]) + f" or {fixes[-1]}"
+        )
+
     # -- the loop --------------------------------------------------------------------
     def steps(self) -> Generator[Step, None, FitResult]:
         """Run the fit, yielding a :class:`Step` every ``params.yield_every`` iterations."""
@@ -367,7 +442,8 @@ class DIPFit:
         hist_set = {int(i): k for k, i in enumerate(self.history_its)}
 
         avg = None
-        ckpt = None
+        ckpt: _Checkpoint | None = None
+        diverged_at: int | None = None  # iteration of a NaN / inf loss rolled back
         last_fit_psnr = None
         backtracked = False
 
@@ -439,7 +515,8 @@ class DIPFit:
 
             if t % p.yield_every == 0 or t == T:
                 lo = len(self._losses) and sum(len(a) for a in self._losses)
-                self._losses.append(losses[lo:t].cpu().numpy())
+                seg = losses[lo:t].cpu().numpy()
+                self._losses.append(seg)
                 self._vars.append(variances[lo:t].cpu().numpy())
                 with torch.no_grad():
                     po = pred.detach()
@@ -448,22 +525,39 @@ class DIPFit:
                     else:
                         fit_mse = float(((po - x) ** 2).mean())
                 fit_psnr = -10.0 * math.log10(max(fit_mse, 1e-12))
-                if (
+                step_loss = float(seg[-1])
+                if not (math.isfinite(fit_mse) and np.isfinite(seg).all()):
+                    # NaN or inf: the weights are lost.  Roll back once to the last good state;
+                    # a second divergence (or none to roll back to) ends the fit.
+                    bad = np.flatnonzero(~np.isfinite(seg))
+                    bad_t, bad_loss = (lo + int(bad[0]) + 1, float(seg[bad[0]])) if bad.size else (t, fit_mse)
+                    if ckpt is None or diverged_at is not None:
+                        raise self._diverged(bad_t, bad_loss, ckpt, diverged_at)
+                    diverged_at = bad_t
+                    net.load_state_dict(ckpt.weights)
+                    opt.load_state_dict(ckpt.optimiser)
+                    avg = None if ckpt.avg is None else ckpt.avg.clone()
+                    self._cand = avg if avg is not None else ckpt.cand
+                    loss_mean = None  # the noise-level stop's running mean restarts
+                    self._replace_frames_after(ckpt.iteration, self._cand, ckpt.loss)
+                    step_loss = ckpt.loss
+                    backtracked = True
+                elif (
                     p.backtrack
                     and last_fit_psnr is not None
                     and ckpt is not None
                     and fit_psnr < last_fit_psnr - p.backtrack_db
                 ):
-                    net.load_state_dict(ckpt[0])
-                    opt.load_state_dict(ckpt[1])
-                    if ckpt[2] is not None:
-                        avg = ckpt[2].clone()
+                    net.load_state_dict(ckpt.weights)
+                    opt.load_state_dict(ckpt.optimiser)
+                    if ckpt.avg is not None:
+                        avg = ckpt.avg.clone()
                         self._cand = avg
                     backtracked = True
                 else:
                     last_fit_psnr = fit_psnr
                     if p.backtrack:
-                        ckpt = _checkpoint(net, opt, avg)
+                        ckpt = _checkpoint(t, step_loss, net, opt, avg, self._cand)
                 best_it = int(self._best_iter) if self._best is not None else None
                 if p.early_stop and best_it is not None and best_it != self._warm_iter:
                     # weights near the variance minimum (to within yield_every steps): the
@@ -471,14 +565,14 @@ class DIPFit:
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     self._warm_iter = best_it
                 stop = None
-                if noise_stop and t >= es_from and poisson:
+                if noise_stop and t >= es_from and poisson and loss_mean is not None:
                     # per pixel: the running mean deviance, and its expectation at the estimate
                     self._deviance = 2.0 * (s * float(loss_mean) - dev_offset)
                     self._expected_deviance = float(_expected_deviance(self._cand * s).mean())
                     noise_level = p.es_noise_factor * self._expected_deviance
                     reached = self._deviance <= noise_level
                 else:
-                    reached = noise_stop and t >= es_from and float(loss_mean) <= noise_level
+                    reached = noise_stop and t >= es_from and loss_mean is not None and float(loss_mean) <= noise_level
                 if reached:
                     stop = "noise level"
                     # the returned state: the next plane starts from the weights at this stop
@@ -497,7 +591,7 @@ class DIPFit:
                 yield Step(
                     iteration=t,
                     iterations=T,
-                    loss=float(losses[t - 1]),
+                    loss=step_loss,
                     es_variance=var_now,
                     es_best_iteration=best_it,
                     preview=preview,

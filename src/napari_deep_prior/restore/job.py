@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..arrays import Layout, denormalise, denormalise_frames
+from ..arrays import Layout, denormalise, denormalise_frames, template_literal
 from ..device import tune_cpu_allocator
+from ..errors import ImageTooLargeError
 from .degradations import Degradation
 from .fit import DIPFit, Step, history_iterations
+from .planning import MemoryPlanError
 from .presets import DIPParams
 from .tiles import TileBlender
 
@@ -157,6 +159,34 @@ class DIPJob:
         self._hist_loss_sum: np.ndarray | None = None
         self._hist_loss_n: np.ndarray | None = None
         self._hist_len = np.zeros(self.n_planes, dtype=np.int64)
+        # planes whose known pixels are all equal: nothing to fit, the result is that constant
+        self._constant: dict[int, np.ndarray] = {}
+        for i in range(self.n_planes):
+            if not degradation.skip(i):
+                self._check_constant(i)
+
+    def _check_constant(self, i: int) -> None:
+        """Record plane ``i`` (and note it) when its known pixels are all equal, per channel."""
+        known = self.degradation.operator(i).known
+        plane = self.planes[i]
+        values = plane.reshape(-1, plane.shape[-1]) if known is None else plane[known]
+        if values.size == 0:
+            return
+        first = values[0]
+        if not (values == first).all():
+            return
+        self._constant[i] = first.copy()
+        source = self.layout.source[i].reshape(-1, plane.shape[-1])
+        raw = source[0] if known is None else source[int(np.flatnonzero(known.reshape(-1))[0])]
+        value = ", ".join(str(v.item()) if raw.dtype.kind in "ui" else f"{v.item():g}" for v in raw)
+        what = "the image" if self.n_planes == 1 else f"plane {i}"
+        if self.out_shape[:2] != plane.shape[:2]:
+            how = "the result is that constant at the output size"
+        elif known is not None:
+            how = "its holes are filled with that constant"
+        else:
+            how = "returned unchanged"
+        self.notes.append(f"{what} is constant (value{'s' if len(raw) > 1 else ''} {value}): nothing to fit, {how}")
 
     @property
     def task(self) -> str:
@@ -190,8 +220,9 @@ class DIPJob:
         try:
             deg = self.degradation
             for i in range(self.n_planes):
-                if deg.skip(i):
-                    # nothing to restore in this plane (e.g. no hole): keep it as it is
+                if deg.skip(i) or i in self._constant:
+                    # nothing to restore in this plane (no hole, or a constant image): its
+                    # result is the input, or the constant
                     self.fits.append(None)
                     self.results.append(None)
                     continue
@@ -216,9 +247,31 @@ class DIPJob:
                     # kept adding fitting steps and lost up to 1 dB by the 8th plane of a
                     # 128 px stack (benchmarks/dip_stack.py); the first cold fit does not drift.
                     state = res.state_dict
+        except MemoryError as exc:
+            if isinstance(exc, ImageTooLargeError):
+                raise
+            raise self._out_of_memory(exc) from exc
+        except RuntimeError as exc:  # torch's allocators: "can't allocate memory", "out of memory"
+            text = str(exc).lower()
+            if "out of memory" not in text and "can't allocate memory" not in text:
+                raise
+            raise self._out_of_memory(exc) from exc
         finally:
             self._release()
         return self.result()
+
+    def _out_of_memory(self, exc: BaseException) -> MemoryPlanError:
+        """The error of an allocation that failed during the run, with the way out."""
+        from ..device import memory_limit
+
+        limit = memory_limit(self.device)
+        bound = f"; {limit.describe()} leaves {limit.available / 2**30:.1f} GiB" if limit is not None else ""
+        first = template_literal(str(exc).strip().splitlines()[0][:200]) if str(exc).strip() else type(exc).__name__
+        return MemoryPlanError(
+            f"the restoration ran out of memory on {self.device} ({first}){bound}; give a smaller "
+            "{tile_size} (or leave it automatic), crop or downscale the image, choose a lighter "
+            "preset or turn the history off ({history_every} 0)"
+        )
 
     def _fit_tiles(self, i: int, counts_scale: float, state):
         """Fit plane ``i`` tile by tile, blending each tile as it finishes."""
@@ -296,15 +349,31 @@ class DIPJob:
             torch.cuda.empty_cache()
 
     def _initial_planes(self) -> np.ndarray:
-        """(P, H, W, C) float32: the result of planes not restored (a new array)."""
+        """(P, H, W, C) float32: the result of planes not restored (a new array); constant planes filled."""
         deg = self.degradation
         if self.out_shape == self.planes.shape[1:]:
-            return self.planes.copy()
-        return np.stack([deg.initial(p) for p in self.planes]).astype(np.float32, copy=False)
+            out = self.planes.copy()
+        else:
+            out = np.stack([deg.initial(p) for p in self.planes]).astype(np.float32, copy=False)
+        for i, value in self._constant.items():
+            out[i] = value
+        return out
+
+    def _stand_in(self, i: int) -> np.ndarray:
+        """(H, W, C) float32: the result of plane ``i`` while it is not restored."""
+        if i in self._constant:
+            return np.broadcast_to(self._constant[i], self.out_shape)
+        return self.degradation.initial(self.planes[i])
 
     def _keep(self):
-        """``(kept, source)`` for :func:`~napari_deep_prior.arrays.denormalise`, or None."""
+        """``(kept, source)`` for :func:`~napari_deep_prior.arrays.denormalise`, or None.
+
+        Constant planes of the input's size keep their input values exactly.
+        """
         kept = self.degradation.kept()
+        if kept is None and self._constant and self.out_shape == self.planes.shape[1:]:
+            kept = np.zeros(self.planes.shape[:3], dtype=bool)
+            kept[list(self._constant)] = True
         return None if kept is None else (kept, self.layout.source)
 
     def result(self) -> DIPOutput:
@@ -425,9 +494,7 @@ class DIPJob:
         """Yield the first ``f`` normalised history frames, each (P, H, W, C)."""
         # the stand-in of every plane not finished (no copy: the input planes themselves when the
         # result has the input's size); finished planes take their frames from the history sums
-        initial = {
-            i: self.degradation.initial(self.planes[i]) for i in range(self.n_planes) if i not in self._tiled_images
-        }
+        initial = {i: self._stand_in(i) for i in range(self.n_planes) if i not in self._tiled_images}
         live = None
         if self._blender is not None:
             i = self._blend_plane

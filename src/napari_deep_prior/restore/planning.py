@@ -12,16 +12,33 @@ import numpy as np
 import torch
 
 from .. import device as devices
-from ..errors import ImageTooLargeError
+from ..errors import ImageTooLargeError, ParameterError
 from ..nets import NetParams, SkipNet, min_padded_side, padded_shape, required_multiple
 from .degradations import Degradation
 from .fit import _ES_MAX_ELEMENTS, history_iterations
 from .presets import DIPParams
 from .tiles import MIN_TILE, default_overlap, plan_tiles
 
-__all__ = ["choose_tile_size", "estimate_fit_bytes", "plan_tiles_for"]
+__all__ = ["MemoryPlanError", "check_image_bytes", "choose_tile_size", "estimate_fit_bytes", "plan_tiles_for"]
 
 _ESTIMATE_MARGIN = 1.3
+
+
+class MemoryPlanError(ParameterError, ImageTooLargeError):
+    """An :class:`~napari_deep_prior.errors.ImageTooLargeError` whose way out names parameters.
+
+    Its message is a :class:`~napari_deep_prior.errors.ParameterError` template ("leave
+    {tile_size} automatic"), so each front end re-words it in its own vocabulary.
+    """
+
+
+def _bound(device, avail: float | None) -> str:
+    """`` (the RAM available)``: what bounds ``avail`` bytes on ``device``, when it can be told."""
+    if avail is None:
+        return ""
+    limit = devices.memory_limit(device)
+    return f" ({limit.describe()})" if limit is not None and limit.available == avail else ""
+
 
 _ACT_CACHE: dict[tuple, float] = {}
 
@@ -120,8 +137,87 @@ def _check_size_arg(value, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer or None, got {value!r}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0 (or None for automatic), got {value}")
+        raise ParameterError(f"{{{name}}} must be >= 0 (or automatic), got {value}")
     return int(value)
+
+
+#: Bytes per input value while an image is normalised: two float64 copies and a bool mask.
+_NORMALISE_BYTES = 17
+#: Bytes per input value of a run: the float32 planes; per result value: the blending sums
+#: and the result's float32 copy, float64 scaling and output array (:func:`_tiled_output_bytes`).
+_PLANES_BYTES = 4
+_RESULT_BYTES = 32
+
+
+def check_image_bytes(shape, dtype, *, scale: int = 1, device="cpu", params: DIPParams | None = None) -> int:
+    """Refuse, from its header alone, an image too large to restore in the memory available.
+
+    For the front ends, before an image file is decoded: the decoded pixels, the working
+    copies of a restoration (the normalised planes, the result's buffers) and, on the CPU, the
+    fit of the smallest tile must fit in the memory available (the smallest of the RAM
+    available, the cgroup's limit and ``ulimit -v``: :func:`~napari_deep_prior.device.cpu_memory_limit`).
+    Images that pass may still be processed in tiles or refused by the finer plan of
+    :func:`plan_tiles_for`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image's shape, as its header says (any layout: channels count as values).
+    dtype : dtype
+        The decoded dtype.
+    scale : int
+        Side of the result per side of the input (the up-scaling factor; 1 otherwise).
+    device : str or torch.device
+        Where the fits run ("cpu", "cuda", "auto"): on the CPU the smallest tile's fit needs
+        host memory too.
+    params : DIPParams, optional
+        The fit's parameters (default: the "denoise" preset), for the smallest tile's fit.
+
+    Returns
+    -------
+    int
+        The estimated peak bytes of host memory.
+
+    Raises
+    ------
+    ImageTooLargeError
+        With the image's size in pixels and GiB, the memory available and what bounds it.
+
+    Examples
+    --------
+    >>> check_image_bytes((512, 512, 3), "uint8") < 2**30
+    True
+    """
+    shape = tuple(int(n) for n in shape)
+    dtype = np.dtype(dtype)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"shape {shape} has a negative length")
+    n = 1
+    for side in shape:
+        n *= side  # a Python int: no overflow for a forged header
+    decoded = n * dtype.itemsize
+    s2 = int(scale) ** 2
+    need = decoded + max(_NORMALISE_BYTES * n, _PLANES_BYTES * n + _RESULT_BYTES * n * s2)
+    limit = devices.memory_limit(torch.device("cpu"))
+    if (limit is None or need <= limit.available) and devices.resolve_device(device).type == "cpu":
+        # the smallest tile's fit (measured on a network: only for an image that may fit)
+        from .presets import get_preset
+
+        p = params if params is not None else get_preset("denoise")
+        mult = required_multiple(p.net)
+        side = -(-max(MIN_TILE, min_padded_side(p.net)) // mult) * mult
+        need += estimate_fit_bytes(p, side, side, 3)
+    if limit is None or need <= limit.available:
+        return need
+    hw = shape[-3:-1] if len(shape) >= 3 and shape[-1] in (3, 4) else shape[-2:]
+    pixels = "x".join(map(str, hw)) + f" {dtype} pixels" if len(hw) == 2 else f"{n} {dtype} values"
+    raise ImageTooLargeError(
+        f"the image is too large to restore here: {pixels} (shape {shape}) take "
+        f"{decoded / 2**30:.1f} GiB decoded and about {need / 2**30:.1f} GiB with the working copies "
+        f"of a restoration, but only {limit.available / 2**30:.1f} GiB is available "
+        f"({limit.describe()}); crop or downscale the image first (or process a region of it), "
+        "or use a machine with more memory"
+    )
 
 
 def _tiled_output_bytes(h: int, w: int, c: int, n_planes: int) -> int:
@@ -187,9 +283,9 @@ def _plan_tiles(
     min_tile = -(-min_tile // mult) * mult
     if tile_size:
         if tile_size < min_tile:
-            raise ValueError(
-                f"tile_size={tile_size} is too small for this network: tiles need at least "
-                f"{min_tile} pixels a side (or use tile_size=None for automatic, 0 for none)"
+            raise ParameterError(
+                f"{{tile_size}} {tile_size} is too small for this network: tiles need at least "
+                f"{min_tile} pixels a side (or leave {{tile_size}} automatic; 0: no tiles)"
             )
         tile_size = -(-tile_size // mult) * mult
     n_frames = len(history_iterations(params))
@@ -201,11 +297,11 @@ def _plan_tiles(
     forced_whole = tile_size is not None and tile_size >= max(h, w)
     if tile_size == 0 or forced_whole or (tile_size is None and whole_fits):
         if not whole_fits:
-            raise ImageTooLargeError(
+            raise MemoryPlanError(
                 f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
-                f"{avail / 2**30:.1f} GiB is available on {device}; process it in tiles "
-                "(tile_size=None for automatic tiles, or a tile side), crop or downscale the "
-                "image, choose a lighter preset, turn the history off (history_every=0) or use a GPU"
+                f"{avail / 2**30:.1f} GiB is available on {device}{_bound(device, avail)}; process it in tiles "
+                "(leave {tile_size} automatic, or give a tile side), crop or downscale the "
+                "image, choose a lighter preset, turn the history off ({history_every} 0) or use a GPU"
             )
         return None, None, params, []
 
@@ -220,7 +316,7 @@ def _plan_tiles(
         except ImageTooLargeError as exc:
             raise ImageTooLargeError(
                 f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
-                f"{avail / 2**30:.1f} GiB is available on {device}, and processing it in tiles "
+                f"{avail / 2**30:.1f} GiB is available on {device}{_bound(device, avail)}, and processing it in tiles "
                 f"does not fit either ({exc}; the {n_planes}-plane output buffers need "
                 f"{out_bytes / 2**30:.2f} GiB); crop or downscale the image, choose a lighter "
                 "preset or use a device with more memory"
@@ -235,24 +331,24 @@ def _plan_tiles(
             fit_params = params if keep_hist else no_hist
             tile_need = estimate_fit_bytes(fit_params, th, tw, c) + out_bytes
             if tile_need > budget:
-                raise ImageTooLargeError(
+                raise MemoryPlanError(
                     f"tiles of {tile}x{tile} pixels need about {tile_need / 2**30:.2f} GiB with the "
-                    f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}; "
-                    "use a smaller tile_size or tile_size=None (automatic)"
+                    f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}{_bound(device, avail)}; "
+                    "give a smaller {tile_size} or leave it automatic"
                 )
     if tile_size is None:
         tile = _shrink_tile(tile, h, w, min_tile, mult, tile_overlap)
     overlap = default_overlap(tile) if tile_overlap is None else tile_overlap
     if overlap >= tile:
-        raise ValueError(f"tile_overlap={overlap} must be smaller than the tile side ({tile})")
+        raise ParameterError(f"{{tile_overlap}} {overlap} must be smaller than the tile side ({tile})")
     tiles = plan_tiles(h, w, tile, overlap)
     notes = []
     if n_frames and not keep_hist:
         notes.append(
             f"history dropped: the image is processed in {len(tiles)} tiles of {tile}x{tile} "
             f"pixels and its {n_frames}-frame history (about {hist_bytes / 2**30:.1f} GiB) does "
-            "not fit in the memory available; crop the image to get a history, or set "
-            "history_every=0 to silence this note"
+            "not fit in the memory available; crop the image to get a history, or turn the "
+            "history off to silence this note"
         )
     return tiles, overlap, fit_params, notes
 

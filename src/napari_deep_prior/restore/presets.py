@@ -14,9 +14,13 @@ network with automatic early stopping, tuned so a first run gives a good result 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
+import numpy as np
+
+from ..errors import ParameterError
 from ..nets import NetParams
 from .degradations import DEGRADATIONS, get_degradation
 
@@ -25,10 +29,30 @@ __all__ = [
     "PRESETS",
     "PRESET_DESCRIPTIONS",
     "DIPParams",
+    "LR_MAX",
     "NetParams",
+    "check_lr",
     "get_preset",
     "preset_names",
 ]
+
+
+#: The largest learning rate accepted.  Adam moves every weight by about ``lr`` per step: the
+#: presets use 0.01 (0.001 for the missing-pixels recipe); from about 0.1 the fit of the default
+#: networks becomes erratic, and far above 1 the outputs saturate (an all-black or all-NaN result).
+LR_MAX = 1.0
+
+
+def check_lr(lr) -> float:
+    """``lr`` as a float if it is a usable Adam learning rate (finite, in (0, LR_MAX])."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise TypeError(f"lr (learning rate) must be a number, got {lr!r}")
+    if not (math.isfinite(lr) and 0.0 < lr <= LR_MAX):
+        raise ParameterError(
+            f"{{lr}} (the learning rate) must be a finite number > 0 and <= {LR_MAX:g}, got {lr}; "
+            "typical values are 0.001-0.01 (the presets use 0.01)"
+        )
+    return float(lr)
 
 
 @dataclass(frozen=True)
@@ -42,7 +66,7 @@ class DIPParams:
     iterations : int
         Maximum number of optimisation steps (early stopping may end the run sooner).
     lr : float
-        Adam learning rate.
+        Adam learning rate, finite, in (0, :data:`LR_MAX`]; the presets use 0.01.
     reg_noise_std : float
         Standard deviation of the Gaussian jitter added to z at every step (0 disables).
     exp_weight : float or None
@@ -84,7 +108,10 @@ class DIPParams:
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
     history_every : int
-        Save a history frame every N iterations (0 disables the history).
+        Save a history frame every N iterations (0 disables the history).  A short run
+        saves more often, every ``max(1, iterations // 10)`` iterations when that is fewer,
+        so any run of 20 iterations or more has at least 10 frames
+        (:func:`~.fit.history_iterations`).
     history_spacing : {"linear", "log"}
         Linear cadence (every ``history_every`` steps) or log-spaced frames
         (``history_frames`` frames, denser at the start).
@@ -128,29 +155,30 @@ class DIPParams:
         if not isinstance(self.iterations, int) or isinstance(self.iterations, bool):
             raise TypeError(f"iterations must be an integer, got {type(self.iterations).__name__}")
         if self.iterations <= 0:
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations}")
-        if not self.lr > 0:
-            raise ValueError(f"lr (learning rate) must be > 0, got {self.lr}")
-        if self.reg_noise_std < 0:
-            raise ValueError(f"reg_noise_std must be >= 0, got {self.reg_noise_std}")
+            raise ParameterError(f"{{iterations}} must be a positive integer, got {self.iterations}")
+        check_lr(self.lr)
+        if not (math.isfinite(self.reg_noise_std) and self.reg_noise_std >= 0):
+            raise ParameterError(f"{{reg_noise_std}} must be a finite number >= 0, got {self.reg_noise_std}")
         if self.exp_weight is not None and not 0.0 <= self.exp_weight < 1.0:
-            raise ValueError(f"exp_weight must be in [0, 1) or None, got {self.exp_weight}")
+            raise ParameterError(f"{{exp_weight}} must be in [0, 1) or None, got {self.exp_weight}")
         if self.loss not in ("gaussian", "poisson"):
-            raise ValueError(f"loss must be 'gaussian' or 'poisson', got {self.loss!r}")
+            raise ParameterError(f"{{loss}} must be 'gaussian' or 'poisson', got {self.loss!r}")
         for name in ("es_window", "es_patience", "yield_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ParameterError(f"{{{name}}} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.es_patience_ratio <= 10.0:
-            raise ValueError(f"es_patience_ratio must be in [0, 10], got {self.es_patience_ratio}")
+            raise ParameterError(f"{{es_patience_ratio}} must be in [0, 10], got {self.es_patience_ratio}")
         if not 0.0 <= self.es_noise_factor <= 10.0:
-            raise ValueError(f"es_noise_factor must be in [0, 10] (0: off), got {self.es_noise_factor}")
+            raise ParameterError(f"{{es_noise_factor}} must be in [0, 10] (0: off), got {self.es_noise_factor}")
+        if not (math.isfinite(self.backtrack_db) and self.backtrack_db > 0):
+            raise ParameterError(f"{{backtrack_db}} must be a finite number > 0, got {self.backtrack_db}")
         for name in ("es_start", "history_every", "preview_every", "history_frames"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ParameterError(f"{{{name}}} must be >= 0 (0: off), got {getattr(self, name)}")
         if self.amp not in ("off", "bf16", "auto"):
-            raise ValueError(f"amp must be 'off', 'bf16' or 'auto', got {self.amp!r}")
+            raise ParameterError(f"{{amp}} must be 'off', 'bf16' or 'auto', got {self.amp!r}")
         if self.history_spacing not in ("linear", "log"):
-            raise ValueError(f"history_spacing must be 'linear' or 'log', got {self.history_spacing!r}")
+            raise ParameterError(f"{{history_spacing}} must be 'linear' or 'log', got {self.history_spacing!r}")
 
     def replace(self, **changes) -> DIPParams:
         """A copy with some fields changed (``net`` fields may be given by name too)."""
@@ -371,4 +399,6 @@ def get_preset(name: str, task: str | None = None) -> DIPParams:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of: paper, " + ", ".join(sorted(PRESETS))) from None
+        raise ParameterError(
+            f"unknown {{preset}} {name!r}; choose one of: paper, " + ", ".join(sorted(PRESETS))
+        ) from None
