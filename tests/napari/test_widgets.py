@@ -114,9 +114,10 @@ def test_denoise_end_to_end_grey(make_napari_viewer, qtbot, tiny_params, grey_im
     assert tuple(res.contrast_limits) == tuple(src.contrast_limits)
     assert res.colormap.name == src.colormap.name and not res.rgb
     # history: iteration axis first, iterations and losses in the metadata
-    assert hist.data.shape == (3, 32, 32) and hist.data.dtype == np.uint8
-    np.testing.assert_array_equal(hist.metadata["iterations"], [10, 20, 30])
-    assert hist.metadata["losses"].shape == (3, 1)
+    # a short run saves at least 10 frames: every min(10, 30 // 10) = 3 iterations
+    assert hist.data.shape == (10, 32, 32) and hist.data.dtype == np.uint8
+    np.testing.assert_array_equal(hist.metadata["iterations"], np.arange(3, 31, 3))
+    assert hist.metadata["losses"].shape == (10, 1)
     assert np.isfinite(hist.metadata["losses"]).all()
     assert res.metadata["seed"] == 0 and res.metadata["stop_iterations"] == [30]
     assert res.metadata["params"]["iterations"] == 30
@@ -137,13 +138,13 @@ def test_use_this_frame(make_napari_viewer, qtbot, tiny_params, grey_image, note
     res = viewer.layers["noisy [DIP denoised]"]
     axis = viewer.dims.ndim - hist.ndim
     step = list(viewer.dims.current_step)
-    step[axis] = 0  # the first frame (iteration 10)
+    step[axis] = 0  # the first frame (iteration 3: 30 iterations save a frame every 3)
     viewer.dims.current_step = tuple(step)
     out = w.use_current_frame()
     assert out is res
     np.testing.assert_array_equal(res.data, hist.data[0])
-    assert res.metadata["frame_iteration"] == 10
-    assert w.plot.stop == 10
+    assert res.metadata["frame_iteration"] == 3
+    assert w.plot.stop == 3
 
 
 def test_denoise_rgb_through_plugin_dock(make_napari_viewer, qtbot, tiny_params):
@@ -163,7 +164,7 @@ def test_denoise_rgb_through_plugin_dock(make_napari_viewer, qtbot, tiny_params)
     res = viewer.layers["rgb [DIP denoised]"]
     hist = viewer.layers["rgb [DIP history]"]
     assert res.rgb and res.data.shape == (32, 32, 3) and res.data.dtype == np.uint8
-    assert hist.rgb and hist.data.shape == (3, 32, 32, 3)
+    assert hist.rgb and hist.data.shape == (15, 32, 32, 3)  # 15 iterations: a frame each
     np.testing.assert_allclose(hist.scale, (1, 2, 2))
     np.testing.assert_array_equal(src.data, rgb)
 
@@ -251,7 +252,7 @@ def test_multichannel_layer_fitted_jointly(make_napari_viewer, qtbot, tiny_param
     res = viewer.layers["two [DIP denoised]"]
     hist = viewer.layers["two [DIP history]"]
     assert res.data.shape == (2, 32, 32) and res.data.dtype == np.uint16
-    assert hist.data.shape == (2, 2, 32, 32)
+    assert hist.data.shape == (10, 2, 32, 32)  # at least 10 frames
     assert res.metadata["planes_done"] == 1  # one joint fit, not two planes
     np.testing.assert_allclose(res.scale, (1, 0.5, 0.5))
 
@@ -357,7 +358,7 @@ def test_stack_with_2d_mask_whole_and_current_plane(make_napari_viewer, qtbot, t
     assert not notes["error"], notes
     res = viewer.layers["stack [DIP inpainted]"]
     hist = viewer.layers["stack [DIP history]"]
-    assert res.data.shape == (3, 32, 32) and hist.data.shape == (2, 3, 32, 32)
+    assert res.data.shape == (3, 32, 32) and hist.data.shape == (10, 3, 32, 32)
     assert res.metadata["planes_done"] == 3
     # current plane only: the plane on screen (z index 2), placed at its z position
     viewer.layers.selection.active = viewer.layers["stack"]
