@@ -96,20 +96,26 @@ class MemoryLimit:
 
     def describe(self) -> str:
         """What bounds the memory, for messages ("the address-space limit (ulimit -v) of 4.0 GiB")."""
-        size = "" if self.limit is None else f" of {self.limit / 2**30:.1f} GiB"
-        return {
-            "ram": "the RAM available",
-            "cgroup": f"the memory limit of this process's cgroup (a container or batch job){size}",
-            "ulimit": f"the address-space limit (ulimit -v){size}, which counts the virtual memory "
-            "the process has reserved (torch's libraries reserve several GB)",
-            "gpu": f"the free memory of the GPU{size}",
-        }.get(self.kind, self.kind)
+        if self.limit is None:
+            return {"ram": "the RAM available", "gpu": "the free memory of the GPU"}.get(self.kind, self.kind)
+        size = f"{self.limit / 2**30:.1f} GiB"
+        if self.kind == "cgroup":
+            return f"the memory limit of {size} of this process's cgroup: its container or batch job"
+        if self.kind == "ulimit":
+            reserved = max(0, self.limit - self.available) / 2**30
+            return (
+                f"the address-space limit (ulimit -v) of {size}, {reserved:.1f} GiB of it already "
+                "reserved by the process"
+            )
+        if self.kind == "gpu":
+            return f"the free memory of the GPU of {size}"
+        return self.kind
 
 
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, MemoryError):  # MemoryError: under a spent ulimit -v
         return None
 
 

@@ -248,7 +248,7 @@ def test_bad_iterations(img, it, exc):
 def test_too_large_for_memory(monkeypatch):
     from napari_deep_prior import device
 
-    monkeypatch.setattr(device, "available_memory", lambda dev: 512 * 2**20)
+    monkeypatch.setattr(device, "memory_limit", lambda dev: device.MemoryLimit(512 * 2**20, "ram"))
     # a zero-stride view: no memory is taken by the test itself
     huge = np.broadcast_to(np.zeros((1, 1), np.float32), (8192, 8192))
     with pytest.raises(ImageTooLargeError, match=r"needs about .* GiB but only 0\.5 GiB"):

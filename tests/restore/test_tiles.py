@@ -180,7 +180,7 @@ def test_choose_tile_size_respects_the_budget_and_the_multiple(tiny_params):
 
 
 def _small_memory(monkeypatch, nbytes):
-    monkeypatch.setattr(device, "available_memory", lambda dev: int(nbytes))
+    monkeypatch.setattr(device, "memory_limit", lambda dev: device.MemoryLimit(int(nbytes), "ram"))
 
 
 def test_automatic_tiling_when_memory_is_small_and_tile_size_0_refuses(monkeypatch, fast):

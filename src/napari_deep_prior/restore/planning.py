@@ -32,12 +32,9 @@ class MemoryPlanError(ParameterError, ImageTooLargeError):
     """
 
 
-def _bound(device, avail: float | None) -> str:
-    """`` (the RAM available)``: what bounds ``avail`` bytes on ``device``, when it can be told."""
-    if avail is None:
-        return ""
-    limit = devices.memory_limit(device)
-    return f" ({limit.describe()})" if limit is not None and limit.available == avail else ""
+def _bound(limit) -> str:
+    """`` (the RAM available)``: what bounds the memory available, when it can be told."""
+    return "" if limit is None else f" ({limit.describe()})"
 
 
 _ACT_CACHE: dict[tuple, float] = {}
@@ -290,8 +287,17 @@ def _plan_tiles(
         tile_size = -(-tile_size // mult) * mult
     n_frames = len(history_iterations(params))
     hist_bytes = 2 * n_frames * n_planes * h * w * c * 4  # assembled history
-    need = estimate_fit_bytes(params, h, w, c) + hist_bytes
-    avail = devices.available_memory(device)
+    limit = devices.memory_limit(device)
+    avail = None if limit is None else limit.available
+    try:
+        need = estimate_fit_bytes(params, h, w, c) + hist_bytes
+    except (MemoryError, RuntimeError) as exc:  # measuring the network allocates a little
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc).lower():
+            raise
+        raise ImageTooLargeError(
+            f"no memory is left even to plan the fit: {0 if avail is None else avail / 2**30:.1f} GiB is "
+            f"available on {device}{_bound(limit)}; free memory or raise the limit"
+        ) from exc
     budget = None if avail is None else 0.9 * avail
     whole_fits = budget is None or need <= budget
     forced_whole = tile_size is not None and tile_size >= max(h, w)
@@ -299,7 +305,7 @@ def _plan_tiles(
         if not whole_fits:
             raise MemoryPlanError(
                 f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
-                f"{avail / 2**30:.1f} GiB is available on {device}{_bound(device, avail)}; process it in tiles "
+                f"{avail / 2**30:.1f} GiB is available on {device}{_bound(limit)}; process it in tiles "
                 "(leave {tile_size} automatic, or give a tile side), crop or downscale the "
                 "image, choose a lighter preset, turn the history off ({history_every} 0) or use a GPU"
             )
@@ -316,7 +322,7 @@ def _plan_tiles(
         except ImageTooLargeError as exc:
             raise ImageTooLargeError(
                 f"a {h}x{w}x{c} fit with this preset needs about {need / 2**30:.1f} GiB but only "
-                f"{avail / 2**30:.1f} GiB is available on {device}{_bound(device, avail)}, and processing it in tiles "
+                f"{avail / 2**30:.1f} GiB is available on {device}{_bound(limit)}, and processing it in tiles "
                 f"does not fit either ({exc}; the {n_planes}-plane output buffers need "
                 f"{out_bytes / 2**30:.2f} GiB); crop or downscale the image, choose a lighter "
                 "preset or use a device with more memory"
@@ -333,7 +339,7 @@ def _plan_tiles(
             if tile_need > budget:
                 raise MemoryPlanError(
                     f"tiles of {tile}x{tile} pixels need about {tile_need / 2**30:.2f} GiB with the "
-                    f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}{_bound(device, avail)}; "
+                    f"output buffers but only {avail / 2**30:.1f} GiB is available on {device}{_bound(limit)}; "
                     "give a smaller {tile_size} or leave it automatic"
                 )
     if tile_size is None:

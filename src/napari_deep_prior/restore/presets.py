@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..arrays import template_literal
 from ..errors import ParameterError
 from ..nets import NetParams
 from .degradations import DEGRADATIONS, get_degradation
@@ -400,5 +401,5 @@ def get_preset(name: str, task: str | None = None) -> DIPParams:
         return PRESETS[name]
     except KeyError:
         raise ParameterError(
-            f"unknown {{preset}} {name!r}; choose one of: paper, " + ", ".join(sorted(PRESETS))
+            f"unknown {{preset}} {template_literal(repr(name))}; choose one of: paper, " + ", ".join(sorted(PRESETS))
         ) from None
