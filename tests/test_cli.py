@@ -163,7 +163,7 @@ def test_poisson_counts_give_float_rates_and_dtype_input_the_counts(tmp_path, ca
     )
     assert iio.imread(tmp_path / "o.png").dtype == np.uint16
     assert main(["denoise", str(tmp_path / "c.png"), "--dtype", "complex", "-o", str(tmp_path / "x.tif"), *FAST]) == 2
-    assert "output_dtype='complex' is not supported" in capsys.readouterr().err
+    assert "--dtype 'complex' is not supported" in capsys.readouterr().err
 
 
 def test_argparse_errors_exit_2(capsys):
@@ -250,4 +250,4 @@ def test_tiles_with_progress_and_bad_tile_size(tmp_path, capsys):
     assert "plane 1/1 tile 1/2" in cap.err and "plane 1/1 tile 2/2" in cap.err
     rc = main(["denoise", str(tmp_path / "wide.png"), "-o", str(tmp_path / "o.png"), "--tile", "8", "-q"])
     err = capsys.readouterr().err
-    assert rc == 2 and "tile_size=8 is too small" in err and err.strip().count("\n") == 0
+    assert rc == 2 and "--tile 8 is too small" in err and err.strip().count("\n") == 0
