@@ -453,7 +453,8 @@ def test_second_ctrl_c_during_the_write_exits_without_writing(tmp_path):
     [
         MemoryError(),
         RuntimeError(
-            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 74088185856 bytes"
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 74088185856 bytes"
         ),
         RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
     ],
@@ -474,3 +475,29 @@ def test_out_of_memory_anywhere_is_exit_2(files, monkeypatch, capsys, error):
     assert rc == 2 and "out of memory" in err and "--tile" in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (d / "o.png").exists()
+
+
+def test_address_space_limit_is_the_memory_limit(tmp_path):
+    """Under ``ulimit -v`` (as SLURM and some containers set it) the plan sees the limit, not the RAM:
+    a whole-image fit that cannot fit is refused with a message naming the limit, not a crash."""
+    import resource
+
+    iio.imwrite(tmp_path / "x.png", np.dstack([_grey(s, shape=(1024, 1024)) for s in range(3)]))
+    limit = 2_500 * 2**20
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_deep_prior.cli", "denoise", str(tmp_path / "x.png")]
+        + ["-o", str(tmp_path / "o.png"), "--tile", "0", "-q"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        preexec_fn=cap,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "ulimit -v" in proc.stderr and "--tile" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.png").exists()

@@ -173,7 +173,13 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-early-stop", action="store_true", help="run all iterations")
     p.add_argument("--history", type=Path, help="write the iteration-history stack to this .tif")
-    p.add_argument("--history-every", type=int, help="history cadence in iterations (default: the preset's)")
+    p.add_argument(
+        "--history-every",
+        type=int,
+        metavar="N",
+        help="history cadence: at most N iterations between frames (default: the preset's); "
+        "0 = no history. A run keeps at least 10 frames: 40 iterations give one every 4",
+    )
     p.add_argument("--reference", type=Path, help="ground-truth image: print PSNR/SSIM before and after")
     p.add_argument(
         "--channel-axis",
@@ -363,9 +369,21 @@ def _available_bytes() -> int | None:
 
 
 def _read(path: Path) -> np.ndarray:
+    """An auxiliary image (mask, reference, colorize input): decoded only if it fits in memory."""
     from .io import read_image
 
     return read_image(path, available_bytes=_available_bytes())
+
+
+def _read_for_restore(path: Path, scale: int, device: str) -> np.ndarray:
+    """The image to restore: its header is checked against the memory plan before decoding."""
+    from .io import check_readable, read_header, read_image
+    from .restore.planning import check_image_bytes
+
+    header = read_header(path)
+    check_readable(header)  # decompression bombs
+    check_image_bytes(header.shape, header.dtype, scale=scale, device=device)
+    return read_image(path)
 
 
 def _check_finite(name: str, value: float | None, minimum: float | None = None) -> None:
@@ -403,7 +421,8 @@ def _restore(args) -> int:
     _check_finite("--lr", args.lr)
     if args.reference is not None:
         read_header(args.reference)  # a missing or broken reference is found before the input is read
-    image = _read(args.input)
+    scale = int(getattr(args, "factor", 1) or 1) if deg.name == "upscale" else 1
+    image = _read_for_restore(args.input, scale, args.device)
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(
         preset=args.preset,
