@@ -583,8 +583,10 @@ def _memory_error(exc: BaseException) -> str | None:
         isinstance(exc, RuntimeError)
         and any(k in text for k in ("out of memory", "can't allocate memory", "Cannot allocate memory"))
     ):
-        if type(exc).__name__ == "ImageTooLargeError":
-            return " ".join(text.split())
+        from .errors import ImageTooLargeError, reword
+
+        if isinstance(exc, ImageTooLargeError):  # the plan's refusal: it says what to do
+            return " ".join(reword(exc, FLAGS).split())
         return (
             "ran out of memory"
             + (f" ({' '.join(text.split())[:200]})" if text else "")
