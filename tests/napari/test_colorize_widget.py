@@ -8,6 +8,7 @@ weights folders are isolated and the network is never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import time
@@ -482,6 +483,214 @@ def test_dip_cancel_stops_at_the_next_step(make_napari_viewer, qtbot, notes):
     assert not w.running
 
 
+def _snapshot(viewer) -> dict:
+    """Every layer's identity, data (bytes), metadata and grid, by name."""
+    return {
+        lyr.name: (
+            lyr,
+            np.asarray(lyr.data).dtype,
+            np.asarray(lyr.data).shape,
+            np.asarray(lyr.data).tobytes(),
+            dict(lyr.metadata),
+            tuple(lyr.scale),
+            tuple(lyr.translate),
+        )
+        for lyr in viewer.layers
+    }
+
+
+def _assert_unchanged(viewer, before: dict, names: list[str]) -> None:
+    for name in names:
+        lyr, dtype, shape, data, meta, scale, translate = before[name]
+        assert viewer.layers[name] is lyr, name
+        now = np.asarray(lyr.data)
+        assert (now.dtype, now.shape) == (dtype, shape), name
+        assert now.tobytes() == data, f"{name}: data changed"
+        assert dict(lyr.metadata) == meta, name
+        assert (tuple(lyr.scale), tuple(lyr.translate)) == (scale, translate), name
+
+
+def _preview_layers(viewer) -> list:
+    return [
+        lyr.name
+        for lyr in viewer.layers
+        if lyr.metadata.get(B.ROLE_KEY) == CW.ROLE_PREVIEW or CW.PREVIEW_TAG in lyr.name
+    ]
+
+
+def _dip_with_a_result(make_napari_viewer, qtbot):
+    """A viewer with "grey", its hints and a finished dip result "grey [colorized]"."""
+    viewer = make_napari_viewer()
+    viewer.add_image(two_region_image(32), name="grey", **GRID)
+    w = make_widget(viewer, method="dip", seed=0, device="cpu")
+    w.params_override = TINY_DIP
+    pts = w.add_hints_layer()
+    add_point(pts, 16, 8, BLUE)
+    add_point(pts, 16, 24, ORANGE)
+    previews = []  # the preview layer's names at each step with a preview
+    run_and_wait(qtbot, w)
+    res = viewer.layers["grey [colorized]"]
+    assert res.metadata["seed"] == 0 and res.metadata["method"] == "dip" and res is w.result_layer
+    assert not _preview_layers(viewer), "the preview layer goes when the run has finished"
+    assert [lyr.name for lyr in viewer.layers] == ["grey", "grey [colorized]", "grey [color hints]"]
+    # a long second run: a different seed, so its previews differ from the first result
+    w.seed.value = 7
+    w.params_override = dataclasses.replace(TINY_DIP, iterations=100_000)
+    return viewer, w, pts, res, previews
+
+
+def test_dip_previews_never_overwrite_the_earlier_result_cancel(make_napari_viewer, qtbot, notes):
+    """Cancelling a dip run after previews leaves the earlier result byte for byte; the last
+    preview is offered as a layer marked cancelled, below that result; no preview layer stays."""
+    viewer, w, pts, res, previews = _dip_with_a_result(make_napari_viewer, qtbot)
+    before = _snapshot(viewer)
+    names = [lyr.name for lyr in viewer.layers]
+    ended, checks = [], []
+    w.run_finished.connect(ended.append)
+    worker = w.run(start=False)
+
+    def on_step(step):
+        if step.preview is None or len(previews) == 2:  # (a step may still come after Cancel)
+            return
+        # the widget has shown this preview (it is connected first): in its own layer; recorded
+        # here and checked below (an assert failing in a Qt slot would not stop the run)
+        previews.append(_preview_layers(viewer))
+        checks.append(
+            (
+                viewer.layers["grey [colorized]"] is res,
+                np.asarray(res.data).tobytes() == before["grey [colorized]"][3],  # no preview in the result
+                "grey [colorize preview]" not in [lyr.name for lyr in w.image.choices],
+                viewer.layers.selection.active is pts,  # the hints stay active
+            )
+        )
+        if len(previews) == 2:
+            w.cancel_button.clicked.emit()
+
+    worker.yielded.connect(on_step)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        worker.start()
+    qtbot.wait(10)
+    assert previews == [["grey [colorize preview]"]] * 2, previews
+    assert checks == [(True, True, True, True)] * 2, checks
+    assert ended == [None] and not w.running and not notes["error"], notes
+    _assert_unchanged(viewer, before, names)
+    assert not _preview_layers(viewer)
+    kept = viewer.layers["grey [colorized] (cancelled)"]
+    assert kept.metadata["cancelled"] is True and kept.metadata["seed"] == 7
+    assert kept.metadata[B.ROLE_KEY] == CW.ROLE_RESULT and kept.metadata["iteration"] == 20
+    assert np.asarray(kept.data).tobytes() != before["grey [colorized]"][3]
+    # below the earlier result (which the canvas shows again), above the image; hints on top
+    assert [lyr.name for lyr in viewer.layers] == [
+        "grey",
+        "grey [colorized] (cancelled)",
+        "grey [colorized]",
+        "grey [color hints]",
+    ]
+    assert w.result_layer is res and viewer.layers.selection.active is pts
+    assert "cancelled at iteration 20" in w.status.value and "grey [colorized] is unchanged" in w.status.value
+    assert "grey [colorized] (cancelled)" not in [lyr.name for lyr in w.image.choices]
+
+    # a run that finishes updates the result layer; the cancelled run's layer stays as it was
+    kept_before = _snapshot(viewer)
+    w.params_override = TINY_DIP
+    run_and_wait(qtbot, w)
+    assert not notes["error"], notes
+    assert viewer.layers["grey [colorized]"] is res and res.metadata["seed"] == 7
+    assert res.metadata.get("cancelled") is None
+    _assert_unchanged(viewer, kept_before, ["grey", "grey [colorized] (cancelled)", "grey [color hints]"])
+    assert not _preview_layers(viewer)
+    assert [lyr.name for lyr in viewer.layers] == [
+        "grey",
+        "grey [colorized] (cancelled)",
+        "grey [colorized]",
+        "grey [color hints]",
+    ]
+
+
+def test_dip_previews_never_overwrite_the_earlier_result_failure(make_napari_viewer, qtbot, monkeypatch, notes):
+    """A dip run failing mid-fit after previews leaves every earlier layer as it was and
+    nothing partial behind (no preview, no cancelled layer)."""
+    from napari_deep_prior.colorization.api import REGISTRY
+
+    viewer, w, pts, res, previews = _dip_with_a_result(make_napari_viewer, qtbot)
+    before = _snapshot(viewer)
+    names = [lyr.name for lyr in viewer.layers]
+    dip = REGISTRY["dip"]
+    real_steps = dip.ab_steps
+
+    def failing_steps(L, hints, options):
+        gen = real_steps(L, hints, options)
+        try:
+            for step in gen:
+                yield step
+                if step.iteration >= 25:  # after two previews (every 10 iterations)
+                    raise RuntimeError("the device was lost (simulated)")
+        finally:
+            gen.close()
+
+    monkeypatch.setattr(dip, "ab_steps", failing_steps)
+    ended = []
+    w.run_finished.connect(ended.append)
+    worker = w.run(start=False)
+    worker.yielded.connect(lambda step: step.preview is not None and previews.append(_preview_layers(viewer)))
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        worker.start()
+    qtbot.wait(10)
+    assert previews == [["grey [colorize preview]"]] * 2, previews
+    (msg,) = notes["error"]
+    assert "device was lost (simulated)" in msg and "RuntimeError" in msg, msg
+    assert ended == [None] and not w.running
+    assert [lyr.name for lyr in viewer.layers] == names  # no preview, nothing partial
+    _assert_unchanged(viewer, before, names)
+    assert w.result_layer is res and viewer.layers.selection.active is pts
+
+
+def test_a_preview_layer_the_user_removes_is_not_brought_back(make_napari_viewer, qtbot, notes):
+    viewer, w, pts, res, previews = _dip_with_a_result(make_napari_viewer, qtbot)
+    before = _snapshot(viewer)
+    w.params_override = dataclasses.replace(TINY_DIP, iterations=60)
+    worker = w.run(start=False)
+
+    def on_step(step):
+        if step.preview is not None:
+            previews.append(_preview_layers(viewer))
+            if "grey [colorize preview]" in viewer.layers:
+                viewer.layers.remove("grey [colorize preview]")
+
+    worker.yielded.connect(on_step)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        worker.start()
+    qtbot.wait(10)
+    assert previews[0] == ["grey [colorize preview]"] and all(p == [] for p in previews[1:]), previews
+    assert not notes["error"], notes
+    assert viewer.layers["grey [colorized]"] is res and res.metadata["seed"] == 7  # the result still comes
+    assert np.asarray(res.data).tobytes() != before["grey [colorized]"][3]
+    assert [lyr.name for lyr in viewer.layers] == ["grey", "grey [colorized]", "grey [color hints]"]
+
+
+def test_a_first_dip_result_takes_over_the_preview_layer(make_napari_viewer, qtbot, notes):
+    """With no earlier result, the preview layer becomes the result layer (no layer to rebuild)."""
+    viewer = make_napari_viewer()
+    viewer.add_image(two_region_image(32), name="grey")
+    w = make_widget(viewer, method="dip", seed=0, device="cpu")
+    w.params_override = TINY_DIP
+    pts = w.add_hints_layer()
+    add_point(pts, 16, 8, BLUE)
+    seen = []
+    worker = w.run(start=False)
+    worker.yielded.connect(
+        lambda step: step.preview is not None and seen.append(viewer.layers["grey [colorize preview]"])
+    )
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        worker.start()
+    qtbot.wait(10)
+    assert seen and all(lyr is seen[0] for lyr in seen)
+    res = viewer.layers["grey [colorized]"]
+    assert res is seen[0] and res.metadata[B.ROLE_KEY] == CW.ROLE_RESULT and "iteration" not in res.metadata
+    assert [lyr.name for lyr in viewer.layers] == ["grey", "grey [colorized]", "grey [color hints]"]
+    assert not notes["error"], notes
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
@@ -515,6 +724,31 @@ def test_bad_input_gives_a_message(make_napari_viewer, qtbot, notes, case):
     assert len(viewer.layers) == n
     if case == "stack":
         assert w.add_hints_layer() is None and "2D" in notes["error"][1]
+
+
+def test_an_invalid_hint_is_named_as_the_widget_numbers_it(make_napari_viewer, monkeypatch, notes):
+    """A hint the core rejects is named "hint point N" (the widget's numbering), not hints[i]."""
+    viewer = make_napari_viewer()
+    viewer.add_image(two_region_image(), name="grey")
+    w = make_widget(viewer, method="levin", live=False)
+    pts = w.add_hints_layer()
+    add_point(pts, 10, 10, BLUE)
+    add_point(pts, 20, 30, ORANGE)
+    real = HP.hints_from_points
+
+    def with_a_bad_colour(points, image):
+        hints = real(points, image)
+        r, c, _rgb = hints[1]
+        hints[1] = (r, c, np.array([np.nan, 0.5, 0.5]))  # no colour napari would give, but the core check's case
+        return hints
+
+    monkeypatch.setattr(HP, "hints_from_points", with_a_bad_colour)
+    n = len(viewer.layers)
+    assert w.run() is None
+    (msg,) = notes["error"]
+    assert msg.startswith("Colorize: hint point 2: ") and "colour" in msg and "Move or delete that point" in msg, msg
+    assert "hints[" not in msg, msg
+    assert len(viewer.layers) == n
 
 
 def test_out_of_gamut_colour_is_warned_once(make_napari_viewer, qtbot, notes):

@@ -76,6 +76,10 @@ class Job:
     failed: bool = False
     started: bool = False
     last: Any = None
+    #: The newest preview (RGB) and its iteration; ``preview_dropped``: the user removed the preview layer.
+    last_preview: np.ndarray | None = None
+    preview_iteration: int | None = None
+    preview_dropped: bool = False
     output: ColorizeOutput | None = None
 
 

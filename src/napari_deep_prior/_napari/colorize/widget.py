@@ -12,7 +12,12 @@ live all come from there, and a run is the colorizer's own ``steps()`` in a napa
   its weights are present) the result layer "<image> [colorized]" follows every add / move /
   recolour / delete a moment later (debounced with a QTimer; a newer edit supersedes a
   running computation).  The slow ``dip`` method waits for Run, shows its progress and can
-  be cancelled.
+  be cancelled.  Its previews go to a transient layer "<image> [colorize preview]" just above
+  the result layer, so an earlier result is never overwritten by a run that does not finish:
+  on success the result layer gets the new image (the preview layer becomes the result layer
+  when there is none yet) and the preview layer goes; a failed run only removes the preview
+  layer; a cancelled run keeps its last preview as "<image> [colorized] (cancelled)" (metadata
+  ``cancelled: True``), put below the earlier result, which stays as it was.
 
 The image layer is only read.  Every user error is a napari notification, never an exception.
 
@@ -33,6 +38,7 @@ Drive it from a script::
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,11 +61,24 @@ from .weights_panel import WeightsPanel
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["ColorizeWidget", "DEBOUNCE_MS", "RESULT_TAG", "ROLE_RESULT"]
+__all__ = [
+    "CANCELLED_SUFFIX",
+    "ColorizeWidget",
+    "DEBOUNCE_MS",
+    "PREVIEW_TAG",
+    "RESULT_TAG",
+    "ROLE_PREVIEW",
+    "ROLE_RESULT",
+]
 
-#: ``metadata[ROLE_KEY]`` of the result layers.
+#: ``metadata[ROLE_KEY]`` of the result layers (and of the layers keeping a cancelled run's last preview).
 ROLE_RESULT = "colorized"
 RESULT_TAG = "[colorized]"
+#: ``metadata[ROLE_KEY]`` of the transient preview layer of a run (the restore widget's preview role).
+ROLE_PREVIEW = "preview"
+PREVIEW_TAG = "[colorize preview]"
+#: Name suffix of the layer keeping a cancelled run's last preview.
+CANCELLED_SUFFIX = "(cancelled)"
 #: Quiet time after the last hint edit before a live re-colorization starts.
 DEBOUNCE_MS = 300
 SEED_RANDOM = -1
@@ -113,6 +132,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
         self._closed = False
         self._last_signature: tuple | None = None
         self._warned: set[str] = set()
+        self._preview_layer = None  # the transient preview layer of the newest run (see _show_preview)
         self.params_override = None
         self._runner = JobRunner(
             alive=self._alive,
@@ -275,7 +295,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, Image) and layer.metadata.get(base.ROLE_KEY) != ROLE_RESULT
+            if isinstance(layer, Image) and layer.metadata.get(base.ROLE_KEY) not in (ROLE_RESULT, ROLE_PREVIEW)
         ]
 
     def _method_choices(self, _widget=None):
@@ -301,7 +321,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     @property
     def result_layer(self):
-        """The "<image> [colorized]" layer of the selected image, if there is one."""
+        """The "<image> [colorized]" layer of the selected image, if there is one (never a cancelled run's)."""
         layer = self.image.value
         return None if layer is None else self._find_result(layer.name)
 
@@ -393,6 +413,12 @@ class ColorizeWidget(base.LayerListFollower, Container):
             self.hints_layer.value = layer
 
     def _layer_gone(self, layer) -> None:
+        if self._preview_layer is not None and layer is self._preview_layer:
+            # the user removed the preview layer: the running job shows no more previews
+            self._preview_layer = None
+            job = self._runner.current
+            if job is not None:
+                job.preview_dropped = True
         if self._hints.followed is not None and layer is self._hints.followed:
             self._on_hints_layer_changed(None)
 
@@ -506,7 +532,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     def _check_hints(self, layer, data, method) -> list | None:
         """The hints of a hints-mode run, or None after an error message."""
-        from ...colorization.hints import normalize_hints
+        from ...colorization.hints import CSVHint, normalize_hints
 
         hints = self.hints()
         if not hints:
@@ -523,13 +549,15 @@ class ColorizeWidget(base.LayerListFollower, Container):
         for i, (r, c, _rgb) in enumerate(hints):
             if not (-0.5 <= r < h - 0.5 and -0.5 <= c < w - 0.5):
                 show_error(
-                    f"Colorize: hint point {i + 1} is at (row {r:.0f}, col {c:.0f}), "
+                    f"Colorize: {_point_name(i)} is at (row {r:.0f}, col {c:.0f}), "
                     f"outside the {h} x {w} image {layer.name!r}; move it onto "
                     "the image or delete it."
                 )
                 return None
         try:
-            normalize_hints(hints, data.shape[:2])
+            # the core names a hint by its ``where`` (else "hints[i]", a Python index): give it the
+            # widget's own name for the point, as in the message above
+            normalize_hints([CSVHint(r, c, rgb, where=_point_name(i)) for i, (r, c, rgb) in enumerate(hints)], (h, w))
         except (TypeError, ValueError) as exc:
             show_error(f"Colorize: {exc}. Move or delete that point.")
             return None
@@ -649,6 +677,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
             return
         self.cancel_button.enabled = False
         if never_started:
+            self._drop_preview()  # a superseded run's preview: the run meant to follow it never started
             self.status.value = f"{job.method} cancelled."
             self._last_signature = None
         else:
@@ -665,7 +694,9 @@ class ColorizeWidget(base.LayerListFollower, Container):
                 f"{format_duration(step.elapsed)} elapsed · {format_duration(left)} left"
             )
         if step.preview is not None:
-            self._show_result(job, step.preview, preview=True)
+            job.last_preview, job.preview_iteration = step.preview, step.iteration
+            if not job.preview_dropped:
+                self._show_preview(job, step.preview)
 
     def _on_result(self, job: Job, out: ColorizeOutput) -> None:
         new = [n for n in out.notes if n not in self._warned]
@@ -684,7 +715,7 @@ class ColorizeWidget(base.LayerListFollower, Container):
                 + ". For a colour as chosen, pick one closer to the "
                 "pixel's brightness."
             )
-        self._show_result(job, out.rgb, preview=False)
+        self._show_result(job, out.rgb)
         self.progress.value = 1000
         what = f"{job.n_hints} hints, " if job.mode == "hints" else ""
         seed = f", seed {job.seed}" if job.seed is not None else ""
@@ -709,13 +740,15 @@ class ColorizeWidget(base.LayerListFollower, Container):
     def _on_end(self, job: Job) -> None:
         self.cancel_button.enabled = False
         if job.cancelled:
-            kept = (
-                " (the result layer keeps the last preview)"
-                if job.last is not None and job.last.preview is not None
-                else ""
-            )
-            self.status.value = f"{job.method} cancelled{kept}."
+            kept = self._keep_cancelled(job)
+            msg = f"{job.method} cancelled"
+            if kept is not None:
+                msg += f" at iteration {job.preview_iteration}; its last preview is kept as {kept.name!r}"
+            if self._find_result(job.name) is not None:
+                msg += f"; {job.name} {RESULT_TAG} is unchanged"
+            self.status.value = msg + "."
             self._last_signature = None
+        self._drop_preview()  # a failed run (or a cancelled one without a preview) leaves none behind
         result = self._find_result(job.name) if job.output is not None else None
         self.run_finished.emit(result)
 
@@ -729,13 +762,20 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     # ------------------------------------------------------------------------ result layer
     def _find_result(self, source: str):
+        """The result layer of ``source`` (a cancelled run's kept preview is not one)."""
         for layer in self._viewer.layers:
-            if layer.metadata.get(base.ROLE_KEY) == ROLE_RESULT and layer.metadata.get("source_layer") == source:
+            meta = layer.metadata
+            if (
+                meta.get(base.ROLE_KEY) == ROLE_RESULT
+                and meta.get("source_layer") == source
+                and not meta.get("cancelled", False)
+            ):
                 return layer
         return None
 
-    def _show_result(self, job: Job, rgb: np.ndarray, *, preview: bool) -> None:
-        meta = {
+    @staticmethod
+    def _meta(job: Job) -> dict:
+        return {
             base.ROLE_KEY: ROLE_RESULT,
             "source_layer": job.name,
             "method": job.method,
@@ -743,36 +783,143 @@ class ColorizeWidget(base.LayerListFollower, Container):
             "n_hints": job.n_hints,
             "hint_size": job.hint_size,
             "seed": job.seed,
-            "preview": preview,
         }
+
+    @contextmanager
+    def _keeping_active(self):
+        """Adding, moving or removing layers leaves the active layer (usually the hints) as it was."""
+        layers = self._viewer.layers
+        active = layers.selection.active
+        try:
+            yield
+        finally:
+            if active is not None and active in layers and layers.selection.active is not active:
+                layers.selection.active = active
+
+    def _add_layer(self, job: Job, rgb: np.ndarray, name: str, meta: dict):
+        """A new RGB layer on the image's grid, just above the image and its colorize layers
+        (so the hints stay on top)."""
+        layers = self._viewer.layers
+        below = [
+            i
+            for i, lyr in enumerate(layers)
+            if lyr.name == job.name
+            or (lyr.metadata.get(base.ROLE_KEY) == ROLE_RESULT and lyr.metadata.get("source_layer") == job.name)
+        ]
+        layer = self._viewer.add_image(
+            rgb, name=name, rgb=True, contrast_limits=_limits(rgb), metadata=meta, **job.template.grid_kwargs()
+        )
+        if below:
+            here, dest = layers.index(layer), max(below) + 1
+            if here != dest:
+                layers.move(here, dest)
+        return layer
+
+    @staticmethod
+    def _refill(layer, job: Job, rgb: np.ndarray, meta: dict, *, replace_meta: bool) -> None:
+        """New data (and metadata, grid, limits) in one of the plugin's own layers."""
         kw = job.template.grid_kwargs()
-        limits = (0, 255) if rgb.dtype == np.uint8 else (0.0, 1.0)
-        layer = self._find_result(job.name)
-        if layer is not None and layer.rgb and layer.data.shape == rgb.shape:
-            # the plugin's own result layer: updated in place (never the user's layers)
-            layer.data = rgb
-            layer.metadata.update(meta)
-            if not np.allclose(layer.scale, kw["scale"]):
-                layer.scale = kw["scale"]
-            if not np.allclose(layer.translate, kw["translate"]):
-                layer.translate = kw["translate"]
-            if tuple(layer.contrast_limits) != tuple(limits):
-                layer.contrast_limits = limits
-        else:
-            if layer is not None:  # another shape (the image changed): replace it
+        layer.data = rgb
+        if replace_meta:
+            layer.metadata.clear()
+        layer.metadata.update(meta)
+        if not np.allclose(layer.scale, kw["scale"]):
+            layer.scale = kw["scale"]
+        if not np.allclose(layer.translate, kw["translate"]):
+            layer.translate = kw["translate"]
+        limits = _limits(rgb)
+        if tuple(layer.contrast_limits) != tuple(limits):
+            layer.contrast_limits = limits
+
+    def _preview_alive(self):
+        layer = self._preview_layer
+        if layer is not None and layer not in self._viewer.layers:
+            self._preview_layer = layer = None
+        return layer
+
+    def _drop_preview(self) -> None:
+        """Remove the preview layer, if any."""
+        layer, self._preview_layer = self._preview_alive(), None
+        if layer is not None:
+            with self._keeping_active():
                 self._viewer.layers.remove(layer)
-            active = self._viewer.layers.selection.active
-            layer = self._viewer.add_image(
-                rgb, name=f"{job.name} {RESULT_TAG}", rgb=True, contrast_limits=limits, metadata=meta, **kw
-            )
-            # just above its image, so the hints stay on top; the hints layer stays active
-            src = [i for i, lyr in enumerate(self._viewer.layers) if lyr.name == job.name]
-            if src:
-                here = self._viewer.layers.index(layer)
-                dest = src[0] + 1
-                if here != dest:
-                    self._viewer.layers.move(here, dest)
-            if active is not None and active in self._viewer.layers:
-                self._viewer.layers.selection.active = active
-        if not preview:
-            self.colorized.emit(layer)
+
+    def _show_preview(self, job: Job, rgb: np.ndarray) -> None:
+        """Show a step's estimate in the preview layer (made at the first preview; the result
+        layer is not touched until the run has finished)."""
+        meta = {**self._meta(job), base.ROLE_KEY: ROLE_PREVIEW, "iteration": job.preview_iteration}
+        name = f"{job.name} {PREVIEW_TAG}"
+        layer = self._preview_alive()
+        if (
+            layer is not None
+            and layer.rgb
+            and layer.data.shape == rgb.shape
+            and layer.metadata.get("source_layer") == job.name  # not left by a run on another image
+        ):
+            self._refill(layer, job, rgb, meta, replace_meta=True)
+            return
+        with self._keeping_active():
+            if layer is not None:
+                self._drop_preview()
+            self._preview_layer = self._add_layer(job, rgb, name, meta)
+
+    def _show_result(self, job: Job, rgb: np.ndarray) -> None:
+        """A finished run: its image goes to the result layer (made if needed); the preview goes."""
+        meta = self._meta(job)
+        preview, self._preview_layer = self._preview_alive(), None
+        layers = self._viewer.layers
+        with self._keeping_active():
+            layer = self._find_result(job.name)
+            if layer is not None and layer.rgb and layer.data.shape == rgb.shape:
+                # the plugin's own result layer: updated in place (never the user's layers)
+                self._refill(layer, job, rgb, meta, replace_meta=False)
+                if preview is not None:
+                    layers.remove(preview)
+            else:
+                if layer is not None:  # another shape (the image changed): replace it
+                    layers.remove(layer)
+                if preview is not None and preview.rgb and preview.data.shape == rgb.shape:
+                    # the preview layer becomes the result (no new layer to build)
+                    layer = preview
+                    self._refill(layer, job, rgb, meta, replace_meta=True)
+                    layer.name = f"{job.name} {RESULT_TAG}"
+                else:
+                    if preview is not None:
+                        layers.remove(preview)
+                    layer = self._add_layer(job, rgb, f"{job.name} {RESULT_TAG}", meta)
+        self.colorized.emit(layer)
+
+    def _keep_cancelled(self, job: Job):
+        """A cancelled run's last preview as its own layer (None without one).  It goes below
+        the earlier result, which is left as it was, so the canvas shows that result again."""
+        rgb = job.last_preview
+        if rgb is None:
+            return None
+        meta = {**self._meta(job), "cancelled": True, "iteration": job.preview_iteration}
+        name = f"{job.name} {RESULT_TAG} {CANCELLED_SUFFIX}"
+        preview, self._preview_layer = self._preview_alive(), None
+        layers = self._viewer.layers
+        with self._keeping_active():
+            if preview is not None and preview.rgb and preview.data.shape == rgb.shape:
+                layer = preview
+                self._refill(layer, job, rgb, meta, replace_meta=True)
+                layer.name = name
+            else:
+                if preview is not None:
+                    layers.remove(preview)
+                layer = self._add_layer(job, rgb, name, meta)
+            earlier = self._find_result(job.name)
+            if earlier is not None:
+                here, dest = layers.index(layer), layers.index(earlier)
+                if here > dest:
+                    layers.move(here, dest)
+        return layer
+
+
+def _point_name(i: int) -> str:
+    """How the widget names the ``i``-th point of the hints layer (0-based ``i``): "hint point 1" for the first."""
+    return f"hint point {i + 1}"
+
+
+def _limits(rgb: np.ndarray) -> tuple:
+    return (0, 255) if rgb.dtype == np.uint8 else (0.0, 1.0)
