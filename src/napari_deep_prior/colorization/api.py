@@ -42,11 +42,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..arrays import drive
+from ..arrays import drive, template_literal
 from ..errors import ParameterError
 from .base import ColorizeOptions, Colorizer, ColorizeStep, has_hints, needs_hints_message
 from .dip import DIPColorizer, DIPColorParams, dip_ab, dip_ab_steps
-from .inputs import lightness, literal, split_image
+from .inputs import lightness, split_image
 from .levin import LevinColorizer, levin_ab
 from .pretrained import ECCV16Colorizer, Siggraph17Colorizer, clear_model_cache, network_ab
 from .suggest import Suggestions, suggest_colors
@@ -126,7 +126,8 @@ def get_colorizer(method, allowed: tuple[str, ...] | None = None) -> Colorizer:
     allowed = method_names() if allowed is None else allowed
     if not isinstance(method, str) or method not in allowed:
         raise ParameterError(
-            f"{{method}} must be one of {literal(', '.join(map(repr, allowed)))}; got {literal(repr(method))}"
+            f"{{method}} must be one of {template_literal(', '.join(map(repr, allowed)))}; "
+            f"got {template_literal(repr(method))}"
         )
     return REGISTRY[method]
 

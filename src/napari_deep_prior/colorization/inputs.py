@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays import MIN_SIDE, check_dtype, normalise_channel_axis
+from ..arrays import MIN_SIDE, check_dtype, normalise_channel_axis, template_literal
 from ..errors import ParameterError
 from .lab import gray_to_lightness, rgb_to_lab
 
@@ -30,11 +30,6 @@ def to_unit_float(arr: np.ndarray) -> np.ndarray:
     return np.full_like(work, 0.5)
 
 
-def literal(value) -> str:
-    """``str(value)`` with braces doubled, to be quoted in a :class:`ParameterError` template."""
-    return str(value).replace("{", "{{").replace("}", "}}")
-
-
 def _as_array(image) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
@@ -49,7 +44,7 @@ def _channels_last(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
     if ca is not None:
         if nd != 3:
             raise ParameterError(
-                f"image has shape {image.shape}: with {{channel_axis}}={literal(channel_axis)} colorize "
+                f"image has shape {image.shape}: with {{channel_axis}}={template_literal(channel_axis)} colorize "
                 "needs one 2-D image with a channel axis (3 dimensions); colorize the planes "
                 "of a stack one at a time"
             )
