@@ -25,6 +25,8 @@ NOISE_MODEL_KEY = "dip_noise_model"
 
 
 def _add_gaussian(clean_u8: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    if not (isinstance(sigma, (int, float, np.integer, np.floating)) and np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma (the noise level in 0..255 grey levels) must be a finite number >= 0, got {sigma!r}")
     rng = np.random.default_rng(seed)
     noisy = clean_u8.astype(np.float64) + sigma * rng.standard_normal(clean_u8.shape)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
