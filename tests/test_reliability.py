@@ -138,7 +138,12 @@ CASES = [
         "does not exist",
         absent=["out.png"],
     ),
-    Case("history-not-tiff", ["denoise", "{d}/x.png", "-o", "{d}/out.png", "--history", "{d}/h.png"], 2, ".tif"),
+    Case(
+        "history-not-tiff",
+        ["denoise", "{d}/x.png", "-o", "{d}/out.png", "--history", "{d}/h.png"],
+        2,
+        "give a .tif path",
+    ),
     Case(
         "reference-wrong-shape",
         ["denoise", "{d}/x.png", "-o", "{d}/out.png", "--reference", "{d}/big_ref.png"],
@@ -170,7 +175,7 @@ CASES = [
         "constant-image",
         ["denoise", "{d}/const.tif", "-o", "{d}/const_out.tif", *FAST],
         0,
-        "constant",
+        "is constant (value 0.37): nothing to fit",
         fit=True,
     ),
     # --- tracebacks instead of messages
@@ -196,7 +201,12 @@ CASES = [
         2,
         "--history-every",
     ),
-    Case("nan-pixels-denoise", ["denoise", "{d}/nan.tif", "-o", "{d}/out.tif"], 2, "inpaint"),
+    Case(
+        "nan-pixels-denoise",
+        ["denoise", "{d}/nan.tif", "-o", "{d}/out.tif"],
+        2,
+        "fill those pixels in with inpaint and a --mask that covers them",
+    ),
     Case(
         "hint-out-of-range-by-csv-line",
         ["colorize", "{d}/x.png", "--method", "levin", "--hints", "{d}/hints.csv", "-o", "{d}/c.png"],

@@ -325,11 +325,12 @@ def check_finite(planes: np.ndarray, known: np.ndarray | None = None) -> np.ndar
     n_values = int(bad.sum())
     bad_px = bad.any(axis=-1)
     if known is None:
-        raise ValueError(
+        raise ParameterError(
             f"image contains {n_values} NaN or infinite value(s) at {int(bad_px.sum())} pixel(s); a fit "
-            "needs finite values: replace them (e.g. np.nan_to_num), or fill those pixels in with inpaint "
-            "and a mask that covers them (nonzero wherever a value is not finite: ~np.isfinite(image), "
-            "with channels ~np.isfinite(image).all(axis=channel_axis))"
+            "needs finite values: fill those pixels in with inpaint and a {mask} that covers them "
+            "(nonzero wherever a value is not finite, e.g. ~np.isfinite(image) of a grey image), "
+            "or replace them (e.g. np.nan_to_num)",
+            params=("mask",),
         )
     outside = bad_px & known
     if outside.any():
