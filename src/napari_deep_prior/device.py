@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 __all__ = [
+    "SMALL_FIT_PIXELS",
+    "fit_threads",
     "MemoryLimit",
     "available_devices",
     "available_memory",
@@ -278,3 +282,29 @@ def tune_cpu_allocator() -> bool:
         return False
     _TUNED = ok
     return ok
+
+
+#: Fits of at most this many pixels per plane run on one intra-op thread: on 2 cores a 128x128
+#: step is as fast on one thread as on two (0.077 s against 0.078-0.089 s) and is not slowed by a
+#: second busy process (1.1x), while 256x256 is 1.26x faster on two (benchmarks/contention.py).
+SMALL_FIT_PIXELS = 180 * 180
+
+
+@contextlib.contextmanager
+def fit_threads(device: torch.device, height: int, width: int) -> Iterator[int]:
+    """The intra-op thread count for one fit of ``height`` x ``width`` pixels on ``device``.
+
+    Small CPU fits run on one thread (restored afterwards); larger ones, and GPU fits, keep
+    torch's setting.  ``NAPARI_DEEP_PRIOR_NO_THREAD_POLICY=1`` leaves every fit as torch sets it.
+    Yields the thread count used.
+    """
+    n = torch.get_num_threads()
+    small = device.type == "cpu" and height * width <= SMALL_FIT_PIXELS and n > 1
+    if not small or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
+        yield n
+        return
+    torch.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        torch.set_num_threads(n)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..device import fit_threads
 from ..nets import SkipNet, make_input, padded_shape
 from .degradations import MaskOperator, Operator
 from .presets import DIPParams
@@ -376,7 +377,14 @@ class DIPFit:
 
     # -- the loop --------------------------------------------------------------------
     def steps(self) -> Generator[Step, None, FitResult]:
-        """Run the fit, yielding a :class:`Step` every ``params.yield_every`` iterations."""
+        """Run the fit, yielding a :class:`Step` every ``params.yield_every`` iterations.
+
+        A small fit on the CPU runs on one intra-op thread (:func:`~..device.fit_threads`).
+        """
+        with fit_threads(self.device, *self.padded):
+            return (yield from self._steps())
+
+    def _steps(self) -> Generator[Step, None, FitResult]:
         p = self.params
         dev = self.device
         h, w, c = self.target.shape  # the measurement
