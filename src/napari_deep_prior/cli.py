@@ -338,7 +338,9 @@ def _second_interrupt_terminates() -> None:
 
 
 def _interrupted_note(out) -> str:
-    runs = ", ".join(f"iteration {s} of {r} run" for s, r in zip(out.stop_iterations, out.iterations_run, strict=True))
+    runs = ", ".join(
+        f"from iteration {s}, {r} steps run" for s, r in zip(out.stop_iterations, out.iterations_run, strict=True)
+    )
     n = len(out.stop_iterations)
     left = n - out.planes_done
     planes = f"; {left} of {n} planes not finished (unfitted planes are the input)" if n > 1 and left else ""
@@ -421,7 +423,8 @@ def _restore(args) -> int:
     _check_finite("--lr", args.lr)
     if args.reference is not None:
         read_header(args.reference)  # a missing or broken reference is found before the input is read
-    scale = int(getattr(args, "factor", 1) or 1) if deg.name == "upscale" else 1
+    # the result's size per input side, from the choice fields (masks are read after the image)
+    scale = deg(**{f.name: None if f.kind == "mask" else getattr(args, f.name) for f in deg.fields}).scale
     image = _read_for_restore(args.input, scale, args.device)
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(
