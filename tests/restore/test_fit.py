@@ -301,3 +301,43 @@ def test_noise_level_stop_only_on_every_pixel(tiny_params, smooth_image):
     assert res.noise_sigma is None and res.stop_reason is None
     with pytest.raises(ValueError, match="es_noise_factor"):
         tiny_params.replace(es_noise_factor=-0.5)
+
+
+def test_held_out_stop_for_masked_fits(tiny_params, smooth_image, one_torch_thread):
+    """es_holdout: a fraction of the known pixels leaves the loss and chooses the best estimate."""
+    known = np.ones(smooth_image.shape, bool)
+    known[10:16, 8:24] = False
+    params = tiny_params.replace(iterations=200, es_holdout=0.1, es_patience=40, es_start=10)
+    steps, res = _drain(_fit(smooth_image, params, known=known))
+    assert res.holdout_mse is not None and res.holdout_mse.shape[1] == 2
+    its, val = res.holdout_mse[:, 0], res.holdout_mse[:, 1]
+    assert (np.diff(its) > 0).all() and np.isfinite(val).all()
+    best = int(its[np.argmin(val)])
+    assert res.iteration == best  # the estimate with the smallest held-out error
+    if res.stop_reason is not None:
+        assert res.stop_reason == "held-out minimum" and res.iterations_run - best >= 40
+    # the same fit without the hold-out keeps ES-WMV and records nothing
+    _, plain = _drain(_fit(smooth_image, params.replace(es_holdout=0.0), known=known))
+    assert plain.holdout_mse is None and plain.stop_reason != "held-out minimum"
+    # unmasked fits ignore it
+    _, unmasked = _drain(_fit(smooth_image, params.replace(iterations=20)))
+    assert unmasked.holdout_mse is None
+
+
+def test_held_out_pixels_are_returned_exactly(smooth_image, one_torch_thread):
+    from napari_deep_prior.arrays import drive
+    from napari_deep_prior.restore.api import prepare_inpaint
+
+    mask = np.zeros(smooth_image.shape, bool)
+    mask[10:16, 8:24] = True
+    job = prepare_inpaint(smooth_image, mask, iterations=30, seed=0)
+    job.fit_params = job.fit_params.replace(es_holdout=0.2, es_start=10, es_window=10)
+    out = drive(job.steps())
+    assert out.fits[0].holdout_mse is not None
+    np.testing.assert_array_equal(out.image[~mask], smooth_image[~mask])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.6, float("nan")])
+def test_held_out_fraction_bounds(tiny_params, bad):
+    with pytest.raises(ValueError, match="es_holdout"):
+        tiny_params.replace(es_holdout=bad)

@@ -50,6 +50,8 @@ _ES_MAX_ELEMENTS = 1 << 18
 _POISSON_EPS = 1e-6
 #: Weight of the running mean of the training loss read by the noise-level stop.
 _LOSS_EMA = 0.95
+#: The held-out stop needs at least this many held-out (and this many training) known pixels.
+_HOLDOUT_MIN_PIXELS = 64
 
 
 @dataclass
@@ -143,7 +145,7 @@ class FitResult:
         Network weights (on the CPU) for a warm start of the next plane: with early stopping
         the weights at the noise-level stop, or near the variance minimum, before the fit
         began to reproduce the noise; otherwise the weights at the end.
-    stop_reason : {"noise level", "variance minimum"} or None
+    stop_reason : {"noise level", "variance minimum", "held-out minimum"} or None
         Which early stop ended the run (None: it ran all its iterations or was cancelled).
     noise_sigma : float or None
         The input's noise level (standard deviation, in the [0, 1] units of the fit)
@@ -153,6 +155,9 @@ class FitResult:
         Poisson loss with the noise-level stop: the running mean deviance per pixel of the
         fit against the counts at the last check, and ``expected_deviance`` the value Poisson
         noise of the estimated rate leaves (the stop's threshold before its factor).
+    holdout_mse : ndarray of shape (n, 2) or None
+        With the held-out stop (``DIPParams.es_holdout``): (iteration, mean squared error of
+        the estimate on the held-out known pixels) at every check.
     """
 
     image: np.ndarray
@@ -168,6 +173,7 @@ class FitResult:
     noise_sigma: float | None = None
     deviance: float | None = None
     expected_deviance: float | None = None
+    holdout_mse: np.ndarray | None = None
 
 
 #: A linear history has at least this many frames when the run has twice as many iterations.
@@ -325,6 +331,7 @@ class DIPFit:
         self._warm_state: dict | None = None
         self._warm_iter: int | None = None
         self._stop_reason: str | None = None
+        self._holdout_mse: list[tuple[int, float]] = []  # (iteration, error on the held-out pixels)
         self._noise_sigma: float | None = None
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
@@ -339,6 +346,17 @@ class DIPFit:
             return torch.Generator(device=self.device).manual_seed(self.seed + 1)
         except (RuntimeError, TypeError):  # a backend without device generators
             return None
+
+    def _holdout_pixels(self) -> np.ndarray | None:
+        """The known pixels held out of the loss for the held-out stop (None: off, or too few)."""
+        frac = self.params.es_holdout
+        if frac <= 0:
+            return None
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x401D]))
+        hold = self.known & (rng.random(self.known.shape) < frac)
+        if hold.sum() < _HOLDOUT_MIN_PIXELS or (self.known & ~hold).sum() < _HOLDOUT_MIN_PIXELS:
+            return None
+        return hold
 
     def _replace_frames_after(self, iteration: int, cand: torch.Tensor, loss: float) -> None:
         """History frames saved after ``iteration`` (a diverging stretch) show ``cand`` instead."""
@@ -406,9 +424,11 @@ class DIPFit:
         jit_gen = self._jitter_generator()
 
         x = torch.from_numpy(self.target).permute(2, 0, 1)[None].to(dev)
+        hold = self._holdout_pixels() if self.known is not None and p.early_stop else None
         if self.known is not None:
-            m = torch.from_numpy(self.known.astype(np.float32))[None, None].to(dev)
-            n_known = float(self.known.sum()) * c
+            train = self.known if hold is None else self.known & ~hold
+            m = torch.from_numpy(train.astype(np.float32))[None, None].to(dev)
+            n_known = float(train.sum()) * c
         else:
             m = None
             n_known = float(h * w * c)
@@ -444,6 +464,11 @@ class DIPFit:
             self._noise_sigma = estimate_noise_sigma(self.target)
             noise_level = p.es_noise_factor * self._noise_sigma**2
         loss_mean = None
+
+        if hold is not None:  # the held-out stop replaces ES-WMV's choice of the best estimate
+            mv = torch.from_numpy(hold.astype(np.float32))[None, None].to(dev)
+            n_hold = float(hold.sum()) * c
+            best_val = math.inf
 
         if len(self.history_its):
             self._frames = np.zeros((len(self.history_its), oh, ow, c), dtype=np.float32)
@@ -506,7 +531,7 @@ class DIPFit:
                 if t >= p.es_window:
                     var = wvar.variance()
                     variances[t - 1] = var
-                    if t >= es_from:
+                    if t >= es_from and hold is None:
                         better = var < best_var
                         best_var = torch.where(better, var, best_var)
                         self._best_iter = torch.where(better, torch.tensor(t, device=dev), self._best_iter)
@@ -566,6 +591,14 @@ class DIPFit:
                     last_fit_psnr = fit_psnr
                     if p.backtrack:
                         ckpt = _checkpoint(t, step_loss, net, opt, avg, self._cand)
+                if hold is not None and t >= es_from and not backtracked:
+                    with torch.no_grad():  # the estimate's error on the held-out known pixels
+                        val = float((((op(self._cand) - x) ** 2) * mv).sum() / n_hold)
+                    self._holdout_mse.append((t, val))
+                    if val < best_val:
+                        best_val = val
+                        self._best = self._cand.clone()
+                        self._best_iter = torch.tensor(t, device=dev)
                 best_it = int(self._best_iter) if self._best is not None else None
                 if p.early_stop and best_it is not None and best_it != self._warm_iter:
                     # weights near the variance minimum (to within yield_every steps): the
@@ -591,7 +624,7 @@ class DIPFit:
                     and best_it is not None
                     and t - best_it >= max(p.es_patience, p.es_patience_ratio * best_it)
                 ):
-                    stop = "variance minimum"
+                    stop = "variance minimum" if hold is None else "held-out minimum"
                 var_now = float(variances[t - 1]) if t >= p.es_window else None
                 preview = None
                 if p.preview_every and (t // p.yield_every) % max(1, p.preview_every // p.yield_every) == 0:
@@ -617,7 +650,10 @@ class DIPFit:
         if self._cand is None:
             raise RuntimeError("the fit has not taken a step yet: nothing to return")
         p = self.params
-        if p.early_stop and self._best is not None and p.exp_weight is None and self._stop_reason != "noise level":
+        if self._holdout_mse and self._best is not None:
+            # the held-out stop: the estimate with the smallest error on the held-out pixels
+            image, it = self._best, int(self._best_iter)
+        elif p.early_stop and self._best is not None and p.exp_weight is None and self._stop_reason != "noise level":
             # the raw output at the variance minimum (ES-WMV)
             image, it = self._best, int(self._best_iter)
         else:
@@ -651,4 +687,5 @@ class DIPFit:
             noise_sigma=self._noise_sigma,
             deviance=self._deviance,
             expected_deviance=self._expected_deviance,
+            holdout_mse=np.asarray(self._holdout_mse, dtype=np.float64).reshape(-1, 2) if self._holdout_mse else None,
         )

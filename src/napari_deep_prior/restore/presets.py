@@ -105,6 +105,13 @@ class DIPParams:
         estimate's rate would leave (:func:`~.fit.expected_poisson_deviance`, about 1 per
         pixel).  Whichever of the two stops comes first ends the run.  0 disables it
         (ES-WMV alone).
+    es_holdout : float
+        Held-out stop for masked fits (inpainting): this fraction of the known pixels (a
+        seeded random choice) is left out of the loss and used as a validation set; the
+        run's best estimate is the one with the smallest error on them (measured at every
+        yield), and it ends ``max(es_patience, es_patience_ratio * t_best)`` steps after that
+        best, in place of ES-WMV.  The held-out pixels are still returned exactly as given.
+        0 disables it (ES-WMV); unmasked fits ignore it.
     backtrack : bool
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
@@ -143,6 +150,7 @@ class DIPParams:
     es_start: int = 200
     es_patience_ratio: float = 0.0
     es_noise_factor: float = 0.0
+    es_holdout: float = 0.0
     backtrack: bool = True
     backtrack_db: float = 5.0
     history_every: int = 100
@@ -169,6 +177,8 @@ class DIPParams:
                 raise ParameterError(f"{{{name}}} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.es_patience_ratio <= 10.0:
             raise ParameterError(f"{{es_patience_ratio}} must be in [0, 10], got {self.es_patience_ratio}")
+        if not (math.isfinite(self.es_holdout) and 0.0 <= self.es_holdout <= 0.5):
+            raise ParameterError(f"{{es_holdout}} must be in [0, 0.5] (0: off), got {self.es_holdout}")
         if not 0.0 <= self.es_noise_factor <= 10.0:
             raise ParameterError(f"{{es_noise_factor}} must be in [0, 10] (0: off), got {self.es_noise_factor}")
         if not (math.isfinite(self.backtrack_db) and self.backtrack_db > 0):
