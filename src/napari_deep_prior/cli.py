@@ -455,7 +455,7 @@ def _restore(args) -> int:
     result_shape = job.layout.result_shape(*job.out_shape[:2])
     result_ca = job.layout.channel_axis
     try:
-        check_output(args.output, job.layout.result_dtype, result_shape, result_ca, label="-o")
+        check_output(args.output, job.layout.result_dtype, result_shape, result_ca, label="-o", probe=False)
     except ValueError as exc:
         if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
             raise UsageError(
@@ -520,7 +520,7 @@ def _colorize(args) -> int:
     hints = read_hints_csv(args.hints) if args.hints is not None else None
     out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
     spatial = image.shape if ca is None else tuple(n for i, n in enumerate(image.shape) if i != ca % image.ndim)
-    check_output(args.output, out_dtype, spatial + (3,), -1, label="-o")
+    check_output(args.output, out_dtype, spatial + (3,), -1, label="-o", probe=False)
     t0 = time.perf_counter()
     rgb = colorize(
         image,
@@ -581,13 +581,10 @@ def _demo(args) -> int:
 
 def _memory_error(exc: BaseException) -> str | None:
     """A user's message for running out of memory anywhere (host allocator, torch, CUDA)."""
-    text = str(exc)
-    if isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError)
-        and any(k in text for k in ("out of memory", "can't allocate memory", "Cannot allocate memory"))
-    ):
-        from .errors import ImageTooLargeError, reword
+    from .errors import ImageTooLargeError, is_out_of_memory, reword
 
+    text = str(exc)
+    if is_out_of_memory(exc):
         if isinstance(exc, ImageTooLargeError):  # the plan's refusal: it says what to do
             return " ".join(reword(exc, FLAGS).split())
         return (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["ImageTooLargeError", "WeightsError", "ParameterError", "FitDivergedError", "reword"]
+__all__ = ["ImageTooLargeError", "WeightsError", "ParameterError", "FitDivergedError", "reword", "is_out_of_memory"]
 
 
 class ImageTooLargeError(MemoryError, ValueError):
@@ -73,3 +73,14 @@ def reword(exc: BaseException, names: Mapping[str, str]) -> str:
     if isinstance(exc, ParameterError):
         return exc.reword(names)
     return str(exc)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: a MemoryError, or torch's host ("can't allocate
+    memory") or device ("out of memory") allocator error."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        k in text for k in ("out of memory", "can't allocate memory", "cannot allocate memory")
+    )

@@ -47,15 +47,23 @@ def _umask() -> int:
     return mask
 
 
+#: Why a file could not be written, in a user's words, by errno.
+_WHY_NOT_WRITTEN = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def _why_not_written(exc: OSError) -> str:
+    return _WHY_NOT_WRITTEN.get(exc.errno, exc.strerror or str(exc))
+
+
 def _write_error(path: Path, exc: OSError) -> OSError:
     """An OSError re-worded for a user: what failed, why, and that ``path`` was not changed."""
-    why = {
-        errno.ENOSPC: "no space left on the device",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "permission denied",
-        errno.EROFS: "the file system is read-only",
-    }.get(exc.errno, exc.strerror or str(exc))
+    why = _why_not_written(exc)
     if exc.errno is None:  # e.g. numpy's "2304 requested and 956 written": a short write
         import shutil
 
@@ -414,9 +422,7 @@ def check_output_path(path: str | os.PathLike, label: str = "the output") -> str
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".probe", dir=folder)
     except OSError as exc:
-        why = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full"}.get(
-            exc.errno, "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror
-        )
+        why = _why_not_written(exc)
         raise OSError(exc.errno, f"cannot write {label} {path}: {why} in {folder}; choose another folder") from None
     os.close(fd)
     os.unlink(probe)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..arrays import Layout, denormalise, denormalise_frames, template_literal
 from ..device import tune_cpu_allocator
-from ..errors import ImageTooLargeError
+from ..errors import ImageTooLargeError, is_out_of_memory
 from .degradations import Degradation
 from .fit import DIPFit, Step, history_iterations
 from .planning import MemoryPlanError
@@ -251,9 +251,8 @@ class DIPJob:
             if isinstance(exc, ImageTooLargeError):
                 raise
             raise self._out_of_memory(exc) from exc
-        except RuntimeError as exc:  # torch's allocators: "can't allocate memory", "out of memory"
-            text = str(exc).lower()
-            if "out of memory" not in text and "can't allocate memory" not in text:
+        except RuntimeError as exc:  # torch's allocators
+            if not is_out_of_memory(exc):
                 raise
             raise self._out_of_memory(exc) from exc
         finally:
