@@ -169,8 +169,9 @@ class TileBlender:
     height, width, channels : int
         Plane size.
     boxes : list of (y0, y1, x0, x1)
-        The tile plan (see :func:`plan_tiles`); each tile's ramps span its actual overlaps
-        with its neighbours.
+        The tile plan (see :func:`plan_tiles`), or boxes that need not cover the plane (hole
+        regions: pixels outside every box take the ``fallback`` of :meth:`image`); each tile's
+        ramps span its actual overlaps with the boxes that reach into it.
     n_frames : int
         Also accumulate this many history frames per tile (into :attr:`frames`).
     frames : ndarray, shape (n_frames, height, width, channels), float32, optional
@@ -202,23 +203,34 @@ class TileBlender:
         if self.n_frames and frames is None:
             frames = np.zeros((self.n_frames,) + self.shape, dtype=np.float32)
         self.frames = frames if self.n_frames else None
-        self._ys = sorted({(b[0], b[1]) for b in self.boxes})
-        self._xs = sorted({(b[2], b[3]) for b in self.boxes})
+        self._b = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 4)
 
-    @staticmethod
-    def _sides(spans, span, length):
-        k = spans.index(span)
-        before = spans[k - 1][1] - span[0] if k > 0 else 0
-        after = span[1] - spans[k + 1][0] if k + 1 < len(spans) else 0
-        return max(before, 0), max(after, 0), span[0] == 0, span[1] == length
+    def _ramps(self, index: int) -> tuple[int, int, int, int]:
+        """Ramp widths (top, bottom, left, right) of tile ``index``: its overlaps with the tiles
+        that reach into it across each side (the widest one).
+
+        On a grid plan these are the overlaps with the neighbouring row and column; boxes that
+        do not cover the image (hole regions) get ramps only where another box overlaps them.
+        """
+        b = self._b
+        y0, y1, x0, x1 = b[index]
+        o = b[(b[:, 0] < y1) & (b[:, 1] > y0) & (b[:, 2] < x1) & (b[:, 3] > x0)]  # boxes that overlap it
+
+        def widest(sel, width):
+            return int(width[sel].max()) if sel.any() else 0
+
+        top = widest((o[:, 0] < y0) & (o[:, 1] < y1), o[:, 1] - y0)
+        bottom = widest((o[:, 0] > y0) & (o[:, 1] > y1), y1 - o[:, 0])
+        left = widest((o[:, 2] < x0) & (o[:, 3] < x1), o[:, 3] - x0)
+        right = widest((o[:, 2] > x0) & (o[:, 3] > x1), x1 - o[:, 2])
+        return top, bottom, left, right
 
     def window(self, index: int) -> np.ndarray:
         """Blending weights of tile ``index`` (see :func:`blend_window`)."""
         y0, y1, x0, x1 = self.boxes[index]
         h, w, _ = self.shape
-        top, bottom, e_top, e_bottom = self._sides(self._ys, (y0, y1), h)
-        left, right, e_left, e_right = self._sides(self._xs, (x0, x1), w)
-        return blend_window(y1 - y0, x1 - x0, (top, bottom, left, right), (e_top, e_bottom, e_left, e_right))
+        edges = (y0 == 0, y1 == h, x0 == 0, x1 == w)
+        return blend_window(y1 - y0, x1 - x0, self._ramps(index), edges)
 
     def add(
         self, index: int, estimate: np.ndarray, frames: np.ndarray | None = None, window: np.ndarray | None = None
