@@ -252,3 +252,33 @@ def test_tiles_with_progress_and_bad_tile_size(tmp_path, capsys):
     rc = main(["denoise", str(tmp_path / "wide.png"), "-o", str(tmp_path / "o.png"), "--tile", "8", "-q"])
     err = capsys.readouterr().err
     assert rc == 2 and "--tile 8 is too small" in err and err.strip().count("\n") == 0
+
+
+def test_inpaint_fits_regions_around_small_holes(tmp_path, capsys):
+    y, x = np.mgrid[0:192, 0:192]
+    img = (120 + 80 * np.sin(x / 5.0) * np.cos(y / 7.0)).astype(np.uint8)
+    mask = np.zeros(img.shape, np.uint8)
+    mask[20:24, 30:50] = 255
+    mask[150:160, 150:156] = 255
+    iio.imwrite(tmp_path / "img.png", img)
+    iio.imwrite(tmp_path / "mask.png", mask)
+    rc = main(
+        [
+            "inpaint",
+            str(tmp_path / "img.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "-o",
+            str(tmp_path / "o.png"),
+            "--iterations",
+            "10",
+            "--history-every",
+            "0",
+        ]
+    )
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "fitting 2 regions around the holes (" in cap.out and "processing in" not in cap.out
+    assert "plane 1/1 region 2/2" in cap.err
+    out = iio.imread(tmp_path / "o.png")
+    assert np.array_equal(out[mask == 0], img[mask == 0])

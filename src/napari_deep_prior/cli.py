@@ -95,7 +95,7 @@ class ProgressBar:
         n_tiles = getattr(step, "n_tiles", 1)
         plane = f" plane {step.plane + 1}/{step.n_planes}" if step.n_planes > 1 or n_tiles > 1 else ""
         if n_tiles > 1:
-            plane += f" tile {step.tile + 1}/{n_tiles}"
+            plane += f" {getattr(step, 'tile_kind', 'tile')} {step.tile + 1}/{n_tiles}"
         stop = f" stop@{step.es_best_iteration}" if step.es_best_iteration else ""
         text = (
             f"it {step.iteration}/{step.iterations}{plane} loss {step.loss:.3g}{stop} "
@@ -473,7 +473,9 @@ def _restore(args) -> int:
                 f"--reference {args.reference} has shape {reference.shape} but the result will be "
                 f"{tuple(result_shape)}; give the ground truth of the result (nothing was run)"
             )
-    if job.tiles is not None:
+    if job.regions:
+        print(next((n for n in job.notes if n.startswith("fitting ")), f"fitting {len(job.tiles)} regions"))
+    elif job.tiles is not None:
         th = max(b[1] - b[0] for b in job.tiles)
         tw = max(b[3] - b[2] for b in job.tiles)
         print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels (overlap at least {job.tile_overlap})")

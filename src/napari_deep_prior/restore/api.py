@@ -41,7 +41,7 @@ from ..errors import ImageTooLargeError, ParameterError
 from .camera import CameraModel, normalise_counts
 from .degradations import Degradation, Downsample, Identity, Mask
 from .job import DIPJob, DIPOutput
-from .planning import plan_tiles_for
+from .planning import plan_regions_for, plan_tiles_for
 from .presets import DENOISE_DEFAULTS, DIPParams, get_preset
 
 __all__ = [
@@ -140,6 +140,13 @@ def prepare(
     tiles, overlap, fit_params, notes = plan_tiles_for(
         p, degradation, h, w, c_fit, n_planes, dev, tile_size, tile_overlap
     )
+    regions = (
+        None
+        if tile_size is not None
+        else plan_regions_for(p, degradation, h, w, c_fit, n_planes, dev, tiles, fit_params)
+    )
+    if regions is not None:  # fit only the neighbourhoods of the holes
+        tiles, overlap, notes = regions[0], None, regions[1] + notes
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
     else:
@@ -160,6 +167,7 @@ def prepare(
         tile_overlap=overlap,
         fit_params=fit_params,
         notes=notes,
+        regions=regions is not None,
     )
 
 
@@ -428,7 +436,12 @@ def inpaint(
     params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, device, seed,
     callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
         As for :func:`denoise`.  In tiles, a tile without holes is not fitted and a tile
-        entirely inside a hole is refused at once (use a larger ``tile_size``).
+        entirely inside a hole is refused at once (use a larger ``tile_size``).  With
+        ``tile_size=None`` (the default) only the neighbourhoods of the holes are fitted when
+        they are a small part of the image: boxes around the holes with a margin of known
+        pixels (:func:`~.regions.plan_hole_regions`), blended as tiles are; dense or
+        scattered masks fit the whole image; ``tile_size=0`` always fits the whole image
+        (``DIPOutput.notes`` says which).
 
     Returns
     -------

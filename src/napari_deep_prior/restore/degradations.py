@@ -226,6 +226,11 @@ class Degradation:
     def check_tiles(self, tiles: list[Box], tile: int) -> None:
         """Refuse a tile plan the degradation cannot work with (before any fit)."""
 
+    def holes(self) -> np.ndarray | None:
+        """(H, W) bool: the input pixels to restore in any plane, when the others are returned
+        as they are and only the neighbourhoods of these need a fit (None: every pixel is fitted)."""
+        return None
+
     def initial(self, plane: np.ndarray) -> np.ndarray:
         """The result's stand-in for a plane not restored (yet): (H, W, C) float32."""
         return plane
@@ -299,6 +304,12 @@ class Mask(Degradation):
 
     def kept(self) -> np.ndarray:
         return self.known
+
+    def holes(self) -> np.ndarray:
+        known = self.known
+        if known.strides[0] == 0:  # one 2D mask for every plane
+            return ~known[0]
+        return ~known.all(axis=0)
 
     def check_tiles(self, tiles, tile) -> None:
         """Every tile that has a hole must also have known pixels to learn from."""

@@ -80,6 +80,8 @@ class Step:
     tile, n_tiles : int
         Index of the tile being fitted and number of tiles of the plane (large images
         processed in overlapping tiles; 0 and 1 otherwise).
+    tile_kind : {"tile", "region"}
+        What the tiles are: a plan covering the plane, or regions around an inpainting's holes.
     backtracked : bool
         The fit diverged since the last Step and the last good weights were restored.
     """
@@ -96,6 +98,7 @@ class Step:
     backtracked: bool = False
     tile: int = 0
     n_tiles: int = 1
+    tile_kind: str = "tile"
 
     @property
     def fraction(self) -> float:

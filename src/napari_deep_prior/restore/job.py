@@ -58,6 +58,9 @@ class DIPOutput:
     tile_stop_iterations, tile_iterations_run : list of list of int
         For tiled runs, per plane and tile (0 for a tile not fitted); ``stop_iterations``
         and ``iterations_run`` then hold the largest value over the plane's tiles.
+    regions : bool
+        The tiles are regions around an inpainting's holes (pixels outside every box kept
+        their input values) rather than a plan covering the image.
     """
 
     image: np.ndarray
@@ -73,6 +76,7 @@ class DIPOutput:
     tiles: list | None = field(default=None, repr=False)
     tile_stop_iterations: list[list[int]] = field(default_factory=list, repr=False)
     tile_iterations_run: list[list[int]] = field(default_factory=list, repr=False)
+    regions: bool = False
 
 
 def _relay(fit, *, preview: Callable | None = None, **fields):
@@ -109,7 +113,10 @@ class DIPJob:
     tiles : list of (y0, y1, x0, x1) or None
         The tile plan applied to every plane (None: each plane is fitted whole).
     tile_overlap : int or None
-        Minimum overlap of neighbouring tiles.
+        Minimum overlap of neighbouring tiles (None for regions).
+    regions : bool
+        ``tiles`` are boxes around the holes (:func:`~.regions.plan_hole_regions`) that need
+        not cover the planes: pixels outside them keep their input values.
     fit_params : DIPParams
         The parameters of each fit (``params``, with the history turned off when a tiled
         history would not fit in memory).
@@ -131,8 +138,10 @@ class DIPJob:
         tile_overlap: int | None = None,
         fit_params: DIPParams | None = None,
         notes: list[str] | None = None,
+        regions: bool = False,
     ):
         self.degradation = degradation
+        self.regions = bool(regions) and tiles is not None
         self.planes = planes  # (P, h, w, C) the measured planes, normalised
         h, w, c = planes.shape[1:]
         self.out_shape = degradation.output_hw(h, w) + (c,)  # (H, W, C) of a result plane
@@ -314,6 +323,7 @@ class DIPJob:
                 n_planes=self.n_planes,
                 tile=k,
                 n_tiles=n_tiles,
+                tile_kind="region" if self.regions else "tile",
                 preview=lambda prev, k=k: blender.image(initial, extra=(k, prev)),
             )
             hist = res.history
@@ -487,6 +497,7 @@ class DIPJob:
             tiles=list(self.tiles),
             tile_stop_iterations=stops,
             tile_iterations_run=runs,
+            regions=self.regions,
         )
 
     def _tiled_frames(self, f: int, running, run_hist):

@@ -17,11 +17,24 @@ from ..nets import NetParams, SkipNet, min_padded_side, padded_shape, required_m
 from .degradations import Degradation
 from .fit import _ES_MAX_ELEMENTS, history_iterations
 from .presets import DIPParams
+from .regions import plan_hole_regions
 from .tiles import MIN_TILE, default_overlap, plan_tiles
 
-__all__ = ["MemoryPlanError", "check_image_bytes", "choose_tile_size", "estimate_fit_bytes", "plan_tiles_for"]
+__all__ = [
+    "MemoryPlanError",
+    "check_image_bytes",
+    "choose_tile_size",
+    "estimate_fit_bytes",
+    "plan_regions_for",
+    "plan_tiles_for",
+]
 
 _ESTIMATE_MARGIN = 1.3
+
+#: Hole regions are fitted instead of the whole plane when they cost at most this fraction of it.
+REGIONS_DENSE_FRACTION = 0.5
+#: Smallest known context around a hole (the network's required multiple when larger).
+REGIONS_MIN_MARGIN = 16
 
 
 class MemoryPlanError(ParameterError, ImageTooLargeError):
@@ -264,6 +277,69 @@ def plan_tiles_for(
         tiles = plan_tiles(h, w, tile, overlap)
     degradation.check_tiles(tiles, tile)
     return tiles, overlap, fit_params, notes
+
+
+def plan_regions_for(
+    params: DIPParams,
+    degradation: Degradation,
+    h: int,
+    w: int,
+    c: int,
+    n_planes: int,
+    device,
+    tiles: list | None,
+    fit_params: DIPParams,
+) -> tuple[list, list[str]] | None:
+    """Boxes around the degradation's holes to fit instead of the whole plane, or None.
+
+    For a degradation with :meth:`~.degradations.Degradation.holes` (inpainting) whose tile
+    size was left automatic: :func:`~.regions.plan_hole_regions` with the network's sizes
+    (context margin at least the larger of :data:`REGIONS_MIN_MARGIN` and the required
+    multiple; boxes no larger than the memory plan's ``tiles``).  None (keep the plan of
+    :func:`plan_tiles_for`) when the holes are dense, when a box would have no known pixel in
+    some plane, or when the blending buffers do not fit in memory.
+
+    Returns
+    -------
+    (boxes, notes) or None
+        ``boxes``: (y0, y1, x0, x1) in input pixels, the job's tile plan; ``notes``: one line
+        saying how many regions and how much of the image they cover.
+    """
+    if degradation.scale != 1:
+        return None
+    holes = degradation.holes()
+    if holes is None:
+        return None
+    mult = required_multiple(params.net)
+    min_side = -(-max(MIN_TILE, min_padded_side(params.net)) // mult) * mult
+    max_side = None if tiles is None else max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles)
+    boxes = plan_hole_regions(
+        holes,
+        min_margin=max(REGIONS_MIN_MARGIN, mult),
+        multiple=mult,
+        min_side=min_side,
+        max_side=max_side,
+        dense_fraction=REGIONS_DENSE_FRACTION,
+    )
+    if not boxes:
+        return None
+    side = max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in boxes)
+    if tiles is None:  # the whole plane fits; so must a region's fit with the blending buffers
+        limit = devices.memory_limit(device)
+        if limit is not None:
+            bh, bw = max(y1 - y0 for y0, y1, _, _ in boxes), max(x1 - x0 for _, _, x0, x1 in boxes)
+            hist_bytes = 2 * len(history_iterations(fit_params)) * n_planes * h * w * c * 4
+            need = estimate_fit_bytes(fit_params, bh, bw, c) + _tiled_output_bytes(h, w, c, n_planes) + hist_bytes
+            if need > 0.9 * limit.available:
+                return None
+    try:
+        degradation.check_tiles(boxes, side)
+    except ParameterError:
+        return None  # a region without known pixels in some plane: the usual plan
+    share = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes) / float(h * w)
+    n = len(boxes)
+    note = f"fitting {n} region{'s' if n > 1 else ''} around the holes ({100 * share:.0f} % of the image)"
+    return boxes, [note]
 
 
 def _plan_tiles(

@@ -120,7 +120,7 @@ class ResultsMixin:
             + (f", {output.planes_done}/{len(output.fits)} planes" if len(output.fits) > 1 else "")
             + f"), seed {output.seed}."
         )
-        if output.tiles:
+        if output.tiles and not output.regions:  # regions are described by a note
             msg += f" Processed in {len(output.tiles)} tiles per plane."
         for note in output.notes:
             msg += f" {note}"

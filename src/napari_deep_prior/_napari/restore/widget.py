@@ -673,7 +673,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         plane = f" · plane {step.plane + 1}/{step.n_planes}" if step.n_planes > 1 else ""
         tile = getattr(step, "n_tiles", 1)
         if tile > 1:
-            plane += f" · tile {step.tile + 1}/{tile}"
+            plane += f" · {getattr(step, 'tile_kind', 'tile')} {step.tile + 1}/{tile}"
         cand = "" if step.es_best_iteration is None else f" · ES min @ {step.es_best_iteration}"
         more = " ≤" if run.params.early_stop else ""
         self.status.value = (
