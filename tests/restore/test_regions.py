@@ -47,7 +47,7 @@ def test_two_separated_holes_give_two_boxes_with_the_margin():
     holes[400:420, 400:410] = True
     boxes = plan_hole_regions(holes)
     assert len(boxes) == 2
-    assert _covered_with_margin(holes, boxes, 32)
+    assert _covered_with_margin(holes, boxes, 16)
     for y0, y1, x0, x1 in boxes:
         assert (y1 - y0) % 32 == 0 and (x1 - x0) % 32 == 0 and min(y1 - y0, x1 - x0) >= 64
     assert regions_cost(boxes, 32, 64) < 0.25 * regions_cost([(0, 512, 0, 512)], 32, 64)
@@ -59,11 +59,11 @@ def test_close_holes_merge_into_one_box():
     holes[100:104, 90:110] = True  # 10 px apart: their boxes overlap almost entirely
     boxes = plan_hole_regions(holes)
     assert len(boxes) == 1
-    assert _covered_with_margin(holes, boxes, 32)
+    assert _covered_with_margin(holes, boxes, 16)
 
 
 def test_margin_grows_with_the_hole_thickness():
-    assert default_margin(4) == 32 and default_margin(30) == 60
+    assert default_margin(4) == 16 and default_margin(30) == 60
     holes = np.zeros((512, 512), bool)
     holes[200:240, 200:240] = True  # 40 px thick: 80 px of context
     (box,) = plan_hole_regions(holes)
@@ -75,7 +75,7 @@ def test_a_long_thin_stroke_is_cut_into_cells():
     holes[250:254, 20:500] = True  # a horizontal scratch
     boxes = plan_hole_regions(holes, max_side=128)
     assert len(boxes) > 1 and all(max(b[1] - b[0], b[3] - b[2]) <= 128 for b in boxes)
-    assert _covered_with_margin(holes, boxes, 32)
+    assert _covered_with_margin(holes, boxes, 16)
 
 
 @pytest.mark.parametrize("kind", ["random", "everywhere"])
@@ -95,7 +95,7 @@ def test_no_hole_gives_no_region_and_stacks_are_united():
     holes[0, 10:14, 10:14] = True
     holes[1, 200:204, 200:204] = True
     boxes = plan_hole_regions(holes)
-    assert len(boxes) == 2 and _covered_with_margin(holes.any(axis=0), boxes, 32)
+    assert len(boxes) == 2 and _covered_with_margin(holes.any(axis=0), boxes, 16)
 
 
 def test_blender_leaves_pixels_outside_the_regions_to_the_fallback():

@@ -31,10 +31,11 @@ __all__ = [
 
 _ESTIMATE_MARGIN = 1.3
 
-#: Hole regions are fitted instead of the whole plane when they cost at most this fraction of it.
+#: Hole regions are fitted instead of the whole plane unless the holes grown by the margin cover
+#: more than this fraction of it (a dense or scattered mask) ...
 REGIONS_DENSE_FRACTION = 0.5
-#: Smallest known context around a hole (the network's required multiple when larger).
-REGIONS_MIN_MARGIN = 16
+#: ... or the regions cost more than this fraction of a whole-plane fit.
+REGIONS_MAX_COST = 0.75
 
 
 class MemoryPlanError(ParameterError, ImageTooLargeError):
@@ -294,8 +295,8 @@ def plan_regions_for(
 
     For a degradation with :meth:`~.degradations.Degradation.holes` (inpainting) whose tile
     size was left automatic: :func:`~.regions.plan_hole_regions` with the network's sizes
-    (context margin at least the larger of :data:`REGIONS_MIN_MARGIN` and the required
-    multiple; boxes no larger than the memory plan's ``tiles``).  None (keep the plan of
+    (boxes a multiple of its required multiple, at least its smallest input and no larger
+    than the memory plan's ``tiles``).  None (keep the plan of
     :func:`plan_tiles_for`) when the holes are dense, when a box would have no known pixel in
     some plane, or when the blending buffers do not fit in memory.
 
@@ -315,11 +316,11 @@ def plan_regions_for(
     max_side = None if tiles is None else max(max(y1 - y0, x1 - x0) for y0, y1, x0, x1 in tiles)
     boxes = plan_hole_regions(
         holes,
-        min_margin=max(REGIONS_MIN_MARGIN, mult),
         multiple=mult,
         min_side=min_side,
         max_side=max_side,
         dense_fraction=REGIONS_DENSE_FRACTION,
+        max_cost=REGIONS_MAX_COST,
     )
     if not boxes:
         return None

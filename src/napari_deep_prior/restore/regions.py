@@ -5,16 +5,17 @@ needs its own neighbourhood of known pixels as context.  :func:`plan_hole_region
 holes with boxes (each hole pixel at least ``margin`` pixels inside its box, unless the box
 meets the image border), sized as the network wants them and merged while merging saves work;
 the job fits each box as a tile and blends overlapping boxes as tiles are blended.  Pixels
-outside every box are known pixels and keep their input values.  When the boxes would cost
-more than ``dense_fraction`` of a whole-image fit (a dense or scattered mask, e.g. 50 % of the
-pixels missing at random), it returns None: fit the whole image.  Pure numpy and scipy.
+outside every box are known pixels and keep their input values.  For a dense or scattered mask
+(e.g. 50 % of the pixels missing at random: the holes' neighbourhoods cover more than
+``dense_fraction`` of the image), or when the boxes would cost more than ``max_cost`` of a
+whole-image fit, it returns None: fit the whole image.  Pure numpy and scipy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REGION_OVERHEAD_PIXELS", "default_margin", "plan_hole_regions", "regions_cost"]
+__all__ = ["MIN_MARGIN", "REGION_OVERHEAD_PIXELS", "default_margin", "plan_hole_regions", "regions_cost"]
 
 Box = tuple[int, int, int, int]
 
@@ -25,14 +26,20 @@ Box = tuple[int, int, int, int]
 #: (64 px 0.11 s, 128 px 0.29 s, 256 px 1.16 s), i.e. the overhead of 600-3000 pixels.
 REGION_OVERHEAD_PIXELS = 32 * 32
 
+#: Smallest known context around a hole, in pixels.  Boxes are grown to the network's multiple
+#: (32 for the default nets) and at least its smallest input (64), so a small isolated hole gets
+#: about 30 pixels of context whatever this is; it matters along long holes cut into cells, whose
+#: boxes cost about 8 * margin pixels per pixel of length (32 would double that).  To be measured
+#: against the whole-image fit (benchmarks/dip_inpaint_regions.py).
+MIN_MARGIN = 16
 
-def default_margin(thickness: float, min_margin: int = 32) -> int:
+
+def default_margin(thickness: float, min_margin: int = MIN_MARGIN) -> int:
     """Known context kept around a hole of ``thickness`` pixels: ``max(min_margin, 2 * thickness)``.
 
     A hole is filled from its surroundings; a thick hole needs a wider ring of known pixels for
     the network to learn what continues across it (twice its thickness), a thin one at least
-    ``min_margin`` (:func:`plan_hole_regions` uses the network's required multiple, the size of
-    one cell of its deepest level: 32 pixels for the default nets).
+    ``min_margin`` (:data:`MIN_MARGIN`).
     """
     return int(max(int(min_margin), int(np.ceil(2.0 * float(thickness)))))
 
@@ -126,11 +133,12 @@ def plan_hole_regions(
     holes,
     *,
     margin: int | None = None,
-    min_margin: int = 32,
+    min_margin: int = MIN_MARGIN,
     multiple: int = 32,
     min_side: int = 64,
     max_side: int | None = None,
     dense_fraction: float = 0.5,
+    max_cost: float = 0.75,
 ) -> list[Box] | None:
     """Boxes around the holes of a mask that, fitted alone, restore every hole pixel.
 
@@ -143,7 +151,7 @@ def plan_hole_regions(
         :func:`default_margin` of its thickness (twice its largest inscribed radius), at least
         ``min_margin``.
     min_margin : int
-        Smallest default margin (the network's required multiple is a good choice).
+        Smallest default margin (:data:`MIN_MARGIN`).
     multiple, min_side : int
         Box sides are grown to a multiple of ``multiple`` and at least ``min_side`` (what the
         network pads its input to anyway; an axis shorter than that is taken whole).
@@ -151,9 +159,12 @@ def plan_hole_regions(
         Largest box side (the memory plan's tile side): longer holes are cut into cells and
         boxes are not merged beyond it.
     dense_fraction : float
+        Return None when the holes grown by ``min_margin`` cover more than this fraction of
+        the image (a dense or scattered mask, e.g. 50 % of the pixels missing at random).
+    max_cost : float
         Return None when the boxes would cost more than this fraction of a whole-image fit
-        (:func:`regions_cost`), or when the holes grown by ``min_margin`` already cover more
-        than this fraction of the image (a dense or scattered mask).
+        (:func:`regions_cost`): saving less than a quarter of the work is not worth the extra
+        fits and seams.
 
     Returns
     -------
@@ -167,7 +178,7 @@ def plan_hole_regions(
     >>> holes = np.zeros((512, 512), bool)
     >>> holes[100:104, 50:90] = holes[400:420, 400:410] = True
     >>> plan_hole_regions(holes)
-    [(38, 166, 6, 134), (346, 474, 341, 469)]
+    [(70, 134, 28, 124), (378, 442, 373, 437)]
     """
     from scipy import ndimage
 
@@ -178,6 +189,8 @@ def plan_hole_regions(
         raise ValueError(f"holes must be (H, W) or (P, H, W), got shape {holes.shape}")
     if not 0 < dense_fraction <= 1:
         raise ValueError(f"dense_fraction must be in (0, 1], got {dense_fraction}")
+    if not max_cost > 0:
+        raise ValueError(f"max_cost must be > 0, got {max_cost}")
     h, w = holes.shape
     if not holes.any():
         return []
@@ -212,6 +225,6 @@ def plan_hole_regions(
     if max_side is not None and any(max(y1 - y0, x1 - x0) > max_side for y0, y1, x0, x1 in boxes):
         return None  # the network's smallest input does not fit in max_side
     whole = regions_cost([(0, h, 0, w)], multiple, min_side)
-    if regions_cost(boxes, multiple, min_side) > dense_fraction * whole:
+    if regions_cost(boxes, multiple, min_side) > max_cost * whole:
         return None
     return sorted(boxes, key=lambda b: (b[0], b[2]))
