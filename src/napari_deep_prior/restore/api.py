@@ -115,7 +115,8 @@ def prepare(
     tile_overlap, output_dtype, camera_offset, gain, read_noise
         As for :func:`denoise` (``preset`` None: the degradation's default).
     **overrides
-        ``iterations``, ``lr``, ``early_stop``, ``loss``, ``history_every``: override the preset.
+        ``iterations``, ``lr``, ``early_stop``, ``loss``, ``history_every``, ``ensemble``:
+        override the preset.
 
     Returns
     -------
@@ -183,6 +184,7 @@ def prepare_denoise(
     early_stop: bool | None = None,
     loss: Literal["gaussian", "poisson"] | None = None,
     history_every: int | None = None,
+    ensemble: int | None = None,
     device="auto",
     seed: int | None = None,
     warm_start: bool = False,
@@ -215,6 +217,7 @@ def prepare_denoise(
         early_stop=early_stop,
         loss=loss,
         history_every=history_every,
+        ensemble=ensemble,
     )
 
 
@@ -230,6 +233,7 @@ def prepare_inpaint(
     lr: float | None = None,
     early_stop: bool | None = None,
     history_every: int | None = None,
+    ensemble: int | None = None,
     device="auto",
     seed: int | None = None,
     warm_start: bool = False,
@@ -255,6 +259,7 @@ def prepare_inpaint(
         lr=lr,
         early_stop=early_stop,
         history_every=history_every,
+        ensemble=ensemble,
     )
 
 
@@ -275,6 +280,7 @@ def denoise(
     early_stop: bool | None = None,
     loss: Literal["gaussian", "poisson"] | None = None,
     history_every: int | None = None,
+    ensemble: int | None = None,
     device="auto",
     seed: int | None = None,
     callback: Callable | None = None,
@@ -311,6 +317,11 @@ def denoise(
         be the counts themselves: subtract a camera offset and divide by the gain first); with
         the default preset it selects the ``"denoise-poisson"`` preset, which stops where the
         fit's deviance from the counts reaches the deviance Poisson noise leaves.
+    ensemble : int, optional
+        Seed ensemble (1 to 16; default: the preset's, 1): fit this many independently seeded
+        networks in one batched pass and return the mean of their estimates
+        (:attr:`DIPParams.ensemble <napari_deep_prior.restore.presets.DIPParams>`).  Each
+        step costs about this many times more memory and, on a CPU, time.
     device : {"auto", "cpu", "cuda", "mps"} or torch.device
     seed : int, optional
         Same seed, same result on the CPU.  None draws one (see the returned output's ``seed``).
@@ -383,6 +394,7 @@ def denoise(
         early_stop=early_stop,
         loss=loss,
         history_every=history_every,
+        ensemble=ensemble,
         device=device,
         seed=seed,
         warm_start=warm_start,
@@ -408,6 +420,7 @@ def inpaint(
     lr: float | None = None,
     early_stop: bool | None = None,
     history_every: int | None = None,
+    ensemble: int | None = None,
     device="auto",
     seed: int | None = None,
     callback: Callable | None = None,
@@ -433,8 +446,8 @@ def inpaint(
         Default "inpaint"; "paper" is the text-removal recipe; see
         :data:`~napari_deep_prior.core.params.PRESETS` for the large-hole, large-region and
         missing-pixel recipes.
-    params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, device, seed,
-    callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
+    params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, ensemble, device,
+    seed, callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
         As for :func:`denoise`.  In tiles, a tile without holes is not fitted and a tile
         entirely inside a hole is refused at once (use a larger ``tile_size``).  With
         ``tile_size=None`` (the default) only the neighbourhoods of the holes are fitted when
@@ -474,6 +487,7 @@ def inpaint(
         lr=lr,
         early_stop=early_stop,
         history_every=history_every,
+        ensemble=ensemble,
         device=device,
         seed=seed,
         warm_start=warm_start,
@@ -496,6 +510,7 @@ def prepare_upscale(
     lr: float | None = None,
     early_stop: bool | None = None,
     history_every: int | None = None,
+    ensemble: int | None = None,
     device="auto",
     seed: int | None = None,
     warm_start: bool = False,
@@ -521,6 +536,7 @@ def prepare_upscale(
         lr=lr,
         early_stop=early_stop,
         history_every=history_every,
+        ensemble=ensemble,
     )
 
 
@@ -536,6 +552,7 @@ def upscale(
     lr: float | None = None,
     early_stop: bool | None = None,
     history_every: int | None = None,
+    ensemble: int | None = None,
     device="auto",
     seed: int | None = None,
     callback: Callable | None = None,
@@ -559,8 +576,8 @@ def upscale(
         Scale factor of the height and width.
     preset : str, optional
         Default "upscale"; "paper" is the reference x4 recipe (2000 steps of the 128-wide net).
-    params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, device, seed,
-    callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
+    params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, ensemble, device,
+    seed, callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
         As for :func:`denoise`; ``tile_size`` and ``tile_overlap`` are in the input's pixels.
 
     Returns
@@ -594,6 +611,7 @@ def upscale(
         lr=lr,
         early_stop=early_stop,
         history_every=history_every,
+        ensemble=ensemble,
         device=device,
         seed=seed,
         warm_start=warm_start,

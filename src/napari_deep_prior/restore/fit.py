@@ -15,6 +15,12 @@ or, for the Poisson loss, once the running mean deviance of the fit against the 
 fallen to the deviance that Poisson noise of the current estimate's rate would leave.
 All per-step statistics stay on the device and are read only when a Step is yielded, so
 the loop never synchronises with a GPU between yields.
+
+A seed ensemble (``DIPParams.ensemble = K > 1``) trains K networks (:mod:`.ensemble`) in one
+batched forward pass; the loss is the sum of the members' own data losses, so each member is
+updated exactly as its own fit would be, and everything after the step (output averaging,
+ES-WMV, the stops, backtracking, history, previews, the result) sees the mean of the members'
+outputs, and the mean of their losses, as it sees the output of one network.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 from ..device import fit_threads
 from ..nets import SkipNet, make_input, padded_shape
 from .degradations import MaskOperator, Operator
+from .ensemble import MemberStack, member_seeds
 from .presets import DIPParams
 from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
 
@@ -139,7 +146,7 @@ class FitResult:
     stopped_early : bool
         The run ended because the early stop was certain.
     losses : ndarray, shape (iterations_run,)
-        Loss of every step.
+        Loss of every step (a seed ensemble: the mean of its members' losses).
     es_variances : ndarray, shape (iterations_run,)
         ES-WMV statistic of every step (NaN until the window is full).
     history : History or None
@@ -147,7 +154,9 @@ class FitResult:
     state_dict : dict or None
         Network weights (on the CPU) for a warm start of the next plane: with early stopping
         the weights at the noise-level stop, or near the variance minimum, before the fit
-        began to reproduce the noise; otherwise the weights at the end.
+        began to reproduce the noise; otherwise the weights at the end.  A seed ensemble's
+        (``DIPParams.ensemble > 1``) is :meth:`.ensemble.MemberStack.state_dict`: each
+        parameter stacked over the members.
     stop_reason : {"noise level", "variance minimum", "held-out minimum"} or None
         Which early stop ended the run (None: it ran all its iterations or was cancelled).
     noise_sigma : float or None
@@ -281,11 +290,14 @@ class DIPFit:
     device : torch.device
     seed : int
         Seeds z, the weights and the jitter: the same seed gives the same result on the CPU.
+        A seed ensemble's member ``k`` is seeded with ``member_seeds(seed, K)[k]``
+        (:func:`.ensemble.member_seeds`: member 0 with ``seed`` itself).
     counts_scale : float
         For the Poisson loss: counts per unit of ``target`` (target * counts_scale are the
         photon counts).
     init_state : dict, optional
-        Network weights to start from (warm start from a neighbouring plane).
+        Network weights to start from (warm start from a neighbouring plane); for a seed
+        ensemble the ``state_dict`` of a fit with the same ``ensemble``.
     """
 
     def __init__(
@@ -344,11 +356,42 @@ class DIPFit:
         # a copy: the estimate tensors are updated in place while the fit runs
         return t[0].detach().float().permute(1, 2, 0).cpu().numpy().copy()
 
-    def _jitter_generator(self) -> torch.Generator | None:
+    def _jitter_generator(self, seed: int | None = None) -> torch.Generator | None:
+        seed = self.seed if seed is None else seed
         try:
-            return torch.Generator(device=self.device).manual_seed(self.seed + 1)
+            return torch.Generator(device=self.device).manual_seed(seed + 1)
         except (RuntimeError, TypeError):  # a backend without device generators
             return None
+
+    def _members(self, c: int):
+        """A seed ensemble's members: (MemberStack, z of shape (K, C, H, W), jitter draws).
+
+        Member ``k`` is built exactly as a one-network fit with ``member_seeds(seed, K)[k]``
+        builds its network, input and jitter; ``jitter()`` draws the K jitters at once.
+        """
+        p = self.params
+        nets, zs, draws = [], [], []
+        for s_k in member_seeds(self.seed, p.ensemble):
+            gen = torch.Generator().manual_seed(s_k)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s_k)
+                nets.append(SkipNet.from_params(p.net, c))
+            zs.append(make_input(p.net, *self.padded, generator=gen, device=self.device))
+            draws.append((self._jitter_generator(s_k), gen))
+        shape = zs[0].shape
+        dev = self.device
+
+        def jitter() -> torch.Tensor:
+            return torch.cat(
+                [
+                    torch.randn(shape, generator=jit, device=dev)
+                    if jit is not None
+                    else torch.randn(shape, generator=gen).to(dev)
+                    for jit, gen in draws
+                ]
+            )
+
+        return MemberStack(nets), torch.cat(zs), jitter
 
     def _holdout_pixels(self) -> np.ndarray | None:
         """The known pixels held out of the loss for the held-out stop (None: off, or too few)."""
@@ -402,7 +445,9 @@ class DIPFit:
 
         A small fit on the CPU runs on one intra-op thread (:func:`~..device.fit_threads`).
         """
-        with fit_threads(self.device, *self.padded):
+        hp, wp = self.padded
+        # a seed ensemble's step does the work of K fits of the size: thread it as such
+        with fit_threads(self.device, hp * self.params.ensemble, wp):
             return (yield from self._steps())
 
     def _steps(self) -> Generator[Step, None, FitResult]:
@@ -414,17 +459,22 @@ class DIPFit:
         op = self.operator.to(dev, c)
         t0 = time.perf_counter()
 
+        K = p.ensemble  # members of a seed ensemble (1: one network)
         cpu_gen = torch.Generator().manual_seed(self.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = SkipNet.from_params(p.net, c)
+        if K == 1:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                net = SkipNet.from_params(p.net, c)
+        else:
+            net, z, member_jitter = self._members(c)
         if self.init_state is not None:
             net.load_state_dict(self.init_state)
         net = net.to(dev)
         net.train()
         self._net = net
-        z = make_input(p.net, *self.padded, generator=cpu_gen, device=dev)
-        jit_gen = self._jitter_generator()
+        if K == 1:
+            z = make_input(p.net, *self.padded, generator=cpu_gen, device=dev)
+            jit_gen = self._jitter_generator()
 
         x = torch.from_numpy(self.target).permute(2, 0, 1)[None].to(dev)
         hold = self._holdout_pixels() if self.known is not None and p.early_stop else None
@@ -486,11 +536,14 @@ class DIPFit:
         for t in range(1, T + 1):
             zin = z
             if p.reg_noise_std > 0:
-                noise = (
-                    torch.randn(z.shape, generator=jit_gen, device=dev)
-                    if jit_gen is not None
-                    else torch.randn(z.shape, generator=cpu_gen).to(dev)
-                )
+                if K > 1:
+                    noise = member_jitter()
+                else:
+                    noise = (
+                        torch.randn(z.shape, generator=jit_gen, device=dev)
+                        if jit_gen is not None
+                        else torch.randn(z.shape, generator=cpu_gen).to(dev)
+                    )
                 zin = z + p.reg_noise_std * noise
             if amp_dtype is None:
                 out = net(zin)[:, :, top : top + oh, left : left + ow]
@@ -498,8 +551,17 @@ class DIPFit:
                 with torch.autocast(device_type=dev.type, dtype=amp_dtype):
                     out = net(zin)[:, :, top : top + oh, left : left + ow]
                 out = out.float()
-            pred = op(out)  # A(x): the prediction of the measurement
-            if poisson:
+            pred = op(out)  # A(x): the prediction of the measurement (of each member: K images)
+            if K > 1:
+                # the sum of the members' own data losses: each member's gradient is that of its fit
+                if poisson:
+                    lam = pred * s + _POISSON_EPS
+                    nll = lam - y_counts * torch.log(lam)
+                    loss = ((nll * m).sum() if m is not None else nll.sum()) / n_known / s
+                else:
+                    sq = (pred - x) ** 2
+                    loss = ((sq * m).sum() if m is not None else sq.sum()) / n_known
+            elif poisson:
                 lam = pred * s + _POISSON_EPS
                 nll = lam - y_counts * torch.log(lam)
                 loss = ((nll * m).sum() / n_known if m is not None else nll.mean()) / s
@@ -511,7 +573,13 @@ class DIPFit:
             opt.step()
 
             with torch.no_grad():
-                o = out.detach()
+                if K > 1:
+                    # from here on the fit is the members' mean: its output, prediction and loss
+                    o = out.detach().mean(0, keepdim=True)
+                    pred = pred.detach().mean(0, keepdim=True)
+                    loss = loss.detach() / K
+                else:
+                    o = out.detach()
                 losses[t - 1] = loss.detach()
                 if noise_stop:
                     if loss_mean is None:
