@@ -282,3 +282,29 @@ def test_inpaint_fits_regions_around_small_holes(tmp_path, capsys):
     assert "plane 1/1 region 2/2" in cap.err
     out = iio.imread(tmp_path / "o.png")
     assert np.array_equal(out[mask == 0], img[mask == 0])
+
+
+def test_ensemble_flag_reaches_the_params_and_bad_values_name_it(noisy_png, capsys, monkeypatch):
+    import napari_deep_prior.restore.api as api
+    from napari_deep_prior.cli import build_parser
+
+    d = noisy_png
+    real, jobs = api.prepare, []
+    monkeypatch.setattr(api, "prepare", lambda *a, **k: jobs.append(real(*a, **k)) or jobs[-1])
+    args = ["denoise", str(d / "noisy.png"), "-o", str(d / "o.png"), "--iterations", "5", "--history-every", "0", "-q"]
+    assert main([*args, "--ensemble", "2"]) == 0
+    assert jobs[-1].params.ensemble == 2 and iio.imread(d / "o.png").shape == (32, 40)
+    assert main(args) == 0 and jobs[-1].params.ensemble == 1  # default: the preset's, one network
+    capsys.readouterr()
+    for bad in ("0", "17"):
+        assert main([*args, "--ensemble", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--ensemble (the number of seeds averaged) must be an integer from 1 to 16, got {bad}" in err
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--ensemble", "2.5"])
+    assert exc.value.code == 2 and "--ensemble: invalid int value: '2.5'" in capsys.readouterr().err
+    # every DIP subcommand has it
+    parser = build_parser()
+    for task in ("inpaint", "upscale"):
+        extra = ["--mask", "m.png"] if task == "inpaint" else []
+        assert parser.parse_args([task, "x.png", "-o", "y.png", *extra, "--ensemble", "3"]).ensemble == 3

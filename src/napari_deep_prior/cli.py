@@ -53,6 +53,7 @@ FLAGS = {
     "history_every": "--history-every",
     "iterations": "--iterations",
     "lr": "--lr",
+    "ensemble": "--ensemble",
     "seed": "--seed",
     "output_dtype": "--dtype",
     "dtype": "--dtype",
@@ -169,6 +170,13 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
     )
     p.add_argument("--iterations", type=int, help="maximum iterations (default: the preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        metavar="K",
+        help="average K independently seeded fits (1-16, default 1), run as one batched network: "
+        "about K times the memory, and the time on a CPU",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-early-stop", action="store_true", help="run all iterations")
@@ -432,6 +440,7 @@ def _restore(args) -> int:
         channel_axis=ca,
         iterations=args.iterations,
         lr=args.lr,
+        ensemble=args.ensemble,
         early_stop=False if args.no_early_stop else None,
         device=args.device,
         seed=args.seed,
