@@ -181,6 +181,19 @@ def test_poisson_loss_and_float_image(make_napari_viewer, qtbot, tiny_params):
     assert res.data.min() >= 0
 
 
+def test_ensemble_field_runs_a_seed_ensemble(make_napari_viewer, qtbot, tiny_params, grey_image):
+    viewer = make_napari_viewer()
+    viewer.add_image(grey_image, name="img")
+    w = _widget(DenoiseWidget, viewer, tiny_params, iterations=10, history_every=0, ensemble=2)
+    assert (w.ensemble.min, w.ensemble.max) == (1, 16) and w.field_labels()["ensemble"] == "ensemble (seeds)"
+    assert "independently seeded" in w.ensemble.tooltip and "GPU" in w.ensemble.tooltip
+    _run(qtbot, w)
+    res = viewer.layers["img [DIP denoised]"]
+    assert res.metadata["params"]["ensemble"] == 2 and res.data.shape == grey_image.shape
+    w.preset.value = w.preset.choices[-1]  # a preset brings its own value (one network)
+    assert w.ensemble.value == 1 and w.build_params().ensemble == 1
+
+
 def test_poisson_sample_preselects_the_poisson_model(make_napari_viewer, qtbot, tiny_params):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-deep-prior", "fluorescence-poisson")

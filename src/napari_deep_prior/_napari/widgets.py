@@ -46,9 +46,9 @@ class DenoiseWidget(DIPWidget):
 
     Fields (set ``.value``): ``image``, ``channel_axis``, ``scope``, ``preset``,
     ``iterations``, ``lr``, ``early_stop``, ``history_every``, ``seed`` (-1: random),
-    ``device``, ``loss`` ("gaussian" or "poisson").  ``run()`` starts the fit and returns
-    the napari worker; results are added as "<input> [DIP denoised]" and
-    "<input> [DIP history]".
+    ``ensemble`` (seeds averaged, 1-16), ``device``, ``loss`` ("gaussian" or "poisson").
+    ``run()`` starts the fit and returns the napari worker; results are added as
+    "<input> [DIP denoised]" and "<input> [DIP history]".
 
     Examples
     --------

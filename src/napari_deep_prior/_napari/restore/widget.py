@@ -167,14 +167,14 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     ----------
     task : magicgui ComboBox
         The task (hidden when fixed); ``degradation`` is its class.
-    image, channel_axis, scope, preset, iterations, lr, early_stop, history_every, seed, device : magicgui widgets
+    image, channel_axis, scope, preset, iterations, lr, early_stop, history_every, seed, ensemble, device : widgets
         Set their ``.value`` to drive the widget from a script (``seed.value = -1`` draws a
         random seed).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
         ``factor`` for up-scaling, the noise-model group ``loss``, ``camera_offset``, ``gain``,
         ``read_noise``, ``output`` for denoising) are attributes too, shown for their task only.
     params_override : DIPParams or None
         For scripts and tests: used instead of the preset's parameters; the widget's
-        iterations, learning rate, early stop, history cadence (and loss) still apply.
+        iterations, learning rate, early stop, history cadence, ensemble (and loss) still apply.
     run_finished : psygnal.Signal
         Emitted with the DIPOutput (or None) once a run has ended and its layers are added.
     """
@@ -187,7 +187,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer, task: str | None = None):
         from ...device import available_devices
         from ...restore.degradations import DEGRADATIONS, get_degradation
-        from ...restore.presets import PRESET_DESCRIPTIONS
+        from ...restore.presets import ENSEMBLE_MAX, PRESET_DESCRIPTIONS
 
         task = task if task is not None else self.fixed_task
         first = get_degradation(task) if task is not None else next(iter(DEGRADATIONS.values()))
@@ -279,6 +279,16 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             tooltip="Random seed of the network input and weights: the same seed gives the same "
             "result on the CPU. -1 draws one (it is stored in the result's metadata).",
         )
+        ensemble = SpinBox(
+            name="ensemble",
+            label="ensemble (seeds)",
+            min=1,
+            max=ENSEMBLE_MAX,
+            value=1,
+            tooltip="Average K independently seeded fits (1: one fit). The K networks run as one "
+            "batched network: about K times the memory, about K times the time on a CPU (more "
+            "with its batching overhead) and little more on a GPU.",
+        )
         device = ComboBox(
             name="device",
             label="device",
@@ -286,7 +296,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             value="auto",
             tooltip="Where to compute: auto picks a GPU when there is one.",
         )
-        widgets += [preset, preset_info, iterations, lr, early_stop, history_every, seed, device]
+        widgets += [preset, preset_info, iterations, lr, early_stop, history_every, seed, ensemble, device]
         widgets += noise_widgets(degradations)
 
         run_button = PushButton(name="run_button", text="Run", tooltip="Start the fit.")
@@ -490,6 +500,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         self.lr.value = p.lr
         self.early_stop.value = p.early_stop
         self.history_every.value = p.history_every
+        self.ensemble.value = p.ensemble
         if len(self._noise_models) > 1 and p.loss in self._noise_models:
             self.loss.value = p.loss
 
@@ -505,6 +516,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             "lr": float(self.lr.value),
             "early_stop": bool(self.early_stop.value),
             "history_every": int(self.history_every.value),
+            "ensemble": int(self.ensemble.value),
         }
         if len(self._noise_models) > 1:
             changes["loss"] = self.loss.value
