@@ -243,6 +243,53 @@ def analyse(args) -> None:
         print(f"{name:24s} " + " ".join(cells) + f"   {np.mean(dbs):6.2f}  {gap:+.2f}  {ratio:.3f}")
 
 
+def calibrate(args) -> None:
+    """What the noise-level stop's factor should be, per image, across recordings of several sizes.
+
+    For each image: the running-mean loss over sigma_hat^2 at the averaged estimate's peak
+    (the factor that would stop there), and the holes in PSNR (vs the oracle) of a grid of
+    factors; then per recording the mean loss of each factor, so a factor per size (and the
+    function of size that gives it) can be read off.
+    """
+    grid = (0.90, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99, 1.00, 1.01, 1.02, 1.03)
+    print(
+        "| recording | image | px | sigma_hat*255 | peak dB @step | factor at peak | "
+        + " | ".join(f"{f:.2f}" for f in grid)
+        + " |"
+    )
+    print("|---" * (6 + len(grid)) + "|")
+    summary = []
+    for path in args.recordings:
+        rec = json.loads(Path(path).read_text())
+        losses = []
+        for r in rec["images"]:
+            k = int(np.argmax(r["psnr"]))
+            t = r["iterations"][k]
+            ema = None
+            for v in r["loss_all"][:t]:
+                ema = v if ema is None else 0.95 * ema + 0.05 * v
+            row = []
+            for f in grid:
+                stop = min(rule_loss_discrepancy(r, f), rule_es(r, 600))
+                row.append(at(r, stop) - r["psnr"][k])
+            losses.append(row)
+            print(
+                f"| {Path(path).stem} | {r['image']} | {rec['size']} | {r['sigma_hat'] * 255:.1f} | "
+                f"{r['psnr'][k]:.2f} @{t} | {ema / r['sigma_hat'] ** 2:.3f} | "
+                + " | ".join(f"{v:+.2f}" for v in row)
+                + " |"
+            )
+        m = np.mean(losses, axis=0)
+        w = np.min(losses, axis=0)
+        summary.append((Path(path).stem, rec["size"], m, w))
+    print("\nmean (worst) dB vs the oracle, per factor")
+    for name, size, m, w in summary:
+        print(
+            f"{name} ({size} px): "
+            + ", ".join(f"{f:.2f}: {a:+.2f} ({b:+.2f})" for f, a, b in zip(grid, m, w, strict=True))
+        )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -259,8 +306,10 @@ def main(argv=None):
     a = sub.add_parser("analyse")
     a.add_argument("recording")
     a.add_argument("--paper", action="append", help="dip_speed.py JSON with the paper rows")
+    c = sub.add_parser("calibrate", help="the noise-level factor per image and size, from recordings")
+    c.add_argument("recordings", nargs="+")
     args = ap.parse_args(argv)
-    record(args) if args.cmd == "record" else analyse(args)
+    {"record": record, "analyse": analyse, "calibrate": calibrate}[args.cmd](args)
 
 
 if __name__ == "__main__":

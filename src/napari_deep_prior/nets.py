@@ -29,8 +29,11 @@ class NetParams:
         All three have one entry per level; a skip width of 0 means no skip connection.
     kernel_down, kernel_up, kernel_skip : int
         Convolution kernel sizes (odd).
-    upsample : {"bilinear", "nearest"}
-        Up-sampling mode of the decoder.
+    upsample : {"bilinear", "nearest", "mixed"}
+        Up-sampling mode of the decoder; "mixed" up-samples by nearest neighbour at every
+        level but the finest, which is bilinear (the last up-sampling decides whether 2x2
+        blocks can show in the output; the coarser ones are smoothed by the finer levels'
+        convolutions).
     need_1x1_up : bool
         Whether each decoder level ends with an extra 1x1 convolution.
     input_kind : {"noise", "meshgrid"}
@@ -46,7 +49,7 @@ class NetParams:
     kernel_down: int = 3
     kernel_up: int = 3
     kernel_skip: int = 1
-    upsample: Literal["bilinear", "nearest"] = "bilinear"
+    upsample: Literal["bilinear", "nearest", "mixed"] = "bilinear"
     need_1x1_up: bool = True
     input_kind: Literal["noise", "meshgrid"] = "noise"
     input_depth: int = 32
@@ -68,8 +71,8 @@ class NetParams:
             k = getattr(self, name)
             if k < 1 or k % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd integer, got {k}")
-        if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
+        if self.upsample not in ("bilinear", "nearest", "mixed"):
+            raise ValueError(f"upsample must be 'bilinear', 'nearest' or 'mixed', got {self.upsample!r}")
         if self.input_kind not in ("noise", "meshgrid"):
             raise ValueError(f"input_kind must be 'noise' or 'meshgrid', got {self.input_kind!r}")
         if self.input_kind == "noise" and self.input_depth < 1:
@@ -157,8 +160,8 @@ class SkipNet(nn.Module):
         """Build the network for ``out_channels`` image channels."""
         return cls(net.in_channels, out_channels, net)
 
-    def _up2(self, x: torch.Tensor) -> torch.Tensor:
-        if self.upsample_mode == "bilinear":
+    def _up2(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        if self.upsample_mode == "bilinear" or (self.upsample_mode == "mixed" and level == 0):
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
@@ -170,7 +173,7 @@ class SkipNet(nn.Module):
             x = down(x)
         # x: output of the deepest down block; walk back up.
         for i in reversed(range(len(self.down))):
-            x = self._up2(x)
+            x = self._up2(x, i)
             if self.params.channels_skip[i]:
                 x = torch.cat([self.skip[i](inputs[i]), x], dim=1)
             x = self.up[i](x)

@@ -341,3 +341,38 @@ def test_held_out_pixels_are_returned_exactly(smooth_image, one_torch_thread):
 def test_held_out_fraction_bounds(tiny_params, bad):
     with pytest.raises(ValueError, match="es_holdout"):
         tiny_params.replace(es_holdout=bad)
+
+
+def test_hole_change_stop(tiny_params, smooth_image, one_torch_thread):
+    """es_hole_change: the run ends when the estimate over the holes stops moving."""
+    from napari_deep_prior.restore.fit import HOLE_CHANGE_LAG
+
+    known = np.ones(smooth_image.shape, bool)
+    known[10:16, 8:24] = False
+    params = tiny_params.replace(
+        iterations=400, es_patience=10**6, es_start=20, es_hole_change=0.02, yield_every=10, preview_every=10
+    )
+    steps, res = _drain(_fit(smooth_image, params, known=known))
+    assert res.stop_reason == "holes settled" and res.stopped_early
+    # never before the start floor and one lag of history, and the returned estimate is the last
+    assert HOLE_CHANGE_LAG <= res.iterations_run < 400 and res.iterations_run >= 20
+    assert res.iteration == res.iterations_run
+    # the recorded previews prove the rule: the holes moved less than the threshold over the lag
+    frames = {s.iteration: s.preview for s in steps if s.preview is not None}
+    t = res.iterations_run
+    change = np.abs(frames[t] - frames[t - HOLE_CHANGE_LAG])[~known].mean()
+    assert change <= 0.02 + 1e-6
+    before = np.abs(frames[t - 10] - frames[t - 10 - HOLE_CHANGE_LAG])[~known].mean()
+    assert before > 0.02 or t - 10 < max(20, HOLE_CHANGE_LAG)  # the first yield that met it
+    # a threshold no fit reaches: the run goes to its end
+    _, full = _drain(_fit(smooth_image, params.replace(iterations=120, es_hole_change=1e-9), known=known))
+    assert full.stop_reason is None and full.iterations_run == 120
+    # unmasked fits ignore it
+    _, unmasked = _drain(_fit(smooth_image, params.replace(iterations=120)))
+    assert unmasked.stop_reason != "holes settled"
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_hole_change_bounds(tiny_params, bad):
+    with pytest.raises(ValueError, match="es_hole_change"):
+        tiny_params.replace(es_hole_change=bad)

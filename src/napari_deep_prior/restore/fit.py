@@ -57,6 +57,9 @@ _ES_MAX_ELEMENTS = 1 << 18
 _POISSON_EPS = 1e-6
 #: Weight of the running mean of the training loss read by the noise-level stop.
 _LOSS_EMA = 0.95
+#: Steps over which the hole-change stop (``DIPParams.es_hole_change``) measures the change of
+#: the estimate over the holes.
+HOLE_CHANGE_LAG = 50
 #: The held-out stop needs at least this many held-out (and this many training) known pixels.
 _HOLDOUT_MIN_PIXELS = 64
 
@@ -157,7 +160,7 @@ class FitResult:
         began to reproduce the noise; otherwise the weights at the end.  A seed ensemble's
         (``DIPParams.ensemble > 1``) is :meth:`.ensemble.MemberStack.state_dict`: each
         parameter stacked over the members.
-    stop_reason : {"noise level", "variance minimum", "held-out minimum"} or None
+    stop_reason : {"noise level", "holes settled", "variance minimum", "held-out minimum"} or None
         Which early stop ended the run (None: it ran all its iterations or was cancelled).
     noise_sigma : float or None
         The input's noise level (standard deviation, in the [0, 1] units of the fit)
@@ -350,6 +353,7 @@ class DIPFit:
         self._noise_sigma: float | None = None
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
+        self._hole_change: float | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -518,6 +522,12 @@ class DIPFit:
             noise_level = p.es_noise_factor * self._noise_sigma**2
         loss_mean = None
 
+        # Hole-change stop: the estimate over the holes, kept at the yields of the last lag steps
+        hole_stop = p.early_stop and p.es_hole_change > 0 and self.known is not None and hold is None
+        if hole_stop:
+            hole_sel = torch.from_numpy(~self.known).to(dev)
+            hole_past: list[tuple[int, torch.Tensor]] = []
+
         if hold is not None:  # the held-out stop replaces ES-WMV's choice of the best estimate
             mv = torch.from_numpy(hold.astype(np.float32))[None, None].to(dev)
             n_hold = float(hold.sum()) * c
@@ -685,9 +695,23 @@ class DIPFit:
                     reached = self._deviance <= noise_level
                 else:
                     reached = noise_stop and t >= es_from and loss_mean is not None and float(loss_mean) <= noise_level
-                if reached:
+                if hole_stop and not backtracked and hole_sel.any():
+                    with torch.no_grad():
+                        now = self._cand[0][:, hole_sel].clone()
+                    hole_past.append((t, now))
+                    while len(hole_past) > 1 and hole_past[1][0] <= t - HOLE_CHANGE_LAG:
+                        hole_past.pop(0)
+                    then_t, then = hole_past[0]
+                    if t >= es_from and t - then_t >= HOLE_CHANGE_LAG:
+                        self._hole_change = float((now - then).abs().mean())
+                        if self._hole_change <= p.es_hole_change:
+                            stop = "holes settled"
+                if stop is None and reached:
                     stop = "noise level"
                     # the returned state: the next plane starts from the weights at this stop
+                    self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    self._warm_iter = t
+                elif stop is not None:  # holes settled: the next plane starts from here too
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     self._warm_iter = t
                 elif (
@@ -724,7 +748,12 @@ class DIPFit:
         if self._holdout_mse and self._best is not None:
             # the held-out stop: the estimate with the smallest error on the held-out pixels
             image, it = self._best, int(self._best_iter)
-        elif p.early_stop and self._best is not None and p.exp_weight is None and self._stop_reason != "noise level":
+        elif (
+            p.early_stop
+            and self._best is not None
+            and p.exp_weight is None
+            and self._stop_reason not in ("noise level", "holes settled")
+        ):
             # the raw output at the variance minimum (ES-WMV)
             image, it = self._best, int(self._best_iter)
         else:

@@ -129,6 +129,14 @@ class DIPParams:
         yield), and it ends ``max(es_patience, es_patience_ratio * t_best)`` steps after that
         best, in place of ES-WMV.  The held-out pixels are still returned exactly as given.
         0 disables it (ES-WMV); unmasked fits ignore it.
+    es_hole_change : float
+        Hole-change stop for masked fits (inpainting): the run ends at the first yield, after
+        ``es_start``, where the estimate's mean absolute change over the holes during the last
+        :data:`~.fit.HOLE_CHANGE_LAG` steps is at most this (image values in [0, 1]); the
+        estimate at that yield is returned.  The fill of the holes settles long before the known
+        pixels are fitted to the last detail, and the known pixels are returned as given
+        anyway.  ES-WMV stays as the safety net.  0 disables it; unmasked fits (and fits with
+        the held-out stop) ignore it.
     backtrack : bool
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
@@ -178,6 +186,7 @@ class DIPParams:
     es_patience_ratio: float = 0.0
     es_noise_factor: float = 0.0
     es_holdout: float = 0.0
+    es_hole_change: float = 0.0
     backtrack: bool = True
     backtrack_db: float = 5.0
     history_every: int = 100
@@ -207,6 +216,8 @@ class DIPParams:
             raise ParameterError(f"{{es_patience_ratio}} must be in [0, 10], got {self.es_patience_ratio}")
         if not (math.isfinite(self.es_holdout) and 0.0 <= self.es_holdout <= 0.5):
             raise ParameterError(f"{{es_holdout}} must be in [0, 0.5] (0: off), got {self.es_holdout}")
+        if not (math.isfinite(self.es_hole_change) and 0.0 <= self.es_hole_change <= 1.0):
+            raise ParameterError(f"{{es_hole_change}} must be in [0, 1] (0: off), got {self.es_hole_change}")
         if not 0.0 <= self.es_noise_factor <= 10.0:
             raise ParameterError(f"{{es_noise_factor}} must be in [0, 10] (0: off), got {self.es_noise_factor}")
         if not (math.isfinite(self.backtrack_db) and self.backtrack_db > 0):
