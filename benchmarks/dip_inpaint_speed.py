@@ -192,18 +192,18 @@ def record(args, recipe: bool = False) -> None:
         Path(args.out).write_text(json.dumps(out))
 
 
-def rule_change(row, eps: float, lag: int = 50, start: int = 200, confirm: int = 1) -> int:
-    """The first step (from ``start``) where the holes' mean change over ``lag`` steps is <= eps."""
-    ch = row["change"][str(lag)]
-    below = 0
-    for it, c in zip(row["iterations"], ch, strict=True):
-        if it >= start and c is not None and c <= eps:
-            below += 1
-            if below >= confirm:
-                return it
-        else:
-            below = 0
-    return row["iterations"][-1]
+def rule_change(row, ratio: float, lag: int = 50, start: int = 200, floor: float = 0.0005) -> int:
+    """The shipped hole-change stop (``DIPParams.es_hole_change``), replayed.
+
+    The first step (from ``start``) where the holes' mean change over ``lag`` steps is at most
+    ``ratio`` times that change at step ``2 * lag``, or at most ``floor``.
+    """
+    its, ch = row["iterations"], row["change"][str(lag)]
+    ref = next((c for it, c in zip(its, ch, strict=True) if it >= 2 * lag and c is not None), None)
+    for it, c in zip(its, ch, strict=True):
+        if it >= start and c is not None and ref is not None and c <= max(ratio * ref, floor):
+            return it
+    return its[-1]
 
 
 def at(row, t: int) -> float:
@@ -227,9 +227,8 @@ def analyse(args) -> None:
         rows = rec["images"]
         print(f"\n## {path}: preset {rec['preset']} {rec['set']}, {rec['steps']} steps, {rec['threads']} thread(s)\n")
         rules = {"oracle": lambda r: r["iterations"][int(np.argmax(r["psnr"]))]}
-        for lag in LAGS:
-            for eps in (0.002, 0.001, 0.0005, 0.00025):
-                rules[f"change{lag} <= {eps:g}"] = lambda r, e=eps, g=lag: rule_change(r, e, g)
+        for ratio in (1 / 12, 1 / 16, 1 / 20, 1 / 24):
+            rules[f"holes settled 1/{round(1 / ratio)}"] = lambda r, q=ratio: rule_change(r, q)
         rules["end"] = lambda r: r["iterations"][-1]
         print("| rule | " + " | ".join(r["image"] for r in rows) + " | mean dB | Δrecipe | time ratio |")
         print("|---" * (len(rows) + 4) + "|")

@@ -60,6 +60,10 @@ _LOSS_EMA = 0.95
 #: Steps over which the hole-change stop (``DIPParams.es_hole_change``) measures the change of
 #: the estimate over the holes.
 HOLE_CHANGE_LAG = 50
+#: The hole-change stop also ends a run whose holes move less than this (mean absolute change
+#: over :data:`HOLE_CHANGE_LAG` steps, image values in [0, 1]: 1/8 of an 8-bit grey level): a
+#: warm-started fit whose holes hardly move from the start.
+HOLE_CHANGE_FLOOR = 0.0005
 #: The held-out stop needs at least this many held-out (and this many training) known pixels.
 _HOLDOUT_MIN_PIXELS = 64
 
@@ -527,6 +531,7 @@ class DIPFit:
         if hole_stop:
             hole_sel = torch.from_numpy(~self.known).to(dev)
             hole_past: list[tuple[int, torch.Tensor]] = []
+            hole_ref: float | None = None
 
         if hold is not None:  # the held-out stop replaces ES-WMV's choice of the best estimate
             mv = torch.from_numpy(hold.astype(np.float32))[None, None].to(dev)
@@ -702,9 +707,15 @@ class DIPFit:
                     while len(hole_past) > 1 and hole_past[1][0] <= t - HOLE_CHANGE_LAG:
                         hole_past.pop(0)
                     then_t, then = hole_past[0]
-                    if t >= es_from and t - then_t >= HOLE_CHANGE_LAG:
+                    if t - then_t >= HOLE_CHANGE_LAG:
                         self._hole_change = float((now - then).abs().mean())
-                        if self._hole_change <= p.es_hole_change:
+                        if hole_ref is None and t >= 2 * HOLE_CHANGE_LAG:
+                            hole_ref = self._hole_change  # how fast the holes moved at the start
+                        if (
+                            t >= es_from
+                            and hole_ref is not None
+                            and self._hole_change <= max(p.es_hole_change * hole_ref, HOLE_CHANGE_FLOOR)
+                        ):
                             stop = "holes settled"
                 if stop is None and reached:
                     stop = "noise level"

@@ -132,11 +132,12 @@ class DIPParams:
     es_hole_change : float
         Hole-change stop for masked fits (inpainting): the run ends at the first yield, after
         ``es_start``, where the estimate's mean absolute change over the holes during the last
-        :data:`~.fit.HOLE_CHANGE_LAG` steps is at most this (image values in [0, 1]); the
-        estimate at that yield is returned.  The fill of the holes settles long before the known
-        pixels are fitted to the last detail, and the known pixels are returned as given
-        anyway.  ES-WMV stays as the safety net.  0 disables it; unmasked fits (and fits with
-        the held-out stop) ignore it.
+        :data:`~.fit.HOLE_CHANGE_LAG` steps is at most this fraction of the same change
+        measured at step ``2 * HOLE_CHANGE_LAG`` (how fast the holes moved at the start), or
+        below :data:`~.fit.HOLE_CHANGE_FLOOR`; the estimate at that yield is returned.  The fill
+        of the holes settles long before the known pixels are fitted to their last detail, and
+        the known pixels are returned as given anyway.  ES-WMV stays as the safety net.  0
+        disables it; unmasked fits (and fits with the held-out stop) ignore it.
     backtrack : bool
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
