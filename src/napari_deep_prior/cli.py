@@ -73,6 +73,7 @@ FLAGS = {
     "method": "--method",
     "sigma": "--sigma",
     "size": "--size",
+    "noise_sigma": "--noise-sigma",
 }
 
 
@@ -252,6 +253,13 @@ def _task_parser(sub, deg) -> None:
             "image must be counts, or give --offset, --gain and --read-noise of the camera); "
             "with the default preset poisson selects the 'denoise-poisson' preset",
         )
+    if deg.noise_level_stop:
+        p.add_argument(
+            "--noise-sigma",
+            type=float,
+            help="the noise level (standard deviation, in the image's units, e.g. 25 for 8-bit values): "
+            "the noise-level stop aims at it instead of estimating it from the image",
+        )
     if "poisson" in deg.noise_models:
         p.add_argument("--offset", type=float, help="poisson: camera offset (value of zero photons)")
         p.add_argument(
@@ -355,14 +363,15 @@ def _interrupted_note(out) -> str:
     return f"the estimate when Ctrl-C came ({runs}{planes})"
 
 
-def _report(out, t0: float) -> None:
+def _report(out, t0: float, noise_given: bool = False) -> None:
     stops = ", ".join(f"{s}/{r}" for s, r in zip(out.stop_iterations, out.iterations_run, strict=True))
     print(f"done in {time.perf_counter() - t0:.1f} s; result from iteration/steps run: {stops}; seed {out.seed}")
     fits = [f for f in out.fits if f is not None]
     reasons = sorted({f.stop_reason for f in fits if f.stop_reason})
     if reasons:
         sigmas = [f.noise_sigma for f in fits if f.noise_sigma is not None]
-        noise = f"; estimated noise level {np.mean(sigmas):.4f} of the intensity range" if sigmas else ""
+        how = "given" if noise_given else "estimated"
+        noise = f"; {how} noise level {np.mean(sigmas):.4f} of the intensity range" if sigmas else ""
         devs = [(f.deviance, f.expected_deviance) for f in fits if f.expected_deviance is not None]
         if devs:
             noise += (
@@ -429,6 +438,10 @@ def _restore(args) -> int:
     for name in ("offset", "gain", "read_noise"):
         _check_finite(f"--{name.replace('_', '-')}", getattr(args, name, None))
     _check_finite("--lr", args.lr)
+    noise_sigma = getattr(args, "noise_sigma", None)
+    _check_finite("--noise-sigma", noise_sigma)
+    if noise_sigma is not None and noise_sigma <= 0:
+        raise UsageError(f"--noise-sigma must be > 0 (a standard deviation), got {noise_sigma:g}")
     if args.reference is not None:
         read_header(args.reference)  # a missing or broken reference is found before the input is read
     # the result's size per input side, from the choice fields (masks are read after the image)
@@ -454,6 +467,8 @@ def _restore(args) -> int:
         kw["loss"] = args.loss
     if "poisson" in deg.noise_models:
         kw.update(camera_offset=args.offset, gain=args.gain, read_noise=args.read_noise)
+    if deg.noise_level_stop:
+        kw["noise_sigma"] = args.noise_sigma
     fields = {}
     for f in deg.fields:
         value = getattr(args, f.name)
@@ -508,7 +523,7 @@ def _restore(args) -> int:
             print(f"wrote {args.history} ({len(out.history_iterations)} frames)")
     if interrupted:
         return 130
-    _report(out, t0)
+    _report(out, t0, noise_given=getattr(args, "noise_sigma", None) is not None)
     if reference is not None:
         p1, s1 = _quality(reference, out.image, ca)
         if reference.shape == image.shape:

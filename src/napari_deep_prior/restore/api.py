@@ -85,6 +85,33 @@ def _resolve_params(degradation: Degradation, preset: str | None, params: DIPPar
     return p.replace(**changes) if changes else p
 
 
+def _check_noise_sigma(noise_sigma, degradation: Degradation, p: DIPParams) -> float | None:
+    """A user-given noise level: a finite number > 0, for a task and noise model that stop by it."""
+    if noise_sigma is None:
+        return None
+    if isinstance(noise_sigma, bool) or not isinstance(noise_sigma, (int, float, np.integer, np.floating)):
+        raise TypeError(f"noise_sigma must be a number, got {noise_sigma!r}")
+    if not (np.isfinite(noise_sigma) and noise_sigma > 0):
+        raise ParameterError(
+            f"{{noise_sigma}} (the noise level, a standard deviation in the image's units) must be a finite "
+            f"number > 0, got {noise_sigma}; leave it out to estimate it from the image"
+        )
+    if not degradation.noise_level_stop:
+        raise ParameterError(
+            f"{{noise_sigma}} is for denoising (the noise-level stop); {degradation.name} does not stop by it"
+        )
+    if p.loss == "poisson":
+        raise ParameterError(
+            "{noise_sigma} is for Gaussian noise: with the Poisson model the noise level follows from the counts"
+        )
+    if not (p.early_stop and p.es_noise_factor > 0):
+        raise ParameterError(
+            "{noise_sigma} sets the level the noise-level stop aims at, but this run has that stop off "
+            "(early stopping off, or a preset without it: es_noise_factor = 0)"
+        )
+    return float(noise_sigma)
+
+
 def prepare(
     degradation: Degradation,
     image,
@@ -102,6 +129,7 @@ def prepare(
     camera_offset: float | None = None,
     gain: float | None = None,
     read_noise: float | None = None,
+    noise_sigma: float | None = None,
     **overrides,
 ) -> DIPJob:
     """Validate a restoration job without running it; every check happens here.
@@ -112,7 +140,7 @@ def prepare(
         How ``image`` was made from the wanted one (:mod:`.degradations`): ``Identity()``
         to denoise, ``Mask(mask)`` to inpaint, ...; it is bound to the image here.
     image, preset, params, channel_axis, has_alpha, device, seed, warm_start, tile_size,
-    tile_overlap, output_dtype, camera_offset, gain, read_noise
+    tile_overlap, output_dtype, camera_offset, gain, read_noise, noise_sigma
         As for :func:`denoise` (``preset`` None: the degradation's default).
     **overrides
         ``iterations``, ``lr``, ``early_stop``, ``loss``, ``history_every``, ``ensemble``:
@@ -127,6 +155,7 @@ def prepare(
         raise TypeError(f"degradation must be a Degradation (Identity(), Mask(mask), ...), got {degradation!r}")
     p = _resolve_params(degradation, preset, params, **overrides)
     seed = check_seed(seed)
+    noise_sigma = _check_noise_sigma(noise_sigma, degradation, p)
     image = np.asarray(image)
     check_dtype(image)
     poisson = p.loss == "poisson"
@@ -169,6 +198,7 @@ def prepare(
         fit_params=fit_params,
         notes=notes,
         regions=regions is not None,
+        noise_sigma=noise_sigma,
     )
 
 
@@ -194,6 +224,7 @@ def prepare_denoise(
     camera_offset: float | None = None,
     gain: float | None = None,
     read_noise: float | None = None,
+    noise_sigma: float | None = None,
 ) -> DIPJob:
     """Validate a denoising job without running it (see :func:`denoise` for the parameters)."""
     return prepare(
@@ -212,6 +243,7 @@ def prepare_denoise(
         camera_offset=camera_offset,
         gain=gain,
         read_noise=read_noise,
+        noise_sigma=noise_sigma,
         iterations=iterations,
         lr=lr,
         early_stop=early_stop,
@@ -292,6 +324,7 @@ def denoise(
     camera_offset: float | None = None,
     gain: float | None = None,
     read_noise: float | None = None,
+    noise_sigma: float | None = None,
 ):
     """Denoise an image with Deep Image Prior.
 
@@ -352,6 +385,12 @@ def denoise(
         ``photons = (image - camera_offset) / gain`` (gain in camera units per photon), with
         Gaussian read noise of ``read_noise`` photons rms (shifted-Poisson approximation).
         The result is the rate in the image's units (``rate * gain + camera_offset``).
+    noise_sigma : float, optional
+        The noise level (standard deviation of the Gaussian noise) in the image's own units
+        (e.g. 25 for 8-bit values with noise of 25 grey levels): the noise-level stop aims at
+        it instead of its estimate from the image (default).  Give it when it is known, e.g.
+        from a dark frame, or when the estimate is off (structured images, noise that is not
+        white).
 
     Returns
     -------
@@ -404,6 +443,7 @@ def denoise(
         camera_offset=camera_offset,
         gain=gain,
         read_noise=read_noise,
+        noise_sigma=noise_sigma,
     )
     return _run(job, callback, return_history)
 

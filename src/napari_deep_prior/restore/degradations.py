@@ -185,6 +185,9 @@ class Degradation:
     noise_models: ClassVar[tuple[str, ...]] = ("gaussian",)
     #: Extra inputs the front ends ask for (see :class:`Field`).
     fields: ClassVar[tuple[Field, ...]] = ()
+    #: Whether the Gaussian fit stops at the input's noise level (the discrepancy principle),
+    #: which a user may give (``noise_sigma``) instead of its estimate from the image.
+    noise_level_stop: ClassVar[bool] = False
 
     @property
     def default_preset(self) -> str:
@@ -246,6 +249,7 @@ class Identity(Degradation):
     presets = ("denoise", "denoise-poisson", "paper", "denoise-paper", "denoise-photo")
     paper_preset = "denoise-paper"
     noise_models = ("gaussian", "poisson")
+    noise_level_stop = True
 
 
 class Mask(Degradation):

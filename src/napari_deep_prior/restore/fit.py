@@ -167,9 +167,9 @@ class FitResult:
     stop_reason : {"noise level", "holes settled", "variance minimum", "held-out minimum"} or None
         Which early stop ended the run (None: it ran all its iterations or was cancelled).
     noise_sigma : float or None
-        The input's noise level (standard deviation, in the [0, 1] units of the fit)
-        estimated for the noise-level stop; None when that stop was off or the loss is
-        Poisson (whose noise level follows from the counts themselves).
+        The input's noise level (standard deviation, in the [0, 1] units of the fit) the
+        noise-level stop aimed at: given by the user, or estimated from the image; None when
+        that stop was off or the loss is Poisson (whose noise level follows from the counts).
     deviance : float or None
         Poisson loss with the noise-level stop: the running mean deviance per pixel of the
         fit against the counts at the last check, and ``expected_deviance`` the value Poisson
@@ -302,6 +302,9 @@ class DIPFit:
     counts_scale : float
         For the Poisson loss: counts per unit of ``target`` (target * counts_scale are the
         photon counts).
+    noise_sigma : float, optional
+        The input's noise level (standard deviation, in the [0, 1] units of ``target``) for the
+        noise-level stop; None: estimated from the image (:func:`.stopping.estimate_noise_sigma`).
     init_state : dict, optional
         Network weights to start from (warm start from a neighbouring plane); for a seed
         ensemble the ``state_dict`` of a fit with the same ``ensemble``.
@@ -318,6 +321,7 @@ class DIPFit:
         seed: int,
         counts_scale: float = 1.0,
         init_state: dict | None = None,
+        noise_sigma: float | None = None,
     ):
         if target.ndim != 3:
             raise ValueError(f"target must have shape (H, W, C), got {target.shape}")
@@ -333,6 +337,7 @@ class DIPFit:
         self.seed = int(seed)
         self.counts_scale = float(counts_scale)
         self.init_state = init_state
+        self.given_noise_sigma = None if noise_sigma is None else float(noise_sigma)
         h, w, _ = self.target.shape
         self.out_hw = operator.output_hw(h, w)
         self.padded = padded_shape(params.net, *self.out_hw)
@@ -522,7 +527,9 @@ class DIPFit:
             # deviance = 2 (nll - (y - y log y)): the mean of the second term, once
             dev_offset = float((y_counts - torch.xlogy(y_counts, y_counts)).mean())
         elif noise_stop:
-            self._noise_sigma = estimate_noise_sigma(self.target)
+            self._noise_sigma = (
+                estimate_noise_sigma(self.target) if self.given_noise_sigma is None else self.given_noise_sigma
+            )
             noise_level = p.es_noise_factor * self._noise_sigma**2
         loss_mean = None
 

@@ -122,6 +122,9 @@ class DIPJob:
         history would not fit in memory).
     notes : list of str
         Remarks passed on to :attr:`DIPOutput.notes`.
+    noise_sigma : float, optional
+        The input's noise level (standard deviation in the input's units) for the noise-level
+        stop, instead of its estimate from each plane.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class DIPJob:
         fit_params: DIPParams | None = None,
         notes: list[str] | None = None,
         regions: bool = False,
+        noise_sigma: float | None = None,
     ):
         self.degradation = degradation
         self.regions = bool(regions) and tiles is not None
@@ -154,6 +158,8 @@ class DIPJob:
         self.tile_overlap = tile_overlap
         self.fit_params = params if fit_params is None else fit_params
         self.notes = list(notes or [])
+        # a noise level given in the input's units, in the normalised planes' units
+        self.noise_sigma = None if noise_sigma is None else float(noise_sigma) / float(layout.scale)
         self.fits: list = []  # per plane started: its DIPFit (tiled: the running tile's, else None)
         self.results: list = []  # FitResult per plane finished (tiled: the last tile's, stripped)
         # tiled runs: the running plane's blender, finished planes' images, per-tile metadata
@@ -246,6 +252,7 @@ class DIPJob:
                     seed=self.seed,
                     counts_scale=counts_scale,
                     init_state=state if self.warm_start else None,
+                    noise_sigma=self.noise_sigma,
                 )
                 self.fits.append(fit)
                 res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
@@ -315,6 +322,7 @@ class DIPJob:
                 seed=self.seed,
                 counts_scale=counts_scale,
                 init_state=state if self.warm_start else None,
+                noise_sigma=self.noise_sigma,
             )
             self.fits[i], self._tile = fit, k
             res = yield from _relay(

@@ -11,13 +11,23 @@ from __future__ import annotations
 
 from magicgui.widgets import ComboBox, FloatSpinBox, PushButton
 
-__all__ = ["CAMERA_COUNTS", "CAMERA_FIELDS", "NOISE_FIELDS", "field_names", "field_widgets", "noise_widgets"]
+__all__ = [
+    "CAMERA_COUNTS",
+    "CAMERA_FIELDS",
+    "NOISE_FIELDS",
+    "NOISE_LEVEL_FIELD",
+    "field_names",
+    "field_widgets",
+    "noise_widgets",
+]
 
 #: The Poisson model's camera fields and their values for plain photon counts.
 CAMERA_FIELDS = ("camera_offset", "gain", "read_noise")
 CAMERA_COUNTS = {"camera_offset": 0.0, "gain": 1.0, "read_noise": 0.0}
 #: The widgets of the noise-model group.
 NOISE_FIELDS = ("loss", *CAMERA_FIELDS, "output")
+#: The field of a known noise level (Gaussian model; 0 = estimate it from the image).
+NOISE_LEVEL_FIELD = "noise_sigma"
 
 _NOISE_LABELS = {"gaussian": "Gaussian (MSE)", "poisson": "Poisson (photon counts)"}
 _LOSS_TOOLTIP = (
@@ -40,6 +50,8 @@ def field_names(degradation) -> set[str]:
             names.add(f"new_{f.name}")
     if len(degradation.noise_models) > 1:
         names.update(NOISE_FIELDS)
+    if degradation.noise_level_stop:
+        names.add(NOISE_LEVEL_FIELD)
     return names
 
 
@@ -86,13 +98,29 @@ def field_widgets(degradations, mask_choices, on_new_mask) -> list:
 
 
 def noise_widgets(degradations) -> list:
-    """The noise-model group, when some degradation offers more than one noise model."""
+    """The noise-model group, when some degradation offers more than one noise model, and the
+    known noise level, when some degradation stops at it."""
+    level = []
+    if any(deg.noise_level_stop for deg in degradations):
+        level = [
+            FloatSpinBox(
+                name=NOISE_LEVEL_FIELD,
+                label="noise level",
+                min=0.0,
+                max=1e9,
+                step=1.0,
+                value=0.0,
+                tooltip="Gaussian model: the noise's standard deviation in the image's units (e.g. 25 "
+                "for 8-bit values), when it is known; the automatic stop aims at it. 0: estimate it "
+                "from the image (the result's metadata records the level used).",
+            )
+        ]
     models: list[str] = []
     for deg in degradations:
         if len(deg.noise_models) > 1:
             models += [m for m in deg.noise_models if m not in models]
     if not models:
-        return []
+        return level
     loss = ComboBox(
         name="loss", label="noise model", choices=[(_NOISE_LABELS.get(m, m), m) for m in models], tooltip=_LOSS_TOOLTIP
     )
@@ -133,4 +161,4 @@ def noise_widgets(degradations) -> list:
         value=0.0,
         tooltip="Poisson model: Gaussian read noise of the camera in photons (electrons) rms.",
     )
-    return [loss, offset, gain, read_noise, output]
+    return [loss, *level, offset, gain, read_noise, output]

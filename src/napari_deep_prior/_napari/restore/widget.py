@@ -47,7 +47,7 @@ from .._plot import LossPlot
 from .._workers import WorkerError, unwrap
 from ..base import ROLE_KEY, LayerListFollower, align_left, expanding, field_labels
 from . import _notify
-from .fields import CAMERA_COUNTS, CAMERA_FIELDS, field_names, field_widgets, noise_widgets
+from .fields import CAMERA_COUNTS, CAMERA_FIELDS, NOISE_LEVEL_FIELD, field_names, field_widgets, noise_widgets
 from .results import ResultsMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -475,6 +475,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
 
         for name in CAMERA_FIELDS:
             getattr(self, name).enabled = loss == "poisson"
+        if self._has(NOISE_LEVEL_FIELD):
+            getattr(self, NOISE_LEVEL_FIELD).enabled = loss != "poisson"
         if self.preset.value in DENOISE_DEFAULTS.values() and loss in DENOISE_DEFAULTS:
             self.preset.value = DENOISE_DEFAULTS[loss]
 
@@ -593,6 +595,10 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                 camera = {name: float(getattr(self, name).value) for name in CAMERA_FIELDS}
                 if params.loss == "poisson" and camera != CAMERA_COUNTS:
                     extra.update(camera)  # plain counts (or no Poisson model): no camera conversion
+            if deg.noise_level_stop and self._has(NOISE_LEVEL_FIELD) and params.loss != "poisson":
+                level = float(getattr(self, NOISE_LEVEL_FIELD).value)
+                if level > 0:
+                    extra["noise_sigma"] = level
             job = prepare(
                 deg(**values), sel.data, params=params, channel_axis=ca, device=self.device.value, seed=seed, **extra
             )
