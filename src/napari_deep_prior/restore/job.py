@@ -19,7 +19,7 @@ from ..errors import ImageTooLargeError, is_out_of_memory
 from .degradations import Degradation
 from .fit import DIPFit, Step, history_iterations
 from .planning import MemoryPlanError
-from .presets import DIPParams
+from .presets import PRESETS, DIPParams
 from .tiles import TileBlender
 
 __all__ = ["DIPJob", "DIPOutput"]
@@ -122,6 +122,11 @@ class DIPJob:
         history would not fit in memory).
     notes : list of str
         Remarks passed on to :attr:`DIPOutput.notes`.
+    preset : str or None
+        The name of the preset ``params`` start from ("paper" resolved to its recipe);
+        :attr:`preset_params` are its parameters (for the provenance's list of changes).
+    camera : CameraModel or None
+        The camera's offset, gain and read noise (Poisson loss with camera values).
     """
 
     def __init__(
@@ -139,6 +144,8 @@ class DIPJob:
         fit_params: DIPParams | None = None,
         notes: list[str] | None = None,
         regions: bool = False,
+        preset: str | None = None,
+        camera=None,
     ):
         self.degradation = degradation
         self.regions = bool(regions) and tiles is not None
@@ -153,6 +160,8 @@ class DIPJob:
         self.tiles = None if tiles is None else [tuple(int(v) for v in b) for b in tiles]
         self.tile_overlap = tile_overlap
         self.fit_params = params if fit_params is None else fit_params
+        self.preset = preset
+        self.camera = camera
         self.notes = list(notes or [])
         self.fits: list = []  # per plane started: its DIPFit (tiled: the running tile's, else None)
         self.results: list = []  # FitResult per plane finished (tiled: the last tile's, stripped)
@@ -196,6 +205,11 @@ class DIPJob:
         else:
             how = "returned unchanged"
         self.notes.append(f"{what} is constant (value{'s' if len(raw) > 1 else ''} {value}): nothing to fit, {how}")
+
+    @property
+    def preset_params(self) -> DIPParams | None:
+        """The parameters of :attr:`preset` (None when there is no such preset)."""
+        return PRESETS.get(self.preset) if self.preset else None
 
     @property
     def task(self) -> str:
