@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_changed_fields_between_presets_and_types():
 
 def test_dip_provenance_of_a_prepared_job(smooth_image):
     job = prepare_denoise(smooth_image, iterations=7, seed=3, device="cpu")
-    rec = dip_provenance(job, input_name="/some/folder/noisy.tif")
+    rec = dip_provenance(job, input_name=Path("/some/folder/noisy.tif"))
     assert rec["software"] == SOFTWARE and rec["task"] == "denoise" and rec["input"] == "noisy.tif"
     assert rec["preset"] == "denoise" and rec["params_changed"] == {"iterations": 7}
     assert rec["seed"] == 3 and rec["options"]["output_dtype"] == "float64"
@@ -87,7 +88,7 @@ def test_dip_provenance_of_an_output(smooth_image):
 
 def test_colorize_provenance():
     rec = colorize_provenance(
-        "levin", input_name="grey.png", hints=[(1, 2, "#ff0000")] * 3, hint_size=5, seed=None, weights=None
+        "levin", input_name="grey layer", hints=[(1, 2, "#ff0000")] * 3, hint_size=5, seed=None, weights=None
     )
     assert (rec["task"], rec["method"], rec["hints"], rec["hint_size"], rec["weights"]) == (
         "colorize",

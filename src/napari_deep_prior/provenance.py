@@ -130,7 +130,7 @@ def _base_record(task: str, input_name: str | os.PathLike | None) -> dict[str, A
         "version": _version(),
         "created": _now(),
         "task": task,
-        "input": None if input_name is None else Path(input_name).name,
+        "input": Path(input_name).name if isinstance(input_name, os.PathLike) else input_name,
     }
 
 
@@ -169,8 +169,8 @@ def dip_provenance(
         The finished (or interrupted) run; read: ``stop_iterations``, ``iterations_run``,
         ``fits`` (per plane ``stop_reason``, ``noise_sigma``, ``deviance``), ``planes_done``,
         ``notes``.  None: a record of the settings only.
-    input_name : path-like, optional
-        The input file (only its name is kept) or layer name.
+    input_name : path or str, optional
+        The input file (a path: only its name is kept) or the input layer's name (a str, kept).
     interrupted : bool
         The run was stopped before its end (Ctrl-C, Cancel).
     extra : mapping, optional
@@ -241,7 +241,8 @@ def colorize_provenance(
     ----------
     method : str
         The colorizer (``eccv16``, ``siggraph17``, ``levin``, ``dip``).
-    input_name : path-like, optional
+    input_name : path or str, optional
+        As for :func:`dip_provenance`.
     hints : sequence, optional
         The colour hints used: their number is recorded, and ``hint_size`` with them.
     seed : int, optional
