@@ -97,8 +97,8 @@ def test_plain_tiff_resolution_is_kept(tmp_path, capsys):
     out = tmp_path / "out.tif"
     assert main(["denoise", str(src), "-o", str(out), *FAST]) == 0, capsys.readouterr().err
     with tifffile.TiffFile(out) as tf:
-        assert tf.pages.first.tags["XResolution"].value == (20000, 1)
-        assert tf.pages.first.tags["ResolutionUnit"].value == 3
+        assert tf.pages[0].tags["XResolution"].value == (20000, 1)
+        assert tf.pages[0].tags["ResolutionUnit"].value == 3
     meta = read_image_meta(out)
     assert meta.kind == "tiff" and meta.axes == "YX" and meta.provenance["task"] == "denoise"
     _assert_sizes(meta, {"Y": (0.5, "µm"), "X": (0.5, "µm")})

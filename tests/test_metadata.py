@@ -84,7 +84,7 @@ def test_plain_tiff_resolution_tags_and_json(tmp_path):
     write_image(out, data, None, meta=ImageMeta("ZYX", ZYX_SIZES, None, "tiff"), provenance=PROV)
     with tifffile.TiffFile(out) as tf:
         assert not tf.is_imagej and not tf.is_ome
-        page = tf.pages.first
+        page = tf.pages[0]
         assert page.tags["ResolutionUnit"].value == 3  # centimetre
         assert page.tags["XResolution"].value == (100000, 1)  # 0.1 µm = 1e5 pixels per cm
         assert tf.shaped_metadata[0]["napari_deep_prior"] == PROV
@@ -106,8 +106,8 @@ def test_plain_tiff_from_another_program_read_from_its_tags(tmp_path):
     out = tmp_path / "dpi_out.tif"
     write_image(out, np.ones((8, 8, 3), np.uint8), -1, meta=meta)
     with tifffile.TiffFile(out) as tf:  # a scan keeps its dots per inch
-        assert tf.pages.first.tags["XResolution"].value == (300, 1)
-        assert tf.pages.first.tags["ResolutionUnit"].value == 2
+        assert tf.pages[0].tags["XResolution"].value == (300, 1)
+        assert tf.pages[0].tags["ResolutionUnit"].value == 2
     # tifffile's default (1 pixel per unit, no unit) is no calibration
     bare = tmp_path / "bare.tif"
     tifffile.imwrite(bare, np.zeros((8, 8), np.uint8))

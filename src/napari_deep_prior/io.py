@@ -551,7 +551,7 @@ def _imagej_meta(tf, axes: str) -> tuple[dict, dict | None]:
     unit = _unit(md.get("unit"))
     sizes: dict[str, tuple[float, str]] = {}
     if unit is not None:
-        page = tf.pages.first
+        page = tf.pages[0]
         for axis, name in (("X", "XResolution"), ("Y", "YResolution")):
             tag = page.tags.get(name)
             per_unit = _rational(tag.value) if tag is not None else None
@@ -601,7 +601,7 @@ def _plain_tiff_meta(tf, axes: str) -> tuple[dict, dict | None]:
         with contextlib.suppress(TypeError, ValueError, IndexError):
             sizes[str(axis)] = (float(pair[0]), _unit(pair[1]) or str(pair[1]))
     if not sizes:
-        sizes = _sizes_from_tags(tf.pages.first)
+        sizes = _sizes_from_tags(tf.pages[0])
     provenance = shaped.get(LAYER_KEY)
     return {a: sizes[a] for a in axes if a in sizes}, (provenance if is_provenance(provenance) else None)
 
