@@ -209,3 +209,17 @@ def test_foreign_json_is_not_provenance(tmp_path):
     ij = tmp_path / "info.tif"
     tifffile.imwrite(ij, np.zeros((8, 8), np.uint8), imagej=True, metadata={"Info": "Microscope: free text"})
     assert read_image_meta(ij).provenance is None
+
+
+def test_ome_zarr_without_the_zarr_extra_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from napari_deep_prior.cli import main
+    from napari_deep_prior.io import check_output
+
+    monkeypatch.setitem(sys.modules, "zarr", None)  # as if zarr-python were not installed
+    with pytest.raises(ValueError, match=r"napari-deep-prior\[zarr\]"):
+        check_output(tmp_path / "out.zarr", np.uint8, (8, 8), None)
+    (tmp_path / "in.zarr").mkdir()
+    assert main(["info", str(tmp_path / "in.zarr")]) == 2
+    assert "napari-deep-prior[zarr]" in capsys.readouterr().err

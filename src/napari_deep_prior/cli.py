@@ -160,8 +160,8 @@ def _quality(ref: np.ndarray, img: np.ndarray, channel_axis: int | None) -> tupl
 def _common_args(p: argparse.ArgumentParser, deg) -> None:
     from .restore.presets import PRESETS
 
-    p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
+    p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif, .ome.tif) or OME-Zarr folder (.zarr)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="result (.png, .jpg, .tif, .ome.tif, .zarr)")
     default = deg.presets[0]
     p.add_argument(
         "--preset",
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
     c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
-    c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif)")
+    c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif, .ome.tif, .zarr)")
     c.add_argument(
         "--method",
         default="eccv16",
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser(
         "info", help="show an image file's shape, dtype, axes, pixel sizes and how napari-deep-prior made it"
     )
-    info.add_argument("input", type=Path, help="image file (.png, .jpg, .tif, .ome.tif)")
+    info.add_argument("input", type=Path, help="image file (.png, .jpg, .tif, .ome.tif) or OME-Zarr folder (.zarr)")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     info.set_defaults(func=_info)
 
@@ -483,7 +483,15 @@ def _restore(args) -> int:
     result_shape = job.layout.result_shape(*job.out_shape[:2])
     result_ca = job.layout.channel_axis
     try:
-        check_output(args.output, job.layout.result_dtype, result_shape, result_ca, label="-o", probe=False)
+        check_output(
+            args.output,
+            job.layout.result_dtype,
+            result_shape,
+            result_ca,
+            label="-o",
+            probe=False,
+            axes=meta.axes_for(tuple(result_shape), result_ca),
+        )
     except ValueError as exc:
         if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
             raise UsageError(
@@ -558,7 +566,9 @@ def _colorize(args) -> int:
     hints = read_hints_csv(args.hints) if args.hints is not None else None
     out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
     spatial = image.shape if ca is None else tuple(n for i, n in enumerate(image.shape) if i != ca % image.ndim)
-    check_output(args.output, out_dtype, spatial + (3,), -1, label="-o", probe=False)
+    check_output(
+        args.output, out_dtype, spatial + (3,), -1, label="-o", probe=False, axes=meta.axes_for(spatial + (3,), -1)
+    )
     t0 = time.perf_counter()
     rgb = colorize(
         image,
@@ -588,7 +598,14 @@ def _colorize(args) -> int:
 
 
 #: How ``info`` names the flavour of a file.
-_KINDS = {"imagej": "TIFF (ImageJ hyperstack)", "ome": "OME-TIFF", "tiff": "TIFF", "png": "PNG", "jpeg": "JPEG"}
+_KINDS = {
+    "imagej": "TIFF (ImageJ hyperstack)",
+    "ome": "OME-TIFF",
+    "tiff": "TIFF",
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "ome-zarr": "OME-Zarr",
+}
 
 
 def _info(args) -> int:

@@ -1,4 +1,8 @@
-"""Reading and writing image files: PNG, JPEG (8/16-bit) and TIFF (any dtype), safely.
+"""Reading and writing image files: PNG, JPEG (8/16-bit), TIFF and OME-TIFF (any dtype), safely.
+
+OME-Zarr folders (.zarr) are handed to :mod:`~napari_deep_prior.omezarr` (the ``zarr`` extra).
+Every format's axes, pixel sizes and the provenance of a result are read by
+:func:`read_image_meta` and written by :func:`write_image` (see its Notes for where they go).
 
 Reading looks at the header first (:func:`read_header`: shape and dtype without decoding),
 so an image too large for the memory, or a decompression bomb, is refused before a byte of
@@ -36,12 +40,15 @@ __all__ = [
     "read_history_tiff",
     "atomic_output",
     "TIFF_SUFFIXES",
+    "ZARR_SUFFIX",
     "check_readable",
     "MAX_PLAIN_PIXELS",
 ]
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
+#: An OME-Zarr folder (the ``zarr`` extra: :mod:`~napari_deep_prior.omezarr`).
+ZARR_SUFFIX = ".zarr"
 
 
 def _umask() -> int:
@@ -137,10 +144,10 @@ WORKING_BYTES_PER_ELEMENT = 8
 
 def _check_suffix(path: Path, writing: bool) -> str:
     suffix = path.suffix.lower()
-    if suffix not in TIFF_SUFFIXES | _PLAIN_SUFFIXES:
+    if suffix not in TIFF_SUFFIXES | _PLAIN_SUFFIXES | {ZARR_SUFFIX}:
         raise ValueError(
             f"{'cannot write' if writing else 'cannot read'} {path}: unsupported file type "
-            f"{suffix or '(none)'}; use .png, .jpg, .jpeg, .tif or .tiff"
+            f"{suffix or '(none)'}; use .png, .jpg, .jpeg, .tif, .tiff (.ome.tif for OME-TIFF) or .zarr (OME-Zarr)"
         )
     return suffix
 
@@ -235,6 +242,10 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
         what the file's first bytes are).
     """
     path = Path(path)
+    if path.suffix.lower() == ZARR_SUFFIX:
+        from .omezarr import read_zarr_header
+
+        return read_zarr_header(path)[0]
     suffix = _check_file(path)
     if suffix in TIFF_SUFFIXES:
         import tifffile
@@ -287,7 +298,7 @@ def check_readable(header: ImageHeader, available_bytes: int | None = None) -> N
     """
     from .errors import ImageTooLargeError
 
-    if header.format != "tiff":
+    if header.format in ("png", "jpeg"):
         h, w = header.hw
         if h * w > MAX_PLAIN_PIXELS:
             raise ImageTooLargeError(
@@ -324,6 +335,10 @@ def read_image(path: str | os.PathLike, *, available_bytes: int | None = None) -
     check_readable(header, available_bytes)
     path = header.path
     try:
+        if header.format == "zarr":
+            from .omezarr import read_zarr
+
+            return read_zarr(path)
         if header.format == "tiff":
             import tifffile
 
@@ -445,7 +460,7 @@ class ImageMeta:
     provenance : dict or None
         The record of how the file was made, when this package wrote it
         (:mod:`~napari_deep_prior.provenance`).
-    kind : {"imagej", "ome", "tiff", "png", "jpeg", ""}
+    kind : {"imagej", "ome", "tiff", "png", "jpeg", "ome-zarr", ""}
         The flavour of the file it was read from: an output keeps the ImageJ flavour when it
         can (:func:`write_image`).
 
@@ -637,6 +652,10 @@ def read_image_meta(path: str | os.PathLike) -> ImageMeta:
     >>> read_image_meta(p).pixel_sizes
     {'Z': (0.5, 'µm'), 'Y': (0.1, 'µm'), 'X': (0.1, 'µm')}
     """
+    if Path(path).suffix.lower() == ZARR_SUFFIX:
+        from .omezarr import read_zarr_header
+
+        return read_zarr_header(path)[1]
     header = read_header(path)
     path = header.path
     if header.format == "tiff":
@@ -736,7 +755,11 @@ def check_output_path(path: str | os.PathLike, label: str = "the output") -> str
     systems and quotas are all seen).
     """
     path = Path(path)
-    if path.is_dir():
+    if path.suffix.lower() == ZARR_SUFFIX:
+        from .omezarr import check_zarr_path
+
+        check_zarr_path(path, label)
+    elif path.is_dir():
         raise ValueError(f"{label} {path} is a folder; give a file name in it, e.g. {path / 'result.tif'}")
     suffix = _check_suffix(path, writing=True)
     folder = path.parent if str(path.parent) else Path(".")
@@ -768,6 +791,7 @@ def check_output(
     *,
     label: str = "the output",
     probe: bool = True,
+    axes: str | None = None,
 ) -> str:
     """Raise before any work is done if an image of this dtype and shape cannot be written to ``path``.
 
@@ -782,6 +806,9 @@ def check_output(
         The front end's name of this output, for messages (e.g. "-o").
     probe : bool
         Also check the folder (exists, writable: :func:`check_output_path`).
+    axes : str, optional
+        The array's axes (:meth:`ImageMeta.axes_for`), for the formats that need them
+        (OME-Zarr orders its axes time, channel, space).
 
     Returns
     -------
@@ -791,6 +818,12 @@ def check_output(
     suffix = check_output_path(path, label) if probe else _check_suffix(path, writing=True)
     dtype = np.dtype(dtype)
     shape = tuple(int(n) for n in shape)
+    if suffix == ZARR_SUFFIX:
+        from .omezarr import check_zarr_output
+
+        ca = _guess_channels(shape) if channel_axis == "auto" else channel_axis
+        check_zarr_output(path, dtype, shape, ca, axes, label)
+        return suffix
     if suffix in TIFF_SUFFIXES:
         if is_ome_path(path) and dtype not in _OME_DTYPES:
             raise ValueError(
@@ -987,16 +1020,24 @@ def write_image(
     - **PNG**: the provenance as JSON in a ``tEXt`` chunk of keyword ``napari-deep-prior``;
       no pixel sizes.
     - **JPEG**: nothing: the format has no place this package writes metadata to.
+    - **OME-Zarr** (the path ends in .zarr, a folder; the ``zarr`` extra): a multiscale
+      pyramid with the axes, units and scales in its ``multiscales`` metadata and the
+      provenance in the group's attributes (:mod:`~napari_deep_prior.omezarr`).
     """
     image = np.asarray(image)
-    suffix = check_output(path, image.dtype, image.shape, channel_axis, probe=False)
     ca = _guess_channels(image.shape) if channel_axis == "auto" else channel_axis
+    axes = meta.axes_for(image.shape, ca) if meta is not None else None
+    suffix = check_output(path, image.dtype, image.shape, channel_axis, probe=False, axes=axes)
+    if suffix == ZARR_SUFFIX:
+        from .omezarr import write_zarr
+
+        write_zarr(path, image, ca, meta=meta, provenance=provenance)
+        return
     with atomic_output(path) as tmp:
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
             rgb = ca is not None and ca % image.ndim == image.ndim - 1 and image.shape[-1] in (3, 4)
-            axes = meta.axes_for(image.shape, ca) if meta is not None else None
             sizes = _output_sizes(meta, axes)
             if meta is None and provenance is None:
                 kw: dict[str, Any] = {"photometric": "rgb" if rgb else "minisblack"}
