@@ -172,3 +172,18 @@ def test_info_without_provenance_and_bad_files(tmp_path, capsys):
     (tmp_path / "fake.png").write_text("hello")
     assert main(["info", str(tmp_path / "fake.png")]) == 2
     assert "is not a PNG image" in capsys.readouterr().err
+
+
+def test_a_result_is_written_even_if_its_provenance_fails(tmp_path, capsys, monkeypatch):
+    from napari_deep_prior import provenance
+
+    def broken(*args, **kwargs):
+        raise TypeError("a test's broken record")
+
+    monkeypatch.setattr(provenance, "dip_provenance", broken)
+    src = tmp_path / "noisy.png"
+    iio.imwrite(src, _noisy((24, 24), np.uint8))
+    assert main(["denoise", str(src), "-o", str(tmp_path / "out.png"), *FAST]) == 0
+    assert "provenance could not be recorded" in capsys.readouterr().err
+    assert iio.imread(tmp_path / "out.png").shape == (24, 24)
+    assert read_image_meta(tmp_path / "out.png").provenance is None

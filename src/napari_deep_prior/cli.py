@@ -381,6 +381,15 @@ def _report(out, t0: float) -> None:
         print(f"early stop: {', '.join(reasons)}{noise}")
 
 
+def _safe_provenance(build, *args, **kwargs) -> dict | None:
+    """The provenance record, or None with a warning: a result is never lost for want of its record."""
+    try:
+        return build(*args, **kwargs)
+    except (AttributeError, TypeError, ValueError) as exc:
+        print(f"{PROG}: warning: the result's provenance could not be recorded ({exc})", file=sys.stderr)
+        return None
+
+
 def _available_bytes() -> int | None:
     from .device import available_memory, resolve_device
 
@@ -518,7 +527,9 @@ def _restore(args) -> int:
     t0 = time.perf_counter()
     out, interrupted = _run_job(job, args.quiet)
     mask_files = {f.name: Path(getattr(args, f.name)).name for f in deg.fields if f.kind == "mask"}
-    provenance = dip_provenance(job, out, input_name=args.input, interrupted=interrupted, extra=mask_files)
+    provenance = _safe_provenance(
+        dip_provenance, job, out, input_name=args.input, interrupted=interrupted, extra=mask_files
+    )
     write_image(args.output, out.image, result_ca, meta=meta, provenance=provenance)
     print(f"wrote {args.output}" + (f": {_interrupted_note(out)}" if interrupted else ""))
     for note in out.notes:
@@ -583,7 +594,8 @@ def _colorize(args) -> int:
     from .io import write_image
 
     colorizer = get_colorizer(args.method)
-    provenance = colorize_provenance(
+    provenance = _safe_provenance(
+        colorize_provenance,
         args.method,
         input_name=args.input,
         hints=hints,
@@ -676,7 +688,9 @@ def _demo(args) -> int:
     out, interrupted = _run_job(job, args.quiet)
     sample = {"sample": f"scikit-image astronaut, {args.size} px, Gaussian noise sigma {args.sigma:g}"}
     write_image(noisy_path, noisy, -1)
-    provenance = dip_provenance(job, out, input_name=noisy_path, interrupted=interrupted, extra=sample)
+    provenance = _safe_provenance(
+        dip_provenance, job, out, input_name=noisy_path, interrupted=interrupted, extra=sample
+    )
     write_image(out_path, out.image, -1, provenance=provenance)
     if interrupted:
         print(f"wrote {noisy_path} and {out_path}: {_interrupted_note(out)}")

@@ -29,8 +29,17 @@ def result_tag(task: str | None) -> str:
     return f"[DIP {deg.done}]" if deg is not None else "[DIP]"
 
 
-def _provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict:
-    """How the run's result was made (:func:`~napari_deep_prior.provenance.dip_provenance`)."""
+def _provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict | None:
+    """How the run's result was made (:func:`~napari_deep_prior.provenance.dip_provenance`); None
+    (with a warning) if it cannot be made: the result layer is shown all the same."""
+    try:
+        return _build_provenance(run, output, cancelled)
+    except (AttributeError, TypeError, ValueError) as exc:
+        _notify.show_warning(f"DIP: the result's provenance could not be recorded ({exc}).")
+        return None
+
+
+def _build_provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict:
     extra: dict = {}
     if run.mask_name is not None:
         extra["mask_layer"] = run.mask_name
