@@ -1,7 +1,9 @@
-"""Command line: ``napari-deep-prior denoise|inpaint|...|colorize|demo ...`` for batch and headless use.
+"""Command line: ``napari-deep-prior denoise|inpaint|...|colorize|info|demo ...`` for batch and headless use.
 
 One subcommand per registered degradation (:data:`~.restore.degradations.DEGRADATIONS`: its
 fields become options) and one for colorization (its methods from the colorizer registry).
+Every output keeps the input's axes and pixel sizes where its format can hold them and records
+how it was made (:mod:`~.provenance`); ``info FILE`` shows both.
 
 Every check happens before the work: outputs that would overwrite an input, folders that do
 not exist or cannot be written, formats that cannot hold the result, images too large for the
@@ -159,8 +161,8 @@ def _quality(ref: np.ndarray, img: np.ndarray, channel_axis: int | None) -> tupl
 def _common_args(p: argparse.ArgumentParser, deg) -> None:
     from .restore.presets import PRESETS
 
-    p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="result file (.png, .jpg, .tif)")
+    p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif, .ome.tif) or OME-Zarr folder (.zarr)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="result (.png, .jpg, .tif, .ome.tif, .zarr)")
     default = deg.presets[0]
     p.add_argument(
         "--preset",
@@ -288,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
     c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
-    c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif)")
+    c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif, .ome.tif, .zarr)")
     c.add_argument(
         "--method",
         default="eccv16",
@@ -305,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel-axis", default="auto", help="'auto' (last axis of size 3 or 4 is colour), 'none' (grey), or an axis"
     )
     c.set_defaults(func=_colorize)
+
+    info = sub.add_parser(
+        "info", help="show an image file's shape, dtype, axes, pixel sizes and how napari-deep-prior made it"
+    )
+    info.add_argument("input", type=Path, help="image file (.png, .jpg, .tif, .ome.tif) or OME-Zarr folder (.zarr)")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    info.set_defaults(func=_info)
 
     demo = sub.add_parser("demo", help="denoise a built-in sample and report the PSNR gain")
     demo.add_argument(
@@ -381,6 +390,15 @@ def _report(out, t0: float, noise_given: bool = False) -> None:
         print(f"early stop: {', '.join(reasons)}{noise}")
 
 
+def _safe_provenance(build, *args, **kwargs) -> dict | None:
+    """The provenance record, or None with a warning: a result is never lost for want of its record."""
+    try:
+        return build(*args, **kwargs)
+    except (AttributeError, TypeError, ValueError) as exc:
+        print(f"{PROG}: warning: the result's provenance could not be recorded ({exc})", file=sys.stderr)
+        return None
+
+
 def _available_bytes() -> int | None:
     from .device import available_memory, resolve_device
 
@@ -423,7 +441,16 @@ def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
 
 
 def _restore(args) -> int:
-    from .io import check_distinct, check_output, check_output_path, read_header, write_history_tiff, write_image
+    from .io import (
+        check_distinct,
+        check_output,
+        check_output_path,
+        read_header,
+        read_image_meta,
+        write_history_tiff,
+        write_image,
+    )
+    from .provenance import dip_provenance
     from .restore.api import prepare
 
     deg = args.degradation
@@ -447,6 +474,7 @@ def _restore(args) -> int:
     # the result's size per input side, from the choice fields (masks are read after the image)
     scale = deg(**{f.name: None if f.kind == "mask" else getattr(args, f.name) for f in deg.fields}).scale
     image = _read_for_restore(args.input, scale, args.device)
+    meta = read_image_meta(args.input).zoomed(scale)  # the result's axes and pixel sizes
     ca = _channel_axis(image, args.channel_axis)
     kw = dict(
         preset=args.preset,
@@ -479,7 +507,15 @@ def _restore(args) -> int:
     result_shape = job.layout.result_shape(*job.out_shape[:2])
     result_ca = job.layout.channel_axis
     try:
-        check_output(args.output, job.layout.result_dtype, result_shape, result_ca, label="-o", probe=False)
+        check_output(
+            args.output,
+            job.layout.result_dtype,
+            result_shape,
+            result_ca,
+            label="-o",
+            probe=False,
+            axes=meta.axes_for(tuple(result_shape), result_ca),
+        )
     except ValueError as exc:
         if job.params.loss == "poisson" and job.layout.result_dtype.kind == "f":
             raise UsageError(
@@ -505,7 +541,11 @@ def _restore(args) -> int:
         print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels (overlap at least {job.tile_overlap})")
     t0 = time.perf_counter()
     out, interrupted = _run_job(job, args.quiet)
-    write_image(args.output, out.image, result_ca)
+    mask_files = {f.name: Path(getattr(args, f.name)).name for f in deg.fields if f.kind == "mask"}
+    provenance = _safe_provenance(
+        dip_provenance, job, out, input_name=args.input, interrupted=interrupted, extra=mask_files
+    )
+    write_image(args.output, out.image, result_ca, meta=meta, provenance=provenance)
     print(f"wrote {args.output}" + (f": {_interrupted_note(out)}" if interrupted else ""))
     for note in out.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -519,6 +559,9 @@ def _restore(args) -> int:
                 out.history,
                 out.history_iterations,
                 out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
+                channel_axis=result_ca,
+                meta=meta,
+                provenance=provenance,
             )
             print(f"wrote {args.history} ({len(out.history_iterations)} frames)")
     if interrupted:
@@ -535,18 +578,23 @@ def _restore(args) -> int:
 
 
 def _colorize(args) -> int:
-    from .colorization.api import colorize
+    from .colorization.api import colorize, get_colorizer
     from .colorization.hints import read_hints_csv
-    from .io import check_distinct, check_output, check_output_path
+    from .colorization.weights import weights_info
+    from .io import check_distinct, check_output, check_output_path, read_image_meta
+    from .provenance import colorize_provenance
 
     check_distinct({"-o": args.output}, {"the input": args.input, "--hints": args.hints, "--weights": args.weights})
     check_output_path(args.output, "-o")
     image = _read(args.input)
+    meta = read_image_meta(args.input)
     ca = _channel_axis(image, args.channel_axis)
     hints = read_hints_csv(args.hints) if args.hints is not None else None
     out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
     spatial = image.shape if ca is None else tuple(n for i, n in enumerate(image.shape) if i != ca % image.ndim)
-    check_output(args.output, out_dtype, spatial + (3,), -1, label="-o", probe=False)
+    check_output(
+        args.output, out_dtype, spatial + (3,), -1, label="-o", probe=False, axes=meta.axes_for(spatial + (3,), -1)
+    )
     t0 = time.perf_counter()
     rgb = colorize(
         image,
@@ -560,9 +608,69 @@ def _colorize(args) -> int:
     )
     from .io import write_image
 
-    write_image(args.output, rgb, -1)
+    colorizer = get_colorizer(args.method)
+    provenance = _safe_provenance(
+        colorize_provenance,
+        args.method,
+        input_name=args.input,
+        hints=hints,
+        hint_size=args.hint_size,
+        seed=args.seed if colorizer.iterative else None,
+        weights=weights_info(args.method).filename if colorizer.needs_weights else None,
+    )
+    write_image(args.output, rgb, -1, meta=meta, provenance=provenance)
     n = f" from {len(hints)} hints" if hints else ""
     print(f"colorized with {args.method}{n} in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
+    return 0
+
+
+#: How ``info`` names the flavour of a file.
+_KINDS = {
+    "imagej": "TIFF (ImageJ hyperstack)",
+    "ome": "OME-TIFF",
+    "tiff": "TIFF",
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "ome-zarr": "OME-Zarr",
+}
+
+
+def _info(args) -> int:
+    """Print what a file says about its pixels and, when this package wrote it, how it was made."""
+    import json
+
+    from .io import read_header, read_image_meta
+    from .provenance import describe_provenance
+
+    header = read_header(args.input)
+    meta = read_image_meta(args.input)
+    if args.json:
+        record = {
+            "path": str(header.path),
+            "format": header.format,
+            "shape": list(header.shape),
+            "dtype": header.dtype.name,
+            **meta.to_json(),
+            "provenance": meta.provenance,
+        }
+        print(json.dumps(record, indent=2))
+        return 0
+    dims = " x ".join(str(n) for n in header.shape)
+    axes = f" ({meta.axes})" if meta.axes else ""
+    print(f"{header.path}")
+    print(f"  format: {_KINDS.get(meta.kind, header.format)}")
+    print(f"  shape: {dims}{axes}, {header.dtype.name}")
+    if meta.pixel_sizes:
+        sizes = ", ".join(f"{a} {v:.6g} {u}" for a, (v, u) in meta.pixel_sizes.items())
+        print(f"  pixel sizes: {sizes}")
+    else:
+        print("  pixel sizes: none recorded")
+    if meta.provenance is None:
+        print(f"  provenance: none (not written by {PROG}, or written by a version that did not record it)")
+    else:
+        print("  provenance:")
+        for line in describe_provenance(meta.provenance):
+            print("  " + line)
     return 0
 
 
@@ -573,6 +681,7 @@ DEMO_CENTRE = (164, 214)
 def _demo(args) -> int:
     from .arrays import MIN_SIDE
     from .io import check_distinct, check_output, write_image
+    from .provenance import dip_provenance
     from .restore.api import prepare_denoise
     from .samples import astronaut_pair
 
@@ -592,8 +701,12 @@ def _demo(args) -> int:
     )
     t0 = time.perf_counter()
     out, interrupted = _run_job(job, args.quiet)
+    sample = {"sample": f"scikit-image astronaut, {args.size} px, Gaussian noise sigma {args.sigma:g}"}
     write_image(noisy_path, noisy, -1)
-    write_image(out_path, out.image, -1)
+    provenance = _safe_provenance(
+        dip_provenance, job, out, input_name=noisy_path, interrupted=interrupted, extra=sample
+    )
+    write_image(out_path, out.image, -1, provenance=provenance)
     if interrupted:
         print(f"wrote {noisy_path} and {out_path}: {_interrupted_note(out)}")
         return 130

@@ -60,6 +60,9 @@ def test_cli_flag(tmp_path, noisy_u8, capsys):
     assert main([*args, "--noise-sigma", "250", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert "early stop: noise level; given noise level" in out and "150/150;" in out
+    from napari_deep_prior.io import read_image_meta
+
+    assert read_image_meta(tmp_path / "o.png").provenance["options"]["noise_sigma"] == pytest.approx(250.0)
     assert main([*args, "--noise-sigma", "-1"]) == 2
     assert "--noise-sigma" in capsys.readouterr().err
     assert main([*args, "--noise-sigma", "5", "--loss", "poisson"]) == 2

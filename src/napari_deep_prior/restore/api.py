@@ -59,7 +59,10 @@ __all__ = [
 ]
 
 
-def _resolve_params(degradation: Degradation, preset: str | None, params: DIPParams | None, **overrides) -> DIPParams:
+def _resolve_params(
+    degradation: Degradation, preset: str | None, params: DIPParams | None, **overrides
+) -> tuple[DIPParams, str]:
+    """The run's parameters, and the name of the preset they start from ("paper" resolved)."""
     if params is not None and not isinstance(params, DIPParams):
         raise TypeError(f"params must be a DIPParams, got {type(params).__name__}")
     task = degradation.name
@@ -73,6 +76,8 @@ def _resolve_params(degradation: Degradation, preset: str | None, params: DIPPar
     if params is None and name == DENOISE_DEFAULTS["gaussian"] and loss == "poisson":
         # the default for photon counts is its own preset (net, learning rate and stop)
         name = DENOISE_DEFAULTS["poisson"]
+    if name == "paper":
+        name = degradation.paper_preset
     p = params if params is not None else get_preset(name, task=task)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "iterations" in changes:
@@ -82,7 +87,7 @@ def _resolve_params(degradation: Degradation, preset: str | None, params: DIPPar
         if it <= 0:
             raise ParameterError(f"{{iterations}} must be a positive integer, got {it}")
         changes["iterations"] = int(it)
-    return p.replace(**changes) if changes else p
+    return (p.replace(**changes) if changes else p), name
 
 
 def _check_noise_sigma(noise_sigma, degradation: Degradation, p: DIPParams) -> float | None:
@@ -153,7 +158,7 @@ def prepare(
     """
     if not isinstance(degradation, Degradation):
         raise TypeError(f"degradation must be a Degradation (Identity(), Mask(mask), ...), got {degradation!r}")
-    p = _resolve_params(degradation, preset, params, **overrides)
+    p, preset_name = _resolve_params(degradation, preset, params, **overrides)
     seed = check_seed(seed)
     noise_sigma = _check_noise_sigma(noise_sigma, degradation, p)
     image = np.asarray(image)
@@ -199,6 +204,8 @@ def prepare(
         notes=notes,
         regions=regions is not None,
         noise_sigma=noise_sigma,
+        preset=preset_name,
+        camera=camera,
     )
 
 

@@ -19,7 +19,7 @@ from ..errors import ImageTooLargeError, is_out_of_memory
 from .degradations import Degradation
 from .fit import DIPFit, Step, history_iterations
 from .planning import MemoryPlanError
-from .presets import DIPParams
+from .presets import PRESETS, DIPParams
 from .tiles import TileBlender
 
 __all__ = ["DIPJob", "DIPOutput"]
@@ -125,6 +125,11 @@ class DIPJob:
     noise_sigma : float, optional
         The input's noise level (standard deviation in the input's units) for the noise-level
         stop, instead of its estimate from each plane.
+    preset : str or None
+        The name of the preset ``params`` start from ("paper" resolved to its recipe);
+        :attr:`preset_params` are its parameters (for the provenance's list of changes).
+    camera : CameraModel or None
+        The camera's offset, gain and read noise (Poisson loss with camera values).
     """
 
     def __init__(
@@ -143,6 +148,8 @@ class DIPJob:
         notes: list[str] | None = None,
         regions: bool = False,
         noise_sigma: float | None = None,
+        preset: str | None = None,
+        camera=None,
     ):
         self.degradation = degradation
         self.regions = bool(regions) and tiles is not None
@@ -157,6 +164,8 @@ class DIPJob:
         self.tiles = None if tiles is None else [tuple(int(v) for v in b) for b in tiles]
         self.tile_overlap = tile_overlap
         self.fit_params = params if fit_params is None else fit_params
+        self.preset = preset
+        self.camera = camera
         self.notes = list(notes or [])
         # a noise level given in the input's units, in the normalised planes' units
         self.noise_sigma = None if noise_sigma is None else float(noise_sigma) / float(layout.scale)
@@ -202,6 +211,11 @@ class DIPJob:
         else:
             how = "returned unchanged"
         self.notes.append(f"{what} is constant (value{'s' if len(raw) > 1 else ''} {value}): nothing to fit, {how}")
+
+    @property
+    def preset_params(self) -> DIPParams | None:
+        """The parameters of :attr:`preset` (None when there is no such preset)."""
+        return PRESETS.get(self.preset) if self.preset else None
 
     @property
     def task(self) -> str:

@@ -775,6 +775,11 @@ class ColorizeWidget(base.LayerListFollower, Container):
 
     @staticmethod
     def _meta(job: Job) -> dict:
+        from ...colorization.api import get_colorizer
+        from ...colorization.weights import weights_info
+        from ...provenance import LAYER_KEY, colorize_provenance
+
+        colorizer = get_colorizer(job.method)
         return {
             base.ROLE_KEY: ROLE_RESULT,
             "source_layer": job.name,
@@ -783,6 +788,15 @@ class ColorizeWidget(base.LayerListFollower, Container):
             "n_hints": job.n_hints,
             "hint_size": job.hint_size,
             "seed": job.seed,
+            LAYER_KEY: colorize_provenance(
+                job.method,
+                input_name=job.name,
+                hints=range(job.n_hints),
+                hint_size=job.hint_size,
+                seed=job.seed if colorizer.iterative else None,
+                weights=weights_info(job.method).filename if colorizer.needs_weights else None,
+                extra={"mode": job.mode},
+            ),
         }
 
     @contextmanager

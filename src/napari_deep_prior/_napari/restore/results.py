@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...arrays import format_duration
+from ...provenance import LAYER_KEY, dip_provenance
 from ..base import ROLE_KEY
 from . import _notify
 
@@ -25,6 +27,28 @@ def result_tag(task: str | None) -> str:
 
     deg = DEGRADATIONS.get(task) if task else None
     return f"[DIP {deg.done}]" if deg is not None else "[DIP]"
+
+
+def _provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict | None:
+    """How the run's result was made (:func:`~napari_deep_prior.provenance.dip_provenance`); None
+    (with a warning) if it cannot be made: the result layer is shown all the same."""
+    try:
+        return _build_provenance(run, output, cancelled)
+    except (AttributeError, TypeError, ValueError) as exc:
+        _notify.show_warning(f"DIP: the result's provenance could not be recorded ({exc}).")
+        return None
+
+
+def _build_provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict:
+    extra: dict = {}
+    if run.mask_name is not None:
+        extra["mask_layer"] = run.mask_name
+    if run.selection.plane_only:
+        extra["plane"] = [int(o) for o in run.selection.offset]
+    source = getattr(getattr(run.layer, "source", None), "path", None)
+    if source:
+        extra["input_file"] = Path(str(source)).name
+    return dip_provenance(run.job, output, input_name=run.name, interrupted=cancelled, extra=extra)
 
 
 class ResultsMixin:
@@ -50,6 +74,7 @@ class ResultsMixin:
             "cancelled": cancelled,
             "params": asdict(run.params),
             "offset": tuple(int(o) for o in sel.offset),
+            LAYER_KEY: _provenance(run, output, cancelled),
         }
         name = f"{run.name} {result_tag(run.task)}"
         if sel.plane_only:
@@ -194,6 +219,8 @@ class ResultsMixin:
             result.data = data
         result.metadata["frame_iteration"] = it
         result.metadata["stop_iterations"] = [it]
+        if isinstance(result.metadata.get(LAYER_KEY), dict):  # the record says which frame was chosen
+            result.metadata[LAYER_KEY] = {**result.metadata[LAYER_KEY], "frame_iteration": it}
         result.visible = True
         self._result_layer = result
         self.plot.set_stop(it, "frame in use")

@@ -600,7 +600,14 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                 if level > 0:
                     extra["noise_sigma"] = level
             job = prepare(
-                deg(**values), sel.data, params=params, channel_axis=ca, device=self.device.value, seed=seed, **extra
+                deg(**values),
+                sel.data,
+                preset=self.preset.value,  # only named: the provenance lists what params change of it
+                params=params,
+                channel_axis=ca,
+                device=self.device.value,
+                seed=seed,
+                **extra,
             )
         except (ValueError, TypeError, MemoryError) as exc:
             _notify.show_error(f"DIP {deg.name} of {layer.name!r}: {self.explain(exc)}")
