@@ -11,7 +11,8 @@ overrides of the preset's network: ``upsample=nearest``, ``upsample=mixed``, ...
 its own stop.  A ``--zoom``-times enlarged (nearest-neighbour, so every pixel is a block) window
 of ``--window`` pixels at the crop's centre is cut from the noisy input, every result and the
 clean image, and the rows (one per image) are written as one PNG with a label strip; PSNR and
-stop of every result are printed.  Stair edges from 2x2 nearest-neighbour up-sampling inside the
+stop of every result are printed, with its 2x2-block ratio (:func:`block_ratio`: 1 = no grid;
+the clean image's for comparison).  Stair edges from 2x2 nearest-neighbour up-sampling inside the
 network show as 2-pixel steps along edges and as a faint grid in flat regions.
 """
 
@@ -27,6 +28,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dip_quality import SIGMA, crop, load, psnr
+
+
+def block_ratio(img: np.ndarray) -> float:
+    """2x2-block signature: mean |difference| between neighbours across even boundaries / odd ones.
+
+    Nearest-neighbour 2x up-sampling makes pixel pairs (2i, 2i+1) alike, so differences across
+    the pair boundaries (2i+1, 2i+2) are larger than inside the pairs: the ratio of the mean
+    absolute neighbour difference across boundaries to that inside pairs (rows and columns
+    together) is 1 for an image without the grid and grows with the stair edges.
+    """
+    a = np.asarray(img, np.float64)
+    dy, dx = np.abs(np.diff(a, axis=0)), np.abs(np.diff(a, axis=1))
+    inside = dy[0::2].mean() + dx[:, 0::2].mean()
+    across = dy[1::2].mean() + dx[:, 1::2].mean()
+    return float(across / inside)
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -74,7 +90,8 @@ def main(argv=None) -> None:
             fit = res.fits[0]
             print(
                 f"{name} {v}: {psnr(gt, out):.2f} dB, stop {fit.iteration} ({fit.stop_reason}), "
-                f"{time.perf_counter() - t0:.0f} s",
+                f"{time.perf_counter() - t0:.0f} s, block ratio {block_ratio(out):.3f} "
+                f"(clean {block_ratio(gt):.3f}, noisy {block_ratio(noisy):.3f})",
                 flush=True,
             )
             tiles.append((f"{v.split('=')[-1]} {psnr(gt, out):.2f} dB", out))
