@@ -178,7 +178,7 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
         type=int,
         metavar="K",
         help="average K independently seeded fits (1-16, default 1), run as one batched network: "
-        "about K times the memory, and the time on a CPU",
+        "about K times the memory, and on a CPU K times the time or more",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")

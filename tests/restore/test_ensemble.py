@@ -93,6 +93,24 @@ def test_the_stack_leaves_the_networks_and_their_batch_norm_unchanged(tiny_param
         np.testing.assert_allclose(out[k], net.train()(z[k : k + 1])[0].detach().numpy(), rtol=0, atol=1e-5)
 
 
+def test_batched_and_member_by_member_give_the_same_outputs_and_gradients(tiny_params, float64):
+    """The GPU's vmap path and the CPU's loop over members compute the same thing (float64)."""
+    torch.manual_seed(0)
+    nets = [SkipNet.from_params(tiny_params.net, 1) for _ in range(3)]
+    z = torch.rand(3, tiny_params.net.in_channels, 32, 32)
+    outs, grads = [], []
+    for batched in (True, False):
+        stack = MemberStack(nets, batched=batched)
+        out = stack(z)
+        (out**2).sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in stack.stacked])
+    assert MemberStack(nets).batched is None  # automatic: vmap on a GPU, the loop on the CPU
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-10)
+    for g0, g1 in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(g0, g1, rtol=1e-8, atol=1e-10)
+
+
 # -- (b) K = 1 is the one-network fit -------------------------------------------------------------
 
 

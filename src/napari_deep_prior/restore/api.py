@@ -361,7 +361,8 @@ def denoise(
         Seed ensemble (1 to 16; default: the preset's, 1): fit this many independently seeded
         networks in one batched pass and return the mean of their estimates
         (:attr:`DIPParams.ensemble <napari_deep_prior.restore.presets.DIPParams>`).  Each
-        step costs about this many times more memory and, on a CPU, time.
+        step needs about this many times the memory, and on a CPU at least as many times
+        the time.
     device : {"auto", "cpu", "cuda", "mps"} or torch.device
     seed : int, optional
         Same seed, same result on the CPU.  None draws one (see the returned output's ``seed``).
