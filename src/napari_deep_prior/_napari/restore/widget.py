@@ -256,7 +256,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             name="early_stop",
             text="automatic early stop",
             tooltip="Default denoise presets: stop once the fit has reached the noise level "
-            "(Gaussian: estimated from the image; Poisson: the deviance shot noise leaves). "
+            "(Gaussian: the noise level field, or estimated from the image; Poisson: the deviance shot "
+            "noise leaves). Default inpaint preset: stop once the fill of the holes has settled. "
             "Every task: stop once the windowed variance of the "
             "outputs has stopped decreasing (ES-WMV, Wang et al. 2023). Off: run all "
             "iterations and return the last estimate.",
