@@ -168,11 +168,12 @@ class DIPParams:
         at every step is the mean of the members' outputs (on Set9 at sigma 25 Ulyanov et
         al. 2018 report 31.00 dB averaging two runs, 30.43 dB for one).  Every member
         minimises its own data loss; the output averaging, the stops, backtracking and the
-        history all follow the mean.  The memory of a step grows about K-fold, and on a CPU
-        its time more (``benchmarks/dip_ensemble.py``, Set9 at 128 px, one thread: K = 2
-        gained 0.49 dB in 3.7x the time, K = 4 0.77 dB in 5.9x: the batched convolutions are
-        slower on a CPU than K single ones); on a GPU the members run side by side (not
-        measured yet).  1 (default): one network, exactly as without this field.
+        history all follow the mean.  The memory of a step grows about K-fold
+        (``benchmarks/dip_ensemble.py``, Set9 at 128 px, one thread: K = 2 gained 0.49 dB,
+        K = 4 0.77 dB).  On a CPU the members' passes run one after the other in each step
+        (1.8x / 3.4x the time per step for K = 2 / 4 at 128 px; batched, 3.7x / 5.9x); on a GPU
+        as one batched network, side by side (not measured yet).  1 (default): one network,
+        exactly as without this field.
     """
 
     net: NetParams = field(default_factory=NetParams)
