@@ -535,6 +535,7 @@ class DIPFit:
 
         # Hole-change stop: the estimate over the holes, kept at the yields of the last lag steps
         hole_stop = p.early_stop and p.es_hole_change > 0 and self.known is not None and hold is None
+        hole_stop = hole_stop and bool((~self.known).any())  # (a mask without holes: nothing to watch)
         if hole_stop:
             hole_sel = torch.from_numpy(~self.known).to(dev)
             hole_past: list[tuple[int, torch.Tensor]] = []
@@ -707,7 +708,7 @@ class DIPFit:
                     reached = self._deviance <= noise_level
                 else:
                     reached = noise_stop and t >= es_from and loss_mean is not None and float(loss_mean) <= noise_level
-                if hole_stop and not backtracked and hole_sel.any():
+                if hole_stop and not backtracked:
                     with torch.no_grad():
                         now = self._cand[0][:, hole_sel].clone()
                     hole_past.append((t, now))
