@@ -717,3 +717,21 @@ def test_restore_widget_upscale_puts_the_larger_result_on_the_same_area(
     )
     hist = viewer.layers["small [DIP history]"]
     assert hist.data.shape[1:] == (64, 64)
+
+
+def test_noise_level_field(make_napari_viewer, tiny_params, grey_image):
+    """'noise level' (0 = estimate) reaches the job in the image's units; off for Poisson and inpainting."""
+    viewer = make_napari_viewer()
+    viewer.add_image(grey_image, name="img")
+    w = _widget(DenoiseWidget, viewer, tiny_params.replace(es_noise_factor=1.0))
+    assert w.field_labels()["noise_sigma"] == "noise level" and w.noise_sigma.value == 0
+    assert w._prepare()[0].noise_sigma is None  # 0: estimated from the image
+    w.noise_sigma.value = 25.0
+    job = w._prepare()[0]
+    assert job.noise_sigma == pytest.approx(25.0 / job.layout.scale)
+    w.loss.value = "poisson"
+    assert not w.noise_sigma.enabled
+    w.loss.value = "gaussian"
+    assert w.noise_sigma.enabled
+    inpaint = InpaintWidget(viewer)
+    assert not inpaint._has("noise_sigma")  # inpainting has no noise-level stop
