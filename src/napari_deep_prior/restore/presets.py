@@ -169,9 +169,9 @@ class DIPParams:
         al. 2018 report 31.00 dB averaging two runs, 30.43 dB for one).  Every member
         minimises its own data loss; the output averaging, the stops, backtracking and the
         history all follow the mean.  The memory of a step grows about K-fold
-        (``benchmarks/dip_ensemble.py``, Set9 at 128 px, one thread: K = 2 gained 0.49 dB,
-        K = 4 0.77 dB).  On a CPU the members' passes run one after the other in each step
-        (1.8x / 3.4x the time per step for K = 2 / 4 at 128 px; batched, 3.7x / 5.9x); on a GPU
+        (``benchmarks/dip_ensemble.py``, Set9 at 128 px, one thread: K = 2 gained 0.51 dB in
+        2.0x the time, K = 4 0.83 dB in 3.9x).  On a CPU the members' passes run one after the
+        other in each step (batched they took 3.7x / 5.9x the time); on a GPU
         as one batched network, side by side (not measured yet).  1 (default): one network,
         exactly as without this field.
     """

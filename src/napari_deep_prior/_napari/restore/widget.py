@@ -287,9 +287,9 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             max=ENSEMBLE_MAX,
             value=1,
             tooltip="Average K independently seeded fits (1: one fit); 2 seeds gained 0.5 dB, 4 "
-            "seeds 0.8 dB on Set9 crops. About K times the memory; on a CPU the members run one "
-            "after the other in each step (128 px: 1.8x the time per step for 2, 3.4x for 4); on a "
-            "GPU as one batched network, side by side (not measured yet).",
+            "seeds 0.8 dB on Set9 crops. About K times the memory; on a CPU about K times the time "
+            "(128 px: 2.0x for 2, 3.9x for 4), the members one after the other in each step; on a "
+            "GPU one batched network, side by side (not measured yet).",
         )
         device = ComboBox(
             name="device",
