@@ -6,13 +6,13 @@ Tiny images and few iterations.
 import numpy as np
 import pytest
 import torch
+from test_reliability_core import NaNAt  # the same NaN-injecting operator as the rollback tests
 
 from napari_deep_prior import device
 from napari_deep_prior.arrays import drive
 from napari_deep_prior.errors import ParameterError
 from napari_deep_prior.nets import SkipNet
 from napari_deep_prior.restore.api import denoise, inpaint, prepare_denoise, upscale
-from napari_deep_prior.restore.degradations import Operator
 from napari_deep_prior.restore.ensemble import MemberStack, member_seeds
 from napari_deep_prior.restore.fit import DIPFit
 from napari_deep_prior.restore.planning import MemoryPlanError, estimate_fit_bytes
@@ -177,18 +177,6 @@ def test_a_stack_warm_starts_from_the_stacked_weights(tiny_params, noisy):
     warm = denoise(stack, params=tiny_params, ensemble=2, seed=0, device="cpu", warm_start=True)
     np.testing.assert_array_equal(warm[0], cold[0])
     assert not np.array_equal(warm[1], cold[1])
-
-
-class NaNAt(Operator):
-    """The identity, except that the prediction is NaN at the given steps."""
-
-    def __init__(self, steps):
-        super().__init__(None)
-        self.steps, self.calls = set(steps), 0
-
-    def __call__(self, x):
-        self.calls += 1
-        return x * float("nan") if self.calls in self.steps else x
 
 
 def test_a_nan_loss_rolls_the_whole_ensemble_back(tiny_params, noisy):
