@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import os
 import sys
@@ -19,6 +20,7 @@ __all__ = [
     "available_devices",
     "available_memory",
     "cpu_memory_limit",
+    "memory_cap",
     "memory_limit",
     "resolve_device",
     "tune_cpu_allocator",
@@ -46,7 +48,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         If the named device does not exist or is not available on this machine.
     """
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device(available_devices()[0])
+        first = available_devices()[0]
+        return torch.device("cuda", _worker_gpu()) if first == "cuda" else torch.device(first)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -60,6 +63,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise ValueError(
                 f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
+        if dev.index is None:
+            dev = torch.device("cuda", _worker_gpu())
     elif dev.type == "mps":
         if "mps" not in available_devices():
             raise ValueError(
@@ -68,6 +73,38 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'")
     return dev
+
+
+def _dask_worker():
+    """The dask.distributed worker running this code, or None (distributed never imported here)."""
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):  # not inside a worker's task
+        return None
+
+
+def _worker_gpu() -> int:
+    """The CUDA device of this process: 0, or in a dask worker the GPU assigned to it.
+
+    CUDA_VISIBLE_DEVICES is honoured by CUDA itself (device 0 is the first one it lists).
+    A dask worker whose environment sets CUDA_VISIBLE_DEVICES (dask-cuda puts each worker's
+    own GPU first) uses device 0; a worker of a cluster started without it (a LocalCluster of
+    N workers on a machine with G GPUs) uses GPU ``name % G`` when its name is a number, so
+    the workers spread over the GPUs, one per worker.
+    """
+    worker = _dask_worker()
+    if worker is None or os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return 0
+    n = torch.cuda.device_count()
+    try:
+        ordinal = int(worker.name)
+    except (TypeError, ValueError):
+        return 0
+    return ordinal % n if n > 0 else 0
 
 
 #: Where the kernel's process and cgroup files are read (tests point these at fake trees).
@@ -86,10 +123,12 @@ class MemoryLimit:
     ----------
     available : int
         Bytes that can still be allocated (never negative).
-    kind : {"ram", "cgroup", "ulimit", "gpu"}
+    kind : {"ram", "cgroup", "ulimit", "dask", "gpu"}
         The bound: the RAM available (``MemAvailable``), the memory limit of the process's
         cgroup (a container, a SLURM job, a systemd unit), the address-space limit of the
-        process (``ulimit -v``, ``RLIMIT_AS``) or the GPU's free memory.
+        process (``ulimit -v``, ``RLIMIT_AS``), the ``memory_limit`` of a dask worker (the one
+        running this code, or the smallest one of the cluster the work is planned for) or the
+        GPU's free memory.
     limit : int or None
         The bound's total (the cgroup's limit, the address-space limit, the GPU's memory).
     """
@@ -113,6 +152,8 @@ class MemoryLimit:
             )
         if self.kind == "gpu":
             return f"the free memory of the GPU of {size}"
+        if self.kind == "dask":
+            return f"the memory limit of {size} of a dask worker"
         return self.kind
 
 
@@ -148,7 +189,47 @@ def _ram_available(proc: Path) -> MemoryLimit | None:
     try:
         return MemoryLimit(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "ram")
     except (ValueError, OSError, AttributeError):
+        pass
+    try:  # Windows, and systems without these sysconf names: psutil when it is installed
+        import psutil
+
+        return MemoryLimit(int(psutil.virtual_memory().available), "ram")
+    except (ImportError, OSError, AttributeError):
         return None
+
+
+def _dask_worker_available() -> MemoryLimit | None:
+    """A dask worker's ``memory_limit`` minus the worker process's resident memory."""
+    worker = _dask_worker()
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if not limit:
+        return None
+    try:
+        import psutil
+
+        rss = psutil.Process().memory_info().rss
+    except (ImportError, OSError):
+        rss = 0
+    return MemoryLimit(max(0, int(limit) - int(rss)), "dask", int(limit))
+
+
+#: A bound set by the caller for the code it runs (:func:`memory_cap`): the smallest worker of
+#: a dask cluster when the work is planned on the client but runs on the workers.
+_CAP: contextvars.ContextVar[MemoryLimit | None] = contextvars.ContextVar("napari_deep_prior_memory_cap", default=None)
+
+
+@contextlib.contextmanager
+def memory_cap(limit: MemoryLimit | None) -> Iterator[None]:
+    """Plan with at most ``limit`` of CPU memory inside the block (None: no cap).
+
+    The memory planner (tile sizes, the too-large refusal) of work prepared here but run
+    elsewhere (on dask workers) then respects where it runs.
+    """
+    token = _CAP.set(limit)
+    try:
+        yield
+    finally:
+        _CAP.reset(token)
 
 
 def _cgroup_available(proc: Path, root: Path) -> MemoryLimit | None:
@@ -214,11 +295,13 @@ def _address_space_available(proc: Path) -> MemoryLimit | None:
 
 
 def cpu_memory_limit(proc_root: str | os.PathLike | None = None, cgroup_root: str | os.PathLike | None = None):
-    """The memory this process can still allocate: the smallest of three bounds.
+    """The memory this process can still allocate: the smallest of the bounds that apply.
 
-    The RAM available (``MemAvailable`` of ``/proc/meminfo``), the cgroup's memory limit minus
-    its usage (a container, a SLURM job or a systemd unit; cgroup v1 and v2), and the
-    address-space limit (``ulimit -v``) minus the process's virtual size.
+    The RAM available (``MemAvailable`` of ``/proc/meminfo``; elsewhere ``sysconf`` or
+    psutil), the cgroup's memory limit minus its usage (a container, a SLURM job or a systemd
+    unit; cgroup v1 and v2), the address-space limit (``ulimit -v``) minus the process's
+    virtual size, inside a dask worker its ``memory_limit`` minus the worker's resident
+    memory, and a cap set by :func:`memory_cap`.
 
     Parameters
     ----------
@@ -233,7 +316,14 @@ def cpu_memory_limit(proc_root: str | os.PathLike | None = None, cgroup_root: st
     """
     proc = Path(PROC_ROOT if proc_root is None else proc_root)
     root = Path(CGROUP_ROOT if cgroup_root is None else cgroup_root)
-    found = [b for b in (_ram_available(proc), _cgroup_available(proc, root), _address_space_available(proc)) if b]
+    bounds = (
+        _ram_available(proc),
+        _cgroup_available(proc, root),
+        _address_space_available(proc),
+        _dask_worker_available(),
+        _CAP.get(),
+    )
+    found = [b for b in bounds if b]
     return min(found, key=lambda b: b.available) if found else None
 
 

@@ -20,6 +20,7 @@ The input array is never modified.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Literal
 
@@ -302,8 +303,23 @@ def prepare_inpaint(
     )
 
 
-def _run(job: DIPJob, callback: Callable | None, return_history: bool):
-    out = drive(job.steps(), callback)  # steps() assembles the result once; no second copy
+def _planning_for(client):
+    """Plan tiles for the memory of ``client``'s workers (nothing to do without a client)."""
+    if client is None:
+        return contextlib.nullcontext()
+    from ..device import memory_cap
+    from .distributed import worker_memory_cap
+
+    return memory_cap(worker_memory_cap(client))
+
+
+def _run(job: DIPJob, callback: Callable | None, return_history: bool, client=None, device="auto"):
+    if client is None:
+        out = drive(job.steps(), callback)  # steps() assembles the result once; no second copy
+    else:
+        from .distributed import run_on_client
+
+        out = drive(run_on_client(job, client, device=device if isinstance(device, str) else None), callback)
     return (out.image, out) if return_history else out.image
 
 
@@ -332,6 +348,7 @@ def denoise(
     gain: float | None = None,
     read_noise: float | None = None,
     noise_sigma: float | None = None,
+    client=None,
 ):
     """Denoise an image with Deep Image Prior.
 
@@ -399,6 +416,13 @@ def denoise(
         it instead of its estimate from the image (default).  Give it when it is known, e.g.
         from a dark frame, or when the estimate is off (structured images, noise that is not
         white).
+    client : distributed.Client, optional
+        Run the fits on this dask cluster (``pip install "napari-deep-prior[distributed]"``):
+        every plane of a stack, or tile of a plane, is a task; the output is the one computed
+        here for the same seed (bit for bit on CPUs with the same threads per fit). The tiles
+        are planned for the smallest worker's memory limit; ``device`` is resolved on each
+        worker ("auto": its GPU). ``callback`` then receives a
+        :class:`~.distributed.UnitsProgress` per finished plane or tile.
 
     Returns
     -------
@@ -430,30 +454,31 @@ def denoise(
     >>> denoise(noisy, iterations=20, seed=0).shape
     (32, 32)
     """
-    job = prepare_denoise(
-        image,
-        preset=preset,
-        params=params,
-        channel_axis=channel_axis,
-        has_alpha=has_alpha,
-        iterations=iterations,
-        lr=lr,
-        early_stop=early_stop,
-        loss=loss,
-        history_every=history_every,
-        ensemble=ensemble,
-        device=device,
-        seed=seed,
-        warm_start=warm_start,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        output_dtype=output_dtype,
-        camera_offset=camera_offset,
-        gain=gain,
-        read_noise=read_noise,
-        noise_sigma=noise_sigma,
-    )
-    return _run(job, callback, return_history)
+    with _planning_for(client):
+        job = prepare_denoise(
+            image,
+            preset=preset,
+            params=params,
+            channel_axis=channel_axis,
+            has_alpha=has_alpha,
+            iterations=iterations,
+            lr=lr,
+            early_stop=early_stop,
+            loss=loss,
+            history_every=history_every,
+            ensemble=ensemble,
+            device=device,
+            seed=seed,
+            warm_start=warm_start,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            output_dtype=output_dtype,
+            camera_offset=camera_offset,
+            gain=gain,
+            read_noise=read_noise,
+            noise_sigma=noise_sigma,
+        )
+    return _run(job, callback, return_history, client, device)
 
 
 def inpaint(
@@ -477,6 +502,7 @@ def inpaint(
     tile_size: int | None = None,
     tile_overlap: int | None = None,
     output_dtype=None,
+    client=None,
 ):
     """Fill the masked pixels of an image with Deep Image Prior.
 
@@ -495,7 +521,7 @@ def inpaint(
         :data:`~napari_deep_prior.core.params.PRESETS` for the large-hole, large-region and
         missing-pixel recipes.
     params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, ensemble, device,
-    seed, callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
+    seed, callback, return_history, warm_start, tile_size, tile_overlap, output_dtype, client
         As for :func:`denoise`.  In tiles, a tile without holes is not fitted and a tile
         entirely inside a hole is refused at once (use a larger ``tile_size``).  With
         ``tile_size=None`` (the default) only the neighbourhoods of the holes are fitted when
@@ -524,26 +550,27 @@ def inpaint(
     >>> inpaint(img, mask, iterations=20, seed=0).shape
     (32, 32)
     """
-    job = prepare_inpaint(
-        image,
-        mask,
-        preset=preset,
-        params=params,
-        channel_axis=channel_axis,
-        has_alpha=has_alpha,
-        iterations=iterations,
-        lr=lr,
-        early_stop=early_stop,
-        history_every=history_every,
-        ensemble=ensemble,
-        device=device,
-        seed=seed,
-        warm_start=warm_start,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        output_dtype=output_dtype,
-    )
-    return _run(job, callback, return_history)
+    with _planning_for(client):
+        job = prepare_inpaint(
+            image,
+            mask,
+            preset=preset,
+            params=params,
+            channel_axis=channel_axis,
+            has_alpha=has_alpha,
+            iterations=iterations,
+            lr=lr,
+            early_stop=early_stop,
+            history_every=history_every,
+            ensemble=ensemble,
+            device=device,
+            seed=seed,
+            warm_start=warm_start,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            output_dtype=output_dtype,
+        )
+    return _run(job, callback, return_history, client, device)
 
 
 def prepare_upscale(
@@ -609,6 +636,7 @@ def upscale(
     tile_size: int | None = None,
     tile_overlap: int | None = None,
     output_dtype=None,
+    client=None,
 ):
     """Increase the resolution of an image by ``factor`` with Deep Image Prior (super-resolution).
 
@@ -625,7 +653,7 @@ def upscale(
     preset : str, optional
         Default "upscale"; "paper" is the reference x4 recipe (2000 steps of the 128-wide net).
     params, channel_axis, has_alpha, iterations, lr, early_stop, history_every, ensemble, device,
-    seed, callback, return_history, warm_start, tile_size, tile_overlap, output_dtype
+    seed, callback, return_history, warm_start, tile_size, tile_overlap, output_dtype, client
         As for :func:`denoise`; ``tile_size`` and ``tile_overlap`` are in the input's pixels.
 
     Returns
@@ -648,23 +676,24 @@ def upscale(
     >>> upscale(img, 2, iterations=10, seed=0).shape
     (32, 32)
     """
-    job = prepare_upscale(
-        image,
-        factor,
-        preset=preset,
-        params=params,
-        channel_axis=channel_axis,
-        has_alpha=has_alpha,
-        iterations=iterations,
-        lr=lr,
-        early_stop=early_stop,
-        history_every=history_every,
-        ensemble=ensemble,
-        device=device,
-        seed=seed,
-        warm_start=warm_start,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        output_dtype=output_dtype,
-    )
-    return _run(job, callback, return_history)
+    with _planning_for(client):
+        job = prepare_upscale(
+            image,
+            factor,
+            preset=preset,
+            params=params,
+            channel_axis=channel_axis,
+            has_alpha=has_alpha,
+            iterations=iterations,
+            lr=lr,
+            early_stop=early_stop,
+            history_every=history_every,
+            ensemble=ensemble,
+            device=device,
+            seed=seed,
+            warm_start=warm_start,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            output_dtype=output_dtype,
+        )
+    return _run(job, callback, return_history, client, device)

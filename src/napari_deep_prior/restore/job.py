@@ -183,6 +183,7 @@ class DIPJob:
         self._hist_loss_sum: np.ndarray | None = None
         self._hist_loss_n: np.ndarray | None = None
         self._hist_len = np.zeros(self.n_planes, dtype=np.int64)
+        self._done: dict | None = None  # unit results computed elsewhere (assemble)
         # planes whose known pixels are all equal: nothing to fit, the result is that constant
         self._constant: dict[int, np.ndarray] = {}
         for i in range(self.n_planes):
@@ -244,7 +245,6 @@ class DIPJob:
 
             # every step of a fit has the same shapes: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
-        counts_scale = self.layout.counts_scale if self.params.loss == "poisson" else 1.0
         state = None
         try:
             deg = self.degradation
@@ -256,20 +256,15 @@ class DIPJob:
                     self.results.append(None)
                     continue
                 if self.tiles is not None:
-                    state = yield from self._fit_tiles(i, counts_scale, state)
+                    state = yield from self._fit_tiles(i, state)
                     continue
-                fit = DIPFit(
-                    self.planes[i],
-                    operator=deg.operator(i),
-                    params=self.fit_params,
-                    device=self.device,
-                    seed=self.seed,
-                    counts_scale=counts_scale,
-                    init_state=state if self.warm_start else None,
-                    noise_sigma=self.noise_sigma,
-                )
-                self.fits.append(fit)
-                res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
+                if self._done is not None:  # computed elsewhere (assemble): no fit here
+                    self.fits.append(None)
+                    res = self._done.pop((i, None))
+                else:
+                    fit = self.unit_fit(i, None, state if self.warm_start else None)
+                    self.fits.append(fit)
+                    res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
                 self.results.append(res)
                 if state is None:
                     # The warm start of every later plane: the first fitted plane's weights at
@@ -289,6 +284,74 @@ class DIPJob:
             self._release()
         return self.result()
 
+    # -- units of work: one fit per plane (or per tile of a plane) ------------------------
+
+    @property
+    def counts_scale(self) -> float:
+        """Photons per normalised unit of the Poisson loss (1 for the other losses)."""
+        return self.layout.counts_scale if self.params.loss == "poisson" else 1.0
+
+    def units(self) -> list[tuple[int, int | None]]:
+        """The fits this job runs, in its order: ``(plane, tile)`` (tile None: the plane whole).
+
+        Planes and tiles with nothing to restore (no hole, a constant plane) are not units.
+        Every unit is independent of the others (the same seed, its own data), except that a
+        warm start takes the first unit's weights: :meth:`unit_fit` of any unit, run anywhere,
+        gives what :meth:`steps` gives for it.
+        """
+        deg = self.degradation
+        out: list[tuple[int, int | None]] = []
+        for i in range(self.n_planes):
+            if deg.skip(i) or i in self._constant:
+                continue
+            if self.tiles is None:
+                out.append((i, None))
+            else:
+                out.extend((i, k) for k, box in enumerate(self.tiles) if not deg.skip(i, box))
+        return out
+
+    def unit_args(self, i: int, k: int | None, init_state: dict | None = None) -> dict:
+        """The keyword arguments of :class:`~.fit.DIPFit` for unit ``(i, k)`` (its own data only)."""
+        box = None if k is None else self.tiles[k]
+        target = self.planes[i]
+        if box is not None:
+            y0, y1, x0, x1 = box
+            target = self.planes[i, y0:y1, x0:x1]
+        return dict(
+            target=target,
+            operator=self.degradation.operator(i, box),
+            params=self.fit_params,
+            seed=self.seed,
+            counts_scale=self.counts_scale,
+            init_state=init_state,
+            noise_sigma=self.noise_sigma,
+        )
+
+    def unit_fit(self, i: int, k: int | None, init_state: dict | None = None) -> DIPFit:
+        """The fit of unit ``(i, k)`` on this job's device (``init_state``: a warm start)."""
+        return DIPFit(device=self.device, **self.unit_args(i, k, init_state))
+
+    def assemble(self, results: dict) -> DIPOutput:
+        """The output from unit results computed elsewhere (e.g. on a dask cluster).
+
+        ``results`` maps every unit of :meth:`units` to its :class:`~.fit.FitResult`; they are
+        blended and assembled in the job's order, exactly as :meth:`steps` does after its own
+        fits, so the output is the one :meth:`steps` gives for the same results.
+        """
+        missing = [u for u in self.units() if u not in results]
+        if missing:
+            raise ValueError(f"assemble needs the result of every unit; missing {missing[:5]}")
+        self._done = dict(results)
+        try:
+            gen = self.steps()
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    return stop.value
+        finally:
+            self._done = None
+
     def _out_of_memory(self, exc: BaseException) -> MemoryPlanError:
         """The error of an allocation that failed during the run, with the way out."""
         from ..device import memory_limit
@@ -302,7 +365,7 @@ class DIPJob:
             "preset or turn the history off ({history_every} 0)"
         )
 
-    def _fit_tiles(self, i: int, counts_scale: float, state):
+    def _fit_tiles(self, i: int, state):
         """Fit plane ``i`` tile by tile, blending each tile as it finishes."""
         deg = self.degradation
         h, w, c = self.out_shape
@@ -327,27 +390,20 @@ class DIPJob:
         for k, box in enumerate(self.tiles):
             if deg.skip(i, box):
                 continue  # nothing to restore in this tile (no hole): it keeps its input values
-            y0, y1, x0, x1 = box
-            fit = DIPFit(
-                self.planes[i, y0:y1, x0:x1],
-                operator=deg.operator(i, box),
-                params=self.fit_params,
-                device=self.device,
-                seed=self.seed,
-                counts_scale=counts_scale,
-                init_state=state if self.warm_start else None,
-                noise_sigma=self.noise_sigma,
-            )
-            self.fits[i], self._tile = fit, k
-            res = yield from _relay(
-                fit,
-                plane=i,
-                n_planes=self.n_planes,
-                tile=k,
-                n_tiles=n_tiles,
-                tile_kind="region" if self.regions else "tile",
-                preview=lambda prev, k=k: blender.image(initial, extra=(k, prev)),
-            )
+            if self._done is not None:  # computed elsewhere (assemble): no fit here
+                fit, res = None, self._done.pop((i, k))
+            else:
+                fit = self.unit_fit(i, k, state if self.warm_start else None)
+                self.fits[i], self._tile = fit, k
+                res = yield from _relay(
+                    fit,
+                    plane=i,
+                    n_planes=self.n_planes,
+                    tile=k,
+                    n_tiles=n_tiles,
+                    tile_kind="region" if self.regions else "tile",
+                    preview=lambda prev, k=k: blender.image(initial, extra=(k, prev)),
+                )
             hist = res.history
             blender.add(k, res.image, None if hist is None else hist.frames)
             if hist is not None and len(hist.losses):
@@ -361,7 +417,8 @@ class DIPJob:
                 state = res.state_dict  # the first fitted tile's, as for planes
             # keep small metadata only: no tile image history or weights stay alive
             last = replace(res, history=None, state_dict=None)
-            fit._net = None
+            if fit is not None:
+                fit._net = None
             self.fits[i] = None
             del fit, res, hist
         self._tiled_images[i] = blender.image(initial)
