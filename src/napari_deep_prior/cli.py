@@ -627,6 +627,13 @@ def _inside(path: Path, folder: Path | None) -> bool:
     return True
 
 
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern searches: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    fixed = list(parts[: next((i for i, p in enumerate(parts) if _GLOB_CHARS & set(p)), len(parts))])
+    return Path(*fixed) if fixed else Path(".")
+
+
 def _file_key(path: Path) -> tuple:
     """The same file however reached (links, ``..``): its inode, else its real path."""
     try:
@@ -653,8 +660,9 @@ def expand_inputs(specs: Iterable[str], *, one: bool = False, exclude: Path | No
     one : bool
         The single-file form (``-o``): a folder is refused.
     exclude : Path, optional
-        The results' folder: files inside it are left out of folders and patterns (the results
-        of an earlier run are not inputs).
+        The results' folder: when it lies below a folder or a pattern's folder, the files in it
+        are left out (the results of an earlier run are not inputs).  Results that would
+        replace their inputs (``--out-dir`` the inputs' folder) are refused later.
 
     Raises
     ------
@@ -677,7 +685,8 @@ def expand_inputs(specs: Iterable[str], *, one: bool = False, exclude: Path | No
                     f"{path} is a folder, not an image file; give one image file with -o, or process the "
                     "images in the folder with --out-dir DIR instead of -o"
                 )
-            found = sorted(p for p in path.iterdir() if _is_image(p) and not _inside(p, exclude))
+            skip = None if exclude is None or _inside(path, exclude) else exclude
+            found = sorted(p for p in path.iterdir() if _is_image(p) and not _inside(p, skip))
             if not found:
                 raise UsageError(
                     f"the folder {path} holds no image file ({_SUFFIX_LIST}; hidden files are left out); "
@@ -688,8 +697,9 @@ def expand_inputs(specs: Iterable[str], *, one: bool = False, exclude: Path | No
                 check_suffix(path)
             found = [path]
         elif _GLOB_CHARS & set(spec):
+            skip = None if exclude is None or _inside(_glob_base(spec), exclude) else exclude
             found = sorted(
-                p for p in map(Path, glob.glob(spec, recursive=True)) if _is_image(p) and not _inside(p, exclude)
+                p for p in map(Path, glob.glob(spec, recursive=True)) if _is_image(p) and not _inside(p, skip)
             )
             if not found:
                 raise UsageError(
@@ -1197,29 +1207,41 @@ def _one_line(exc: BaseException) -> str:
 
 @dataclass
 class BatchSummary:
-    """The counts of a batch so far, and why it stopped early (if it did)."""
+    """The counts of a batch so far, the files in progress, and why it stopped early (if it did)."""
 
     total: int
     done: int = 0
     skipped: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    in_progress: list[FileTask] = field(default_factory=list)
     stop: str | None = None
     t0: float = field(default_factory=time.perf_counter)
 
+    def end(self, task: FileTask) -> None:
+        """``task`` is counted: no longer in progress."""
+        if task in self.in_progress:
+            self.in_progress.remove(task)
+
     def fail(self, task: FileTask, exc: BaseException) -> None:
+        self.end(task)
         msg = _one_line(exc)
         self.failed.append((task.input, msg))
         sys.stdout.flush()  # in order with the report lines when both go to one log
         print(f"failed: {task.input}: {msg}", file=sys.stderr, flush=True)
 
+    def stopped(self, why: str, what_of_it: str) -> None:
+        """Record why the batch stopped, naming the files in progress then."""
+        where = ", ".join(str(t.input) for t in self.in_progress)
+        self.stop = f"{why} at {where} ({what_of_it})" if where else why
+
     def print(self) -> None:
-        ended = self.done + self.skipped + len(self.failed) + (self.stop is not None)
+        left = self.total - self.done - self.skipped - len(self.failed) - len(self.in_progress)
         took = format_duration(time.perf_counter() - self.t0)
         line = f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed in {took}"
         if self.stop is not None:
             line += f"; {self.stop}"
-            if ended < self.total:
-                line += f"; {self.total - ended} not started"
+            if left:
+                line += f"; {left} not started"
         print(line, flush=True)
         for path, msg in self.failed:
             print(f"failed: {path}: {msg}", file=sys.stderr)
@@ -1240,7 +1262,8 @@ def run_files(
     tasks : list of FileTask
         Checked (:func:`_check_outputs`); those marked ``skip`` are reported and left alone.
     plan : callable
-        ``plan(task)``: read and prepare one file (raises on bad input).
+        ``plan(task)``: read and prepare one file (raises on bad input).  Called lazily, when
+        the runner asks for the next planned file.
     batch : bool
         The batch form: each file is announced (``[2/5] raw/b.tif``), a file that fails is
         reported (``failed: FILE: MESSAGE``) and the others go on, and a summary ends the run
@@ -1257,11 +1280,9 @@ def run_files(
         0 every file done or skipped, 1 some failed, 130 Ctrl-C, 128 + the signal when terminated.
     """
     summary = BatchSummary(len(tasks))
-    current: list[FileTask] = []
 
     def planned() -> Iterator[PlannedFile]:
         for task in tasks:
-            current[:] = [task]
             if batch:
                 print(f"[{task.index}/{task.total}] {task.input}", flush=True)
             if task.note:
@@ -1270,6 +1291,7 @@ def run_files(
                 print(f"skipped: {', '.join(map(str, task.outputs))} exist{'s' if len(task.outputs) == 1 else ''}")
                 summary.skipped += 1
                 continue
+            summary.in_progress.append(task)
             try:
                 p = plan(task)
             except Exception as exc:
@@ -1282,7 +1304,6 @@ def run_files(
 
     try:
         for p, result in runner(planned(), quiet=quiet):
-            current[:] = [p.task]
             try:
                 if isinstance(result, RunFailure):
                     raise result.error
@@ -1294,24 +1315,23 @@ def run_files(
                 continue
             finally:
                 del result
-            if status == "interrupted":
-                summary.stop = f"stopped by Ctrl-C at {p.task.input} (its estimate so far was written)"
+            if status == "interrupted":  # the first Ctrl-C: its estimate was written; the batch stops
+                summary.stopped("stopped by Ctrl-C", "its estimate so far was written")
                 break
+            summary.end(p.task)
             summary.done += 1
             del p
     except KeyboardInterrupt:
         if not batch:
             raise
-        where = f" at {current[0].input}" if current else ""
         print(f"{PROG}: interrupted: nothing was written for the file in progress", file=sys.stderr)
-        summary.stop = f"stopped by Ctrl-C{where} (nothing written for it)"
+        summary.stopped("stopped by Ctrl-C", "nothing written for it")
     except Terminated as term:
         if not batch:
             raise
         what = "terminated" if term.signum == signal.SIGTERM else "interrupted twice"
-        where = f" at {current[0].input}" if current else ""
         print(f"{PROG}: {what}: stopped at once; nothing was written for the file in progress", file=sys.stderr)
-        summary.stop = f"{what}{where} (nothing written for it)"
+        summary.stopped(what, "nothing written for it")
         summary.print()
         return 128 + term.signum
     if batch:
