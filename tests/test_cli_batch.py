@@ -646,3 +646,41 @@ def test_results_of_an_earlier_run_below_the_inputs_are_not_inputs(raw, tmp_path
     assert rc == 0, err
     assert "0 done, 3 skipped, 0 failed" in out and not fits
     assert sorted(p.name for p in clean.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_failed_history_write_leaves_nothing_for_that_file_and_a_rerun_redoes_it(
+    raw, tmp_path, capsys, one_torch_thread, monkeypatch
+):
+    """Disk full while b's history is written: b is reported, neither its history nor its result
+    is there, no temporary file is left; the others are complete; --skip-existing redoes b only."""
+    (tmp_path / "hist").mkdir()
+    real = tifffile.imwrite
+
+    def full_disk_for_b(path, data, **kw):
+        real(path, data, **kw)
+        if Path(path).name.startswith(".b."):  # the temporary file of b's history (atomic_output)
+            with open(path, "r+b") as fh:
+                fh.truncate(os.path.getsize(path) // 2)
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", full_disk_for_b)
+    argv = ["denoise", raw, "--out-dir", tmp_path / "clean", "--history", f"{tmp_path}/hist/{{stem}}.tif"]
+    rc, out, err = _run(capsys, *argv, "--iterations", "10", "-q")
+    assert rc == 1
+    assert f"failed: {raw / 'b.png'}: cannot write {tmp_path / 'hist' / 'b.tif'}: no space left" in err
+    assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["a.png", "c.png"]
+    assert sorted(p.name for p in (tmp_path / "hist").iterdir()) == ["a.tif", "c.tif"]
+    assert "2 done, 0 skipped, 1 failed" in out
+    monkeypatch.setattr(tifffile, "imwrite", real)
+    rc, out, err = _run(capsys, *argv, "--skip-existing", "--iterations", "10", "-q")
+    assert rc == 0, err
+    assert "1 done, 2 skipped, 0 failed" in out
+    assert read_history_tiff(tmp_path / "hist" / "b.tif")[0].shape == (10, 24, 24)
+
+
+def test_files_are_read_one_at_a_time(raw, tmp_path, capsys, one_torch_thread):
+    """The default runner reads the next file only after the previous one is written."""
+    rc, out, err = _run(capsys, "denoise", raw, "--out-dir", tmp_path / "clean", *FAST)
+    assert rc == 0, err
+    assert out.index(f"wrote {tmp_path / 'clean' / 'a.png'}") < out.index("[2/3]")
+    assert out.index(f"wrote {tmp_path / 'clean' / 'b.png'}") < out.index("[3/3]")

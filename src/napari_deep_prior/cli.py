@@ -1088,25 +1088,33 @@ class PlannedRestore(PlannedFile):
         provenance = _safe_provenance(
             dip_provenance, job, out, input_name=t.input, interrupted=interrupted, extra=self.extra
         )
-        write_image(t.output, out.image, result_ca, meta=self.meta, provenance=provenance)
+        history = t.history if t.history is not None and out.history is not None else None
+        # the history first (the larger file): when it cannot be written, neither is the result;
+        # when the result cannot be written, a history this run created is removed with it
+        history_was_there = history is not None and history.exists()
+        if history is not None:
+            write_history_tiff(
+                history,
+                out.history,
+                out.history_iterations,
+                out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
+                channel_axis=result_ca,
+                meta=self.meta,
+                provenance=provenance,
+            )
+        try:
+            write_image(t.output, out.image, result_ca, meta=self.meta, provenance=provenance)
+        except BaseException:
+            if history is not None and not history_was_there:
+                history.unlink(missing_ok=True)
+            raise
         print(f"wrote {t.output}" + (f": {_interrupted_note(out)}" if interrupted else ""))
         for note in out.notes:
             print(f"note: {note}", file=sys.stderr)
-        if t.history is not None:
-            if out.history is None:
-                if not out.notes:
-                    print("no history was recorded (history cadence 0)", file=sys.stderr)
-            else:
-                write_history_tiff(
-                    t.history,
-                    out.history,
-                    out.history_iterations,
-                    out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
-                    channel_axis=result_ca,
-                    meta=self.meta,
-                    provenance=provenance,
-                )
-                print(f"wrote {t.history} ({len(out.history_iterations)} frames)")
+        if history is not None:
+            print(f"wrote {history} ({len(out.history_iterations)} frames)")
+        elif t.history is not None and not out.notes:
+            print("no history was recorded (history cadence 0)", file=sys.stderr)
         if interrupted:
             return "interrupted"
         _report(out, result.seconds, noise_given=self.noise_given)
@@ -1193,13 +1201,21 @@ def run_in_process(
         del p, result  # not held while the next file is read
 
 
-def _one_line(exc: BaseException) -> str:
-    """A failed file's message on one line (an unexpected error says its type)."""
+def _text(exc: BaseException) -> str:
+    """An exception's message for a user: options as the command line spells them; an OSError that
+    names no file by its own words (``cannot write ...``), without the ``[Errno N]`` prefix."""
     from .errors import reword
 
+    if isinstance(exc, OSError) and exc.filename is None and exc.strerror:
+        return exc.strerror
+    return reword(exc, FLAGS)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A failed file's message on one line (an unexpected error says its type)."""
     msg = _memory_error(exc) if isinstance(exc, (MemoryError, RuntimeError)) else None
     if msg is None:
-        msg = reword(exc, FLAGS)
+        msg = _text(exc)
         if not isinstance(exc, (ValueError, TypeError, OSError, MemoryError)):
             msg = f"{type(exc).__name__}: {msg}"
     return " ".join(msg.split()) or type(exc).__name__
@@ -1663,7 +1679,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError) as exc:
-        msg = " ".join(reword(exc, FLAGS).split())
+        msg = " ".join(_text(exc).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     finally:

@@ -86,9 +86,7 @@ def _write_error(path: Path, exc: OSError) -> OSError:
             if free < (1 << 20):
                 why = f"no space left on the device ({free:,} bytes free; {exc})"
     kept = "the existing file was not changed" if path.exists() else "nothing was written"
-    err = OSError(exc.errno, f"cannot write {path}: {why} ({kept}); free space or choose another folder")
-    err.filename = None
-    return err
+    return OSError(exc.errno, f"cannot write {path}: {why} ({kept}); free space or choose another folder")
 
 
 @contextlib.contextmanager
