@@ -904,9 +904,9 @@ def _check_batch_paths(tasks: list[FileTask], inputs: dict[str, Path | None]) ->
                     if option != "--history"
                     else "--history a pattern that tells them apart, e.g. 'history/{stem}.tif'"
                 )
+                which = f" ({other[0]} and {option})" if other[0] != option else ""
                 raise UsageError(
-                    f"{other[1]} and {t.input} would both be written to {p} ({other[0]} and {option}); "
-                    f"give {fix} (nothing was run)"
+                    f"{other[1]} and {t.input} would both be written to {p}{which}; give {fix} (nothing was run)"
                 )
             for k in ks:
                 written[k] = (option, t.input)
