@@ -5,24 +5,49 @@ fields become options) and one for colorization (its methods from the colorizer 
 Every output keeps the input's axes and pixel sizes where its format can hold them and records
 how it was made (:mod:`~.provenance`); ``info FILE`` shows both.
 
-Every check happens before the work: outputs that would overwrite an input, folders that do
-not exist or cannot be written, formats that cannot hold the result, images too large for the
-memory (from their headers, before decoding).  Files are written all at once (a temporary file
-renamed into place), so an interrupted or failed run never changes an existing file.
+The restoration subcommands and ``colorize`` take one input and ``-o FILE``, or any number of
+inputs (files, folders of images, quoted glob patterns such as ``'raw/*.tif'`` or
+``'raw/**/*.tif'``, expanded here) and ``--out-dir DIR``, each result named by ``--name``
+(default ``{stem}{suffix}``: the input's name).  ``-o`` replaces an existing file (all at once);
+``--out-dir`` refuses existing results unless ``--skip-existing`` (keep them: a re-run resumes
+an interrupted batch, redoing only a result that Ctrl-C cut short) or ``--overwrite``.  In the
+batch form a file that fails (unreadable, wrong shape, out of memory, an error in the fit) is
+reported as ``failed: FILE: MESSAGE`` and the batch goes on; a summary ends it.
 
-Exit codes: 0 success, 2 bad input or arguments (one-line message naming the option), 130
-interrupted by Ctrl-C (the first Ctrl-C during a fit writes the estimate so far; a second one
-exits at once), 143 terminated (SIGTERM: exits at once, writes nothing).
+Every check happens before the work: outputs that would overwrite an input, two inputs whose
+results would share a file, folders that cannot be written, formats that cannot hold the result
+(in the batch form, from the inputs' headers), images too large for the memory (from their
+headers, before decoding).  Files are written all at once (a temporary file renamed into
+place), so an interrupted or failed run never changes an existing file nor leaves a half file.
+
+Each file goes through three steps: :func:`_plan_restore` / :func:`_plan_colorize` (read,
+check, ``prepare``: a :class:`PlannedFile`), :meth:`PlannedFile.run` (the fit) and
+:meth:`PlannedFile.finish` (write, report).  :func:`run_files` drives them over the files of a
+run, lazily, with a runner (default :func:`run_in_process`) that another runner (several fits
+at once, elsewhere) can replace.
+
+Exit codes: 0 success (every file done or skipped), 1 some files of a batch failed, 2 bad
+input or arguments (one-line message naming the option; in the batch form, found before any
+work), 130 interrupted by Ctrl-C (the first Ctrl-C during a fit writes the estimate so far and
+stops a batch; a second one exits at once), 143 terminated (SIGTERM: exits at once, writes
+nothing more).
 """
 
 from __future__ import annotations
 
+import abc
 import argparse
+import glob
 import math
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,9 +151,9 @@ class ProgressBar:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _channel_axis(image: np.ndarray, arg: str) -> int | None:
+def _channel_axis(shape: tuple[int, ...], arg: str) -> int | None:
     if arg == "auto":
-        return guess_channel_axis(image.shape)
+        return guess_channel_axis(tuple(shape))
     if arg == "none":
         return None
     try:
@@ -158,11 +183,54 @@ def _quality(ref: np.ndarray, img: np.ndarray, channel_axis: int | None) -> tupl
     return float(psnr), float(ssim)
 
 
+def _io_args(p: argparse.ArgumentParser, task: str, what: str = "images") -> None:
+    """The inputs and outputs of a restoration or colorization subcommand (one file, or a batch)."""
+    p.add_argument(
+        "input",
+        nargs="+",
+        help=f"{what}: files (.png, .jpg, .tif, .ome.tif), OME-Zarr folders (.zarr), folders (their "
+        "image files, hidden files left out) or quoted patterns ('raw/*.tif', 'raw/**/*.tif'); "
+        "an image reached twice is processed once",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="the result of one input (.png, .jpg, .tif, .ome.tif, .zarr); an existing FILE is "
+        "replaced, all at once when the result is complete (--skip-existing keeps it)",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder for the results of any number of inputs, created (with its parents) if missing; "
+        "each result is named by --name. Existing results are refused unless --skip-existing or "
+        "--overwrite; a file that fails is reported and the others go on",
+    )
+    p.add_argument(
+        "--name",
+        metavar="PATTERN",
+        help=f"with --out-dir: each result's file name (its suffix picks the format), from {{stem}} and "
+        f"{{suffix}} of the input (a.ome.tif: a, .ome.tif), {{task}} ({task}), {{parent}} (the name of "
+        f"the input's folder); default '{DEFAULT_NAME}', the input's own name (e.g. '{{stem}}_{task}.tif')",
+    )
+    exist = p.add_mutually_exclusive_group()
+    exist.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave an input alone when its results exist (a re-run resumes a batch); a result that "
+        "Ctrl-C cut short (its provenance says so) is redone",
+    )
+    exist.add_argument(
+        "--overwrite", action="store_true", help="replace existing results (--out-dir refuses them otherwise)"
+    )
+
+
 def _common_args(p: argparse.ArgumentParser, deg) -> None:
     from .restore.presets import PRESETS
 
-    p.add_argument("input", type=Path, help="image file (.png, .jpg, .tif, .ome.tif) or OME-Zarr folder (.zarr)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="result (.png, .jpg, .tif, .ome.tif, .zarr)")
+    _io_args(p, deg.name)
     default = deg.presets[0]
     p.add_argument(
         "--preset",
@@ -183,7 +251,12 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-early-stop", action="store_true", help="run all iterations")
-    p.add_argument("--history", type=Path, help="write the iteration-history stack to this .tif")
+    p.add_argument(
+        "--history",
+        metavar="TIF",
+        help="write the iteration-history stack to this .tif; several inputs need a pattern, "
+        "e.g. 'history/{stem}.tif' (placeholders as --name; its folder must exist)",
+    )
     p.add_argument(
         "--history-every",
         type=int,
@@ -191,7 +264,12 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
         help="history cadence: at most N iterations between frames (default: the preset's); "
         "0 = no history. A run keeps at least 10 frames: 40 iterations give one every 4",
     )
-    p.add_argument("--reference", type=Path, help="ground-truth image: print PSNR/SSIM before and after")
+    p.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="ground-truth image: print PSNR/SSIM before and after; several inputs need a pattern, "
+        "e.g. 'truth/{stem}{suffix}' (placeholders as --name)",
+    )
     p.add_argument(
         "--channel-axis",
         default="auto",
@@ -231,7 +309,13 @@ def _task_parser(sub, deg) -> None:
     _common_args(p, deg)
     for f in deg.fields:
         if f.kind == "mask":
-            p.add_argument(f.flag, type=Path, required=True, help=f"{f.label} image file: {f.help}")
+            p.add_argument(
+                f.flag,
+                required=True,
+                metavar="FILE",
+                help=f"{f.label} image file: {f.help}. One file for every input, or a pattern naming "
+                f"each input's own, e.g. 'masks/{{stem}}_{f.name}.png' (placeholders as --name)",
+            )
             p.add_argument(
                 f"--invert-{f.name.replace('_', '-')}",
                 action="store_true",
@@ -289,8 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .colorization.api import REGISTRY, method_names
 
     c = sub.add_parser("colorize", help="colour a grey image, automatically or from colour hints")
-    c.add_argument("input", type=Path, help="grey (or colour, re-coloured from its lightness) image")
-    c.add_argument("-o", "--output", type=Path, required=True, help="RGB result (.png, .jpg, .tif, .ome.tif, .zarr)")
+    _io_args(c, "colorize", what="grey (or colour, re-coloured from its lightness) images")
     c.add_argument(
         "--method",
         default="eccv16",
@@ -298,7 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=" ".join(col.description for col in REGISTRY.values())
         + f" Need --hints: {', '.join(method_names(automatic=False))}.",
     )
-    c.add_argument("--hints", type=Path, help="CSV with a header 'row,col,color' (#rrggbb) or 'row,col,r,g,b'")
+    c.add_argument(
+        "--hints",
+        metavar="CSV",
+        help="CSV with a header 'row,col,color' (#rrggbb) or 'row,col,r,g,b': one file for every input, "
+        "or a pattern naming each input's own, e.g. 'hints/{stem}.csv' (placeholders as --name)",
+    )
     c.add_argument("--hint-size", type=int, default=5, help="side of each hint's square patch (odd, default 5)")
     c.add_argument("--weights", type=Path, help="weights file of the network (default: cache, then download)")
     c.add_argument("--seed", type=int, default=0, help="random seed for dip (default 0)")
@@ -372,9 +460,9 @@ def _interrupted_note(out) -> str:
     return f"the estimate when Ctrl-C came ({runs}{planes})"
 
 
-def _report(out, t0: float, noise_given: bool = False) -> None:
+def _report(out, seconds: float, noise_given: bool = False) -> None:
     stops = ", ".join(f"{s}/{r}" for s, r in zip(out.stop_iterations, out.iterations_run, strict=True))
-    print(f"done in {time.perf_counter() - t0:.1f} s; result from iteration/steps run: {stops}; seed {out.seed}")
+    print(f"done in {seconds:.1f} s; result from iteration/steps run: {stops}; seed {out.seed}")
     fits = [f for f in out.fits if f is not None]
     reasons = sorted({f.stop_reason for f in fits if f.stop_reason})
     if reasons:
@@ -440,45 +528,842 @@ def _read_mask(path: Path, image: np.ndarray, invert: bool) -> np.ndarray:
     return ~mask if invert else mask
 
 
-def _restore(args) -> int:
-    from .io import (
-        check_distinct,
-        check_output,
-        check_output_path,
-        read_header,
-        read_image_meta,
-        write_history_tiff,
-        write_image,
-    )
-    from .provenance import dip_provenance
-    from .restore.api import prepare
+# -- the files of a run: inputs, results and per-file options -----------------------------------
 
-    deg = args.degradation
-    masks = {f.flag: getattr(args, f.name) for f in deg.fields if f.kind == "mask"}
-    outputs = {"-o": args.output, "--history": args.history}
-    check_distinct(outputs, {"the input": args.input, **masks, "--reference": args.reference})
-    check_output_path(args.output, "-o")
-    if args.history is not None:
-        if args.history.suffix.lower() not in (".tif", ".tiff"):
-            raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {args.history}")
-        check_output_path(args.history, "--history")
-    for name in ("offset", "gain", "read_noise"):
-        _check_finite(f"--{name.replace('_', '-')}", getattr(args, name, None))
-    _check_finite("--lr", args.lr)
-    noise_sigma = getattr(args, "noise_sigma", None)
-    _check_finite("--noise-sigma", noise_sigma)
-    if noise_sigma is not None and noise_sigma <= 0:
-        raise UsageError(f"--noise-sigma must be > 0 (a standard deviation), got {noise_sigma:g}")
-    if args.reference is not None:
-        read_header(args.reference)  # a missing or broken reference is found before the input is read
-    # the result's size per input side, from the choice fields (masks are read after the image)
-    scale = deg(**{f.name: None if f.kind == "mask" else getattr(args, f.name) for f in deg.fields}).scale
-    image = _read_for_restore(args.input, scale, args.device)
-    meta = read_image_meta(args.input).zoomed(scale)  # the result's axes and pixel sizes
-    ca = _channel_axis(image, args.channel_axis)
-    kw = dict(
+#: The default of --name: the input's own file name (the results go to another folder).
+DEFAULT_NAME = "{stem}{suffix}"
+#: The placeholders of --name and of the per-file patterns (--mask, --history, --reference, --hints).
+PLACEHOLDERS = ("stem", "suffix", "task", "parent", "dir")
+_DOUBLE_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")
+_GLOB_CHARS = frozenset("*?[")
+_SUFFIX_LIST = ".png, .jpg, .jpeg, .tif, .tiff, .zarr"
+#: Examples of a per-file pattern, for the options that name one file per input.
+_PATTERN_EXAMPLES = {"--history": "history/{stem}.tif", "--reference": "truth/{stem}{suffix}"}
+
+
+def split_name(path: str | os.PathLike) -> tuple[str, str]:
+    """An image file's name as (stem, suffix), the OME double suffixes kept whole.
+
+    Examples
+    --------
+    >>> split_name("raw/a.ome.tif")
+    ('a', '.ome.tif')
+    >>> split_name("b.v2.png")
+    ('b.v2', '.png')
+    """
+    name = Path(path).name
+    low = name.lower()
+    for double in _DOUBLE_SUFFIXES:
+        if low.endswith(double) and len(name) > len(double):
+            return name[: -len(double)], name[-len(double) :]
+    return Path(name).stem, Path(name).suffix
+
+
+def _placeholder_list() -> str:
+    return ", ".join(f"{{{k}}}" for k in PLACEHOLDERS)
+
+
+def fill_pattern(option: str, pattern: str, path: Path, task: str) -> str:
+    """``pattern`` with the placeholders of the input ``path`` filled in.
+
+    ``{stem}`` and ``{suffix}``: :func:`split_name` of the input; ``{task}``: the subcommand;
+    ``{parent}``: the name of the input's folder; ``{dir}``: its folder as given.  A literal brace
+    is doubled.
+
+    Raises
+    ------
+    UsageError
+        An unknown placeholder or a malformed pattern, naming ``option``.
+
+    Examples
+    --------
+    >>> fill_pattern("--name", "{stem}_{task}.tif", Path("raw/a.ome.tif"), "denoise")
+    'a_denoise.tif'
+    """
+    stem, suffix = split_name(path)
+    values = {
+        "stem": stem,
+        "suffix": suffix,
+        "task": task,
+        "parent": Path(os.path.abspath(path)).parent.name,
+        "dir": str(path.parent),
+    }
+    try:
+        return pattern.format_map(values)
+    except KeyError as exc:
+        raise UsageError(
+            f"{option} {pattern!r}: unknown placeholder {{{exc.args[0]}}}; the placeholders are {_placeholder_list()}"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise UsageError(
+            f"{option} {pattern!r} is not a valid pattern ({exc}); the placeholders are {_placeholder_list()}, "
+            "and a literal brace is doubled ({{ or }})"
+        ) from None
+
+
+def _is_pattern(value: str) -> bool:
+    return "{" in value
+
+
+def _is_image(path: Path) -> bool:
+    """Whether a file found in a folder or by a pattern is an image this program reads, by its name."""
+    from .io import IMAGE_SUFFIXES, ZARR_SUFFIX
+
+    if path.name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if suffix == ZARR_SUFFIX:
+        return path.is_dir()  # an OME-Zarr image is a folder
+    return suffix in IMAGE_SUFFIXES and path.is_file()
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+    except ValueError:
+        return False
+    return True
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern searches: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    fixed = list(parts[: next((i for i, p in enumerate(parts) if _GLOB_CHARS & set(p)), len(parts))])
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _file_key(path: Path) -> tuple:
+    """The same file however reached (links, ``..``): its inode, else its real path."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))
+
+
+def _some(paths, n: int = 3) -> str:
+    paths = [str(p) for p in paths]
+    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def expand_inputs(specs: Iterable[str], *, one: bool = False, exclude: Path | None = None) -> list[Path]:
+    """The image files of the ``input`` arguments, in the order given, each file once.
+
+    Parameters
+    ----------
+    specs : iterable of str
+        Files (taken as given); folders (their image files by suffix, sorted, hidden files left
+        out; a ``.zarr`` folder is one OME-Zarr image); glob patterns (``*``, ``?``, ``[...]``;
+        ``**`` for any depth), expanded here, sorted, keeping the image files.
+    one : bool
+        The single-file form (``-o``): a folder is refused.
+    exclude : Path, optional
+        The results' folder: when it lies below a folder or a pattern's folder, the files in it
+        are left out (the results of an earlier run are not inputs).  Results that would
+        replace their inputs (``--out-dir`` the inputs' folder) are refused later.
+
+    Raises
+    ------
+    UsageError
+        A folder or a pattern without an image file; a folder with ``one``.
+    FileNotFoundError
+        A file that does not exist.
+    ValueError
+        A file of a type that is not read.
+    """
+    from .io import ZARR_SUFFIX, check_suffix
+
+    files: list[Path] = []
+    seen: set[tuple] = set()
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir() and path.suffix.lower() != ZARR_SUFFIX:
+            if one:
+                raise UsageError(
+                    f"{path} is a folder, not an image file; give one image file with -o, or process the "
+                    "images in the folder with --out-dir DIR instead of -o"
+                )
+            skip = None if exclude is None or _inside(path, exclude) else exclude
+            found = sorted(p for p in path.iterdir() if _is_image(p) and not _inside(p, skip))
+            if not found:
+                raise UsageError(
+                    f"the folder {path} holds no image file ({_SUFFIX_LIST}; hidden files are left out); "
+                    f"give image files, another folder, or a pattern such as '{path / '**' / '*.tif'}'"
+                )
+        elif path.exists():
+            if not path.is_dir():
+                check_suffix(path)
+            found = [path]
+        elif _GLOB_CHARS & set(spec):
+            skip = None if exclude is None or _inside(_glob_base(spec), exclude) else exclude
+            found = sorted(
+                p for p in map(Path, glob.glob(spec, recursive=True)) if _is_image(p) and not _inside(p, skip)
+            )
+            if not found:
+                raise UsageError(
+                    f"the input pattern {spec!r} matches no image file ({_SUFFIX_LIST}; hidden files are left "
+                    "out); check the pattern (quote it, so that the program expands it: '**' reaches any depth)"
+                )
+        else:
+            raise FileNotFoundError(f"no such image file: {path}")
+        for p in found:
+            key = _file_key(p)
+            if key not in seen:
+                seen.add(key)
+                files.append(p)
+    return files
+
+
+@dataclass
+class FileTask:
+    """One input of a run and where its results go: paths only, made before any work.
+
+    Attributes
+    ----------
+    input : Path
+    output : Path
+    history : Path or None
+        The iteration-history TIFF (``--history``).
+    aux : dict of str to Path
+        This input's auxiliary files by option (``--mask``, ``--reference``, ``--hints``).
+    index, total : int
+        Its place in the run (from 1), for the ``[index/total]`` line of the batch form.
+    label : str
+        The option that named the result, for messages: ``-o``, or ``--out-dir``.
+    skip : bool
+        Its results exist and ``--skip-existing`` keeps them.
+    note : str or None
+        Said before it is processed (e.g. why an existing result is redone).
+    """
+
+    input: Path
+    output: Path
+    history: Path | None = None
+    aux: dict[str, Path] = field(default_factory=dict)
+    index: int = 1
+    total: int = 1
+    label: str = "-o"
+    skip: bool = False
+    note: str | None = None
+
+    @property
+    def outputs(self) -> list[Path]:
+        """Every file this input's run writes."""
+        return [p for p in (self.output, self.history) if p is not None]
+
+
+def _file_tasks(
+    args, task: str, *, shared: dict[str, str | None], per_file: dict[str, str | None]
+) -> tuple[list[FileTask], bool]:
+    """The :class:`FileTask` of every input of a run, and whether it is the batch form (``--out-dir``).
+
+    ``shared``: auxiliary inputs given as one file for every input, or a pattern (``--mask``,
+    ``--hints``); ``per_file``: options that name one file per input, so that several inputs need
+    a pattern (``--reference``, and ``--history``, the one output among them).
+    """
+    if args.output is not None and args.out_dir is not None:
+        raise UsageError(
+            "give -o FILE (the result of one input) or --out-dir DIR (the results of any number of inputs), not both"
+        )
+    if args.output is not None and args.name is not None:
+        raise UsageError("--name names the results in --out-dir; with -o FILE the result's name is FILE itself")
+    batch = args.out_dir is not None
+    files = expand_inputs(args.input, one=args.output is not None, exclude=args.out_dir)
+    if not batch:
+        if args.output is None:
+            if len(files) == 1:
+                raise UsageError(
+                    f"where should the result of {files[0]} go? give -o FILE, "
+                    "or --out-dir DIR to name it after its input"
+                )
+            raise UsageError(
+                f"{len(files)} inputs ({_some(files)}) need --out-dir DIR for their results "
+                "(-o FILE names the result of one input)"
+            )
+        if len(files) > 1:
+            raise UsageError(
+                f"-o names the result of one input, but the inputs are {len(files)} images ({_some(files)}); "
+                "give --out-dir DIR instead (each result named by --name, by default as its input)"
+            )
+    name = DEFAULT_NAME if args.name is None else args.name
+    n = len(files)
+    for flag, value in per_file.items():
+        if value is not None and n > 1 and not _is_pattern(value):
+            raise UsageError(
+                f"{flag} {value} names one file, but this run has {n} inputs: give a pattern naming each "
+                f"input's own, e.g. {flag} '{_PATTERN_EXAMPLES[flag]}'"
+            )
+    tasks = []
+    for i, f in enumerate(files, 1):
+        if batch:
+            filled = fill_pattern("--name", name, f, task)
+            seps = {os.sep} | ({os.altsep} if os.altsep else set())
+            if filled in ("", ".", "..") or any(sep in filled for sep in seps):
+                raise UsageError(
+                    f"--name {name!r} gives {filled!r} for {f}: give a file name (the folder is --out-dir), "
+                    "e.g. --name '{stem}_clean{suffix}'"
+                )
+            output = args.out_dir / filled
+        else:
+            output = args.output
+        paths = {}
+        for flag, value in {**shared, **per_file}.items():
+            if value is not None:
+                paths[flag] = Path(fill_pattern(flag, value, f, task) if _is_pattern(value) else value)
+        history = paths.pop("--history", None)
+        tasks.append(FileTask(f, output, history, paths, i, n, "--out-dir" if batch else "-o"))
+    return tasks, batch
+
+
+def _exists(path: Path) -> bool:
+    """Whether a result is there: a file (an OME-Zarr result: a folder)."""
+    from .io import ZARR_SUFFIX
+
+    return path.is_dir() if path.suffix.lower() == ZARR_SUFFIX else path.is_file()
+
+
+def _cut_short(path: Path) -> bool:
+    """Whether an existing result is the estimate of a run that Ctrl-C stopped (its provenance says so)."""
+    from .io import read_image_meta
+
+    try:
+        provenance = read_image_meta(path).provenance
+    except Exception:  # unreadable, or not ours: it is not known to be cut short, so it is kept
+        return False
+    return bool(provenance and provenance.get("interrupted"))
+
+
+def _apply_existing(tasks: list[FileTask], args, batch: bool) -> None:
+    """Mark the inputs to skip (``--skip-existing``), or refuse existing results in the batch form."""
+    existing = [t for t in tasks if any(_exists(p) for p in t.outputs)]
+    if args.skip_existing:
+        for t in existing:
+            if not all(_exists(p) for p in t.outputs):
+                missing = ", ".join(str(p) for p in t.outputs if not _exists(p))
+                t.note = f"redone: {missing} missing"
+            elif _cut_short(t.output):
+                t.note = f"redone: {t.output} holds the estimate of a run stopped by Ctrl-C"
+            else:
+                t.skip = True
+        return
+    if args.overwrite or not batch or not existing:
+        return  # -o FILE replaces an existing FILE, as it always has
+    paths = [p for t in existing for p in t.outputs if _exists(p)]
+    raise UsageError(
+        f"{len(paths)} result file{'s' if len(paths) > 1 else ''} of this run exist{'' if len(paths) > 1 else 's'} "
+        f"already ({_some(paths)}): give --skip-existing to keep them and process only the other inputs "
+        "(resume), or --overwrite to replace them; nothing was run"
+    )
+
+
+def _check_history_path(path: Path) -> None:
+    from .io import check_output_path
+
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise UsageError(f"--history is written as a multi-page TIFF; give a .tif path, got {path}")
+    check_output_path(path, "--history")
+
+
+def _check_batch_paths(tasks: list[FileTask], inputs: dict[str, Path | None]) -> None:
+    """Refuse a result that is an input of the run, or the result of another input, however spelled."""
+
+    def keys(p: Path) -> list[tuple]:
+        k = [("path", os.path.normcase(os.path.realpath(p)))]
+        if p.exists():
+            k.append(_file_key(p))
+        return k
+
+    known: dict[tuple, tuple[str, Path]] = {}
+    for label, p in inputs.items():
+        if p is not None:
+            for k in keys(p):
+                known.setdefault(k, (label, p))
+    for t in tasks:
+        for label, p in (("the input", t.input), *t.aux.items()):
+            for k in keys(p):
+                known.setdefault(k, (label, p))
+    written: dict[tuple, tuple[str, Path]] = {}
+    for t in tasks:
+        for option, p in (("--out-dir/--name", t.output), ("--history", t.history)):
+            if p is None:
+                continue
+            ks = keys(p)
+            hit = next((known[k] for k in ks if k in known), None)
+            if hit is not None:
+                raise UsageError(
+                    f"the {'result' if option != '--history' else 'history'} of {t.input} would be written to {p}, "
+                    f"which is {hit[0]} {hit[1]}: writing there would destroy it; give {option} another "
+                    "folder or pattern (nothing was run)"
+                )
+            other = next((written[k] for k in ks if k in written), None)
+            if other is not None:
+                fix = (
+                    "--name a pattern that tells them apart, e.g. '{parent}_{stem}{suffix}'"
+                    if option != "--history"
+                    else "--history a pattern that tells them apart, e.g. 'history/{stem}.tif'"
+                )
+                which = f" ({other[0]} and {option})" if other[0] != option else ""
+                raise UsageError(
+                    f"{other[1]} and {t.input} would both be written to {p}{which}; give {fix} (nothing was run)"
+                )
+            for k in ks:
+                written[k] = (option, t.input)
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` (--out-dir) with its parents; return the folders created, deepest first."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise UsageError(f"--out-dir {folder} exists and is not a folder; give a folder (it is created if missing)")
+        return []
+    created, p = [], folder
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create --out-dir {folder}: {exc.strerror or exc}; create it first or choose another folder"
+        ) from None
+    return created
+
+
+def _check_outputs(
+    tasks: list[FileTask],
+    args,
+    batch: bool,
+    inputs: dict[str, Path | None],
+    predict: Callable[[Any], tuple | None],
+) -> None:
+    """Every check of the run's results, before the first file is read (for all the files of a batch).
+
+    Parameters
+    ----------
+    tasks : list of FileTask
+        Marked ``skip`` here when ``--skip-existing`` keeps their results.
+    inputs : dict
+        The run's inputs shared by every file (``--weights``), by option.
+    predict : callable
+        ``predict(header)``: the result's (dtype, shape, channel axis) from an input's
+        :class:`~.io.ImageHeader`, or None when the header cannot tell (batch form: results
+        in PNG, JPEG or OME-TIFF are checked against it before any fit).
+    """
+    from .io import check_distinct, check_output_path
+
+    if not batch:
+        t = tasks[0]
+        check_distinct({"-o": t.output, "--history": t.history}, {"the input": t.input, **t.aux, **inputs})
+        check_output_path(t.output, "-o")
+        if t.history is not None:
+            _check_history_path(t.history)
+        _apply_existing(tasks, args, batch)
+        return
+    _check_batch_paths(tasks, inputs)
+    _apply_existing(tasks, args, batch)
+    todo = [t for t in tasks if not t.skip]
+    for label, p in inputs.items():
+        if p is not None and not p.exists():
+            raise UsageError(f"{label} {p} does not exist; nothing was run")
+    for t in todo:
+        for label, p in t.aux.items():
+            if not p.exists():
+                raise UsageError(f"{label} {p} (for {t.input}) does not exist; nothing was run")
+    created = _make_folder(args.out_dir)
+    try:
+        for t in todo:
+            try:
+                check_output_path(t.output, t.label)
+            except (ValueError, OSError) as exc:
+                raise UsageError(f"{exc} (--name {args.name or DEFAULT_NAME!r}); nothing was run") from None
+            if t.history is not None:
+                _check_history_path(t.history)
+        _check_formats(todo, predict)
+    except BaseException:
+        for folder in created:  # a refused run leaves no trace
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _check_formats(tasks: list[FileTask], predict: Callable[[Any], tuple | None]) -> None:
+    """Refuse results whose format cannot hold them, from the inputs' headers (PNG, JPEG, OME-TIFF)."""
+    from .io import check_output, is_ome_path, read_header
+
+    for t in tasks:
+        if t.output.suffix.lower() not in (".png", ".jpg", ".jpeg") and not is_ome_path(t.output):
+            continue  # TIFF and OME-Zarr hold any result
+        try:
+            guess = predict(read_header(t.input))
+        except Exception:  # an unreadable input fails on its turn, with its own message
+            continue
+        if guess is None:
+            continue
+        dtype, shape, ca = guess
+        try:
+            check_output(t.output, dtype, shape, ca, label=t.label, probe=False)
+        except ValueError as exc:
+            raise UsageError(
+                f"{t.input}: {exc} (the result will be {'x'.join(map(str, shape))} {np.dtype(dtype)}); "
+                "name the results in another format with --name, e.g. --name '{stem}.tif', or choose "
+                "the inputs; nothing was run"
+            ) from None
+
+
+def _header_channel_axis(shape: tuple[int, ...], arg: str) -> int | None:
+    """The channel axis --channel-axis gives an image of ``shape`` (normalised); ValueError if out of range."""
+    ca = _channel_axis(shape, arg)
+    if ca is None:
+        return None
+    if not -len(shape) <= ca < len(shape):
+        raise ValueError(f"channel axis {ca} is out of range for shape {shape}")
+    return ca % len(shape)
+
+
+# -- one file: plan, run, finish ------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What running a planned file gives back: its output, whether Ctrl-C cut it short, its duration."""
+
+    output: Any
+    interrupted: bool
+    seconds: float
+
+
+@dataclass
+class RunFailure:
+    """What a runner hands back for a file whose run raised: the driver reports it and goes on."""
+
+    error: Exception
+
+
+class PlannedFile(abc.ABC):
+    """A file ready to run: read, checked and prepared by a command's ``plan`` (all its input checks done).
+
+    :meth:`run` does the heavy part (the fit: the only step a runner may move to another
+    process); :meth:`finish` writes the results and reports, in the process that planned it.
+    """
+
+    task: FileTask
+
+    @abc.abstractmethod
+    def run(self, quiet: bool) -> RunResult:
+        """Run the work (with a progress bar unless ``quiet``)."""
+
+    @abc.abstractmethod
+    def finish(self, result: RunResult) -> str:
+        """Write the results and print the report; return "done", or "interrupted" (cut short by Ctrl-C)."""
+
+
+@dataclass
+class PlannedRestore(PlannedFile):
+    """A restoration ready to run: its :class:`~.restore.job.DIPJob` and what its results need."""
+
+    task: FileTask
+    job: Any
+    image: np.ndarray
+    meta: Any
+    channel_axis: int | None
+    reference: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+    noise_given: bool = False
+
+    def run(self, quiet: bool) -> RunResult:
+        t0 = time.perf_counter()
+        out, interrupted = _run_job(self.job, quiet)
+        return RunResult(out, interrupted, time.perf_counter() - t0)
+
+    def finish(self, result: RunResult) -> str:
+        from .io import write_history_tiff, write_image
+        from .provenance import dip_provenance
+
+        t, job, out, interrupted = self.task, self.job, result.output, result.interrupted
+        result_ca = job.layout.channel_axis
+        provenance = _safe_provenance(
+            dip_provenance, job, out, input_name=t.input, interrupted=interrupted, extra=self.extra
+        )
+        history = t.history if t.history is not None and out.history is not None else None
+        # the history first (the larger file): when it cannot be written, neither is the result;
+        # when the result cannot be written, a history this run created is removed with it
+        history_was_there = history is not None and history.exists()
+        if history is not None:
+            write_history_tiff(
+                history,
+                out.history,
+                out.history_iterations,
+                out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
+                channel_axis=result_ca,
+                meta=self.meta,
+                provenance=provenance,
+            )
+        try:
+            write_image(t.output, out.image, result_ca, meta=self.meta, provenance=provenance)
+        except BaseException:
+            if history is not None and not history_was_there:
+                history.unlink(missing_ok=True)
+            raise
+        print(f"wrote {t.output}" + (f": {_interrupted_note(out)}" if interrupted else ""))
+        for note in out.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if history is not None:
+            print(f"wrote {history} ({len(out.history_iterations)} frames)")
+        elif t.history is not None and not out.notes:
+            print("no history was recorded (history cadence 0)", file=sys.stderr)
+        if interrupted:
+            return "interrupted"
+        _report(out, result.seconds, noise_given=self.noise_given)
+        if self.reference is not None:
+            ref, ca = self.reference, self.channel_axis
+            p1, s1 = _quality(ref, out.image, ca)
+            if ref.shape == self.image.shape:
+                p0, s0 = _quality(ref, self.image, ca)
+                print(f"PSNR {p0:.2f} dB -> {p1:.2f} dB, SSIM {s0:.4f} -> {s1:.4f} (vs {t.aux['--reference']})")
+            else:  # a result of another size than the input (up-scaling): no "before"
+                print(f"PSNR {p1:.2f} dB, SSIM {s1:.4f} (vs {t.aux['--reference']})")
+        return "done"
+
+
+@dataclass
+class PlannedColorize(PlannedFile):
+    """A colorization ready to run: the image, its hints and the method's options."""
+
+    task: FileTask
+    image: np.ndarray
+    meta: Any
+    channel_axis: int | None
+    hints: Any
+    method: str
+    hint_size: int
+    weights: Path | None
+    device: str
+    seed: int
+
+    def run(self, quiet: bool) -> RunResult:
+        from .colorization.api import colorize
+
+        t0 = time.perf_counter()
+        rgb = colorize(
+            self.image,
+            method=self.method,
+            hints=self.hints,
+            hint_size=self.hint_size,
+            weights=self.weights,
+            device=self.device,
+            seed=self.seed,
+            channel_axis=self.channel_axis,
+        )
+        return RunResult(rgb, False, time.perf_counter() - t0)
+
+    def finish(self, result: RunResult) -> str:
+        from .colorization.api import get_colorizer
+        from .colorization.weights import weights_info
+        from .io import write_image
+        from .provenance import colorize_provenance
+
+        colorizer = get_colorizer(self.method)
+        provenance = _safe_provenance(
+            colorize_provenance,
+            self.method,
+            input_name=self.task.input,
+            hints=self.hints,
+            hint_size=self.hint_size,
+            seed=self.seed if colorizer.iterative else None,
+            weights=weights_info(self.method).filename if colorizer.needs_weights else None,
+        )
+        write_image(self.task.output, result.output, -1, meta=self.meta, provenance=provenance)
+        n = f" from {len(self.hints)} hints" if self.hints else ""
+        print(f"colorized with {self.method}{n} in {result.seconds:.1f} s; wrote {self.task.output}")
+        return "done"
+
+
+def run_in_process(
+    planned: Iterable[PlannedFile], quiet: bool = False
+) -> Iterator[tuple[PlannedFile, RunResult | RunFailure]]:
+    """The default runner: run each planned file here, one after the other.
+
+    A runner takes the planned files lazily (``planned`` is an iterator that reads and prepares
+    each file only when asked: a runner that runs several at once takes a few ahead, never all),
+    runs them and yields ``(planned, result)`` pairs as they complete, a :class:`RunFailure`
+    for a run that raised.  KeyboardInterrupt and :class:`Terminated` pass through.
+    """
+    for p in planned:
+        try:
+            result = p.run(quiet)
+        except Exception as exc:  # reported by the driver; the batch goes on
+            result = RunFailure(exc)
+        yield p, result
+        del p, result  # not held while the next file is read
+
+
+def _text(exc: BaseException) -> str:
+    """An exception's message for a user: options as the command line spells them; an OSError that
+    names no file by its own words (``cannot write ...``), without the ``[Errno N]`` prefix."""
+    from .errors import reword
+
+    if isinstance(exc, OSError) and exc.filename is None and exc.strerror:
+        return exc.strerror
+    return reword(exc, FLAGS)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A failed file's message on one line (an unexpected error says its type)."""
+    msg = _memory_error(exc) if isinstance(exc, (MemoryError, RuntimeError)) else None
+    if msg is None:
+        msg = _text(exc)
+        if not isinstance(exc, (ValueError, TypeError, OSError, MemoryError)):
+            msg = f"{type(exc).__name__}: {msg}"
+    return " ".join(msg.split()) or type(exc).__name__
+
+
+@dataclass
+class BatchSummary:
+    """The counts of a batch so far, the files in progress, and why it stopped early (if it did)."""
+
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    in_progress: list[FileTask] = field(default_factory=list)
+    stop: str | None = None
+    t0: float = field(default_factory=time.perf_counter)
+
+    def end(self, task: FileTask) -> None:
+        """``task`` is counted: no longer in progress."""
+        if task in self.in_progress:
+            self.in_progress.remove(task)
+
+    def fail(self, task: FileTask, exc: BaseException) -> None:
+        self.end(task)
+        msg = _one_line(exc)
+        self.failed.append((task.input, msg))
+        sys.stdout.flush()  # in order with the report lines when both go to one log
+        print(f"failed: {task.input}: {msg}", file=sys.stderr, flush=True)
+
+    def stopped(self, why: str, what_of_it: str) -> None:
+        """Record why the batch stopped, naming the files in progress then."""
+        where = ", ".join(str(t.input) for t in self.in_progress)
+        self.stop = f"{why} at {where} ({what_of_it})" if where else why
+
+    def print(self) -> None:
+        left = self.total - self.done - self.skipped - len(self.failed) - len(self.in_progress)
+        took = format_duration(time.perf_counter() - self.t0)
+        line = f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed in {took}"
+        if self.stop is not None:
+            line += f"; {self.stop}"
+            if left:
+                line += f"; {left} not started"
+        print(line, flush=True)
+        for path, msg in self.failed:
+            print(f"failed: {path}: {msg}", file=sys.stderr)
+
+
+def run_files(
+    tasks: list[FileTask],
+    plan: Callable[[FileTask], PlannedFile],
+    *,
+    batch: bool,
+    quiet: bool = False,
+    runner: Callable[..., Iterator[tuple[PlannedFile, RunResult | RunFailure]]] = run_in_process,
+) -> int:
+    """Plan, run and finish the files of a run; return the exit code.
+
+    Parameters
+    ----------
+    tasks : list of FileTask
+        Checked (:func:`_check_outputs`); those marked ``skip`` are reported and left alone.
+    plan : callable
+        ``plan(task)``: read and prepare one file (raises on bad input).  Called lazily, when
+        the runner asks for the next planned file.
+    batch : bool
+        The batch form: each file is announced (``[2/5] raw/b.tif``), a file that fails is
+        reported (``failed: FILE: MESSAGE``) and the others go on, and a summary ends the run
+        (``N done, M skipped, K failed in T``).  Otherwise (``-o``) an error propagates to
+        :func:`main`, as before the batch form existed.
+    quiet : bool
+        No progress bar.
+    runner : callable
+        ``runner(planned_files, quiet=...)`` (see :func:`run_in_process`).
+
+    Returns
+    -------
+    int
+        0 every file done or skipped, 1 some failed, 130 Ctrl-C, 128 + the signal when terminated.
+    """
+    summary = BatchSummary(len(tasks))
+
+    def planned() -> Iterator[PlannedFile]:
+        for task in tasks:
+            if batch:
+                print(f"[{task.index}/{task.total}] {task.input}", flush=True)
+            if task.note:
+                print(task.note)
+            if task.skip:
+                print(f"skipped: {', '.join(map(str, task.outputs))} exist{'s' if len(task.outputs) == 1 else ''}")
+                summary.skipped += 1
+                continue
+            summary.in_progress.append(task)
+            try:
+                p = plan(task)
+            except Exception as exc:
+                if not batch:
+                    raise
+                summary.fail(task, exc)
+                continue
+            yield p
+            del p
+
+    try:
+        for p, result in runner(planned(), quiet=quiet):
+            try:
+                if isinstance(result, RunFailure):
+                    raise result.error
+                status = p.finish(result)
+            except Exception as exc:
+                if not batch:
+                    raise
+                summary.fail(p.task, exc)
+                continue
+            finally:
+                del result
+            if status == "interrupted":  # the first Ctrl-C: its estimate was written; the batch stops
+                summary.stopped("stopped by Ctrl-C", "its estimate so far was written")
+                break
+            summary.end(p.task)
+            summary.done += 1
+            del p
+    except KeyboardInterrupt:
+        if not batch:
+            raise
+        print(f"{PROG}: interrupted: nothing was written for the file in progress", file=sys.stderr)
+        summary.stopped("stopped by Ctrl-C", "nothing written for it")
+    except Terminated as term:
+        if not batch:
+            raise
+        what = "terminated" if term.signum == signal.SIGTERM else "interrupted twice"
+        print(f"{PROG}: {what}: stopped at once; nothing was written for the file in progress", file=sys.stderr)
+        summary.stopped(what, "nothing written for it")
+        summary.print()
+        return 128 + term.signum
+    if batch:
+        summary.print()
+    if summary.stop is not None:
+        return 130
+    return 1 if summary.failed else 0
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+def _restore_options(args, deg) -> dict:
+    """The options of :func:`~.restore.api.prepare` that do not depend on the image."""
+    opts = dict(
         preset=args.preset,
-        channel_axis=ca,
         iterations=args.iterations,
         lr=args.lr,
         ensemble=args.ensemble,
@@ -486,33 +1371,98 @@ def _restore(args) -> int:
         device=args.device,
         seed=args.seed,
         history_every=args.history_every,
-        warm_start=args.warm_start,
-        tile_size=args.tile,
-        tile_overlap=args.tile_overlap,
         output_dtype=None if args.dtype == "auto" else args.dtype,
     )
     if len(deg.noise_models) > 1:
-        kw["loss"] = args.loss
+        opts["loss"] = args.loss
     if "poisson" in deg.noise_models:
-        kw.update(camera_offset=args.offset, gain=args.gain, read_noise=args.read_noise)
+        opts.update(camera_offset=args.offset, gain=args.gain, read_noise=args.read_noise)
     if deg.noise_level_stop:
-        kw["noise_sigma"] = args.noise_sigma
+        opts["noise_sigma"] = args.noise_sigma
+    return opts
+
+
+def _predict_restore(args, scale: int, poisson: bool, header) -> tuple | None:
+    """The result's (dtype, shape, channel axis) from the input's header (None: cannot tell)."""
+    from .arrays import resolve_output_dtype
+
+    shape = tuple(header.shape)
+    try:
+        ca = _header_channel_axis(shape, args.channel_axis)
+    except (ValueError, UsageError):
+        return None
+    rest = [i for i in range(len(shape)) if i != ca]
+    if len(rest) < 2:
+        return None
+    dtype = resolve_output_dtype(None if args.dtype == "auto" else args.dtype, header.dtype, poisson)
+    if dtype is None:
+        dtype = np.dtype(np.float32) if header.dtype == np.float16 else header.dtype
+    out = list(shape)
+    for i in rest[-2:]:
+        out[i] *= scale
+    return dtype, tuple(out), ca
+
+
+def _restore(args) -> int:
+    from .restore.api import check_options
+
+    deg = args.degradation
+    masks = {f.flag: getattr(args, f.name) for f in deg.fields if f.kind == "mask"}
+    tasks, batch = _file_tasks(
+        args, deg.name, shared=masks, per_file={"--reference": args.reference, "--history": args.history}
+    )
+    for name in ("offset", "gain", "read_noise"):
+        _check_finite(f"--{name.replace('_', '-')}", getattr(args, name, None))
+    _check_finite("--lr", args.lr)
+    noise_sigma = getattr(args, "noise_sigma", None)
+    _check_finite("--noise-sigma", noise_sigma)
+    if noise_sigma is not None and noise_sigma <= 0:
+        raise UsageError(f"--noise-sigma must be > 0 (a standard deviation), got {noise_sigma:g}")
+    # the degradation without its masks (read per image): its result size and its options' checks
+    unbound = deg(**{f.name: None if f.kind == "mask" else getattr(args, f.name) for f in deg.fields})
+    params = check_options(unbound, **_restore_options(args, deg))
+    predict = partial(_predict_restore, args, unbound.scale, params.loss == "poisson")
+    _check_outputs(tasks, args, batch, {}, predict)
+    return run_files(tasks, partial(_plan_restore, args), batch=batch, quiet=args.quiet)
+
+
+def _plan_restore(args, task: FileTask) -> PlannedRestore:
+    """Read one input and prepare its restoration: every check of the file, before its fit."""
+    from .io import check_output, read_header, read_image_meta
+    from .restore.api import prepare
+
+    deg = args.degradation
+    reference_path = task.aux.get("--reference")
+    if reference_path is not None:
+        read_header(reference_path)  # a missing or broken reference is found before the input is read
+    # the result's size per input side, from the choice fields (masks are read after the image)
+    scale = deg(**{f.name: None if f.kind == "mask" else getattr(args, f.name) for f in deg.fields}).scale
+    image = _read_for_restore(task.input, scale, args.device)
+    meta = read_image_meta(task.input).zoomed(scale)  # the result's axes and pixel sizes
+    ca = _channel_axis(image.shape, args.channel_axis)
+    kw = dict(
+        _restore_options(args, deg),
+        channel_axis=ca,
+        warm_start=args.warm_start,
+        tile_size=args.tile,
+        tile_overlap=args.tile_overlap,
+    )
     fields = {}
     for f in deg.fields:
         value = getattr(args, f.name)
         if f.kind == "mask":
-            value = _read_mask(value, image, getattr(args, f"invert_{f.name}"))
+            value = _read_mask(task.aux[f.flag], image, getattr(args, f"invert_{f.name}"))
         fields[f.name] = value
     job = prepare(deg(**fields), image, **kw)
     result_shape = job.layout.result_shape(*job.out_shape[:2])
     result_ca = job.layout.channel_axis
     try:
         check_output(
-            args.output,
+            task.output,
             job.layout.result_dtype,
             result_shape,
             result_ca,
-            label="-o",
+            label=task.label,
             probe=False,
             axes=meta.axes_for(tuple(result_shape), result_ca),
         )
@@ -526,11 +1476,11 @@ def _restore(args) -> int:
             raise UsageError(f"{exc}; or choose the result type with --dtype (now {job.layout.result_dtype})") from None
         raise
     reference = None
-    if args.reference is not None:
-        reference = _read(args.reference)
+    if reference_path is not None:
+        reference = _read(reference_path)
         if reference.shape != tuple(result_shape):
             raise UsageError(
-                f"--reference {args.reference} has shape {reference.shape} but the result will be "
+                f"--reference {reference_path} has shape {reference.shape} but the result will be "
                 f"{tuple(result_shape)}; give the ground truth of the result (nothing was run)"
             )
     if job.regions:
@@ -539,89 +1489,53 @@ def _restore(args) -> int:
         th = max(b[1] - b[0] for b in job.tiles)
         tw = max(b[3] - b[2] for b in job.tiles)
         print(f"processing in {len(job.tiles)} tiles of {th}x{tw} pixels (overlap at least {job.tile_overlap})")
-    t0 = time.perf_counter()
-    out, interrupted = _run_job(job, args.quiet)
-    mask_files = {f.name: Path(getattr(args, f.name)).name for f in deg.fields if f.kind == "mask"}
-    provenance = _safe_provenance(
-        dip_provenance, job, out, input_name=args.input, interrupted=interrupted, extra=mask_files
+    extra = {f.name: task.aux[f.flag].name for f in deg.fields if f.kind == "mask"}
+    return PlannedRestore(
+        task, job, image, meta, ca, reference, extra, noise_given=getattr(args, "noise_sigma", None) is not None
     )
-    write_image(args.output, out.image, result_ca, meta=meta, provenance=provenance)
-    print(f"wrote {args.output}" + (f": {_interrupted_note(out)}" if interrupted else ""))
-    for note in out.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if args.history is not None:
-        if out.history is None:
-            if not out.notes:
-                print("no history was recorded (history cadence 0)", file=sys.stderr)
-        else:
-            write_history_tiff(
-                args.history,
-                out.history,
-                out.history_iterations,
-                out.history_losses[:, 0] if out.history_losses.shape[1] == 1 else out.history_losses,
-                channel_axis=result_ca,
-                meta=meta,
-                provenance=provenance,
-            )
-            print(f"wrote {args.history} ({len(out.history_iterations)} frames)")
-    if interrupted:
-        return 130
-    _report(out, t0, noise_given=getattr(args, "noise_sigma", None) is not None)
-    if reference is not None:
-        p1, s1 = _quality(reference, out.image, ca)
-        if reference.shape == image.shape:
-            p0, s0 = _quality(reference, image, ca)
-            print(f"PSNR {p0:.2f} dB -> {p1:.2f} dB, SSIM {s0:.4f} -> {s1:.4f} (vs {args.reference})")
-        else:  # a result of another size than the input (up-scaling): no "before"
-            print(f"PSNR {p1:.2f} dB, SSIM {s1:.4f} (vs {args.reference})")
-    return 0
+
+
+def _predict_colorize(args, header) -> tuple | None:
+    """The colorized result's (dtype, shape, channel axis) from the input's header (None: cannot tell)."""
+    shape = tuple(header.shape)
+    try:
+        ca = _header_channel_axis(shape, args.channel_axis)
+    except (ValueError, UsageError):
+        return None
+    spatial = tuple(n for i, n in enumerate(shape) if i != ca)
+    return np.dtype(np.uint8 if header.dtype == np.uint8 else np.float32), spatial + (3,), -1
 
 
 def _colorize(args) -> int:
-    from .colorization.api import colorize, get_colorizer
-    from .colorization.hints import read_hints_csv
-    from .colorization.weights import weights_info
-    from .io import check_distinct, check_output, check_output_path, read_image_meta
-    from .provenance import colorize_provenance
+    tasks, batch = _file_tasks(args, "colorize", shared={"--hints": args.hints}, per_file={})
+    _check_outputs(tasks, args, batch, {"--weights": args.weights}, partial(_predict_colorize, args))
+    return run_files(tasks, partial(_plan_colorize, args), batch=batch, quiet=True)
 
-    check_distinct({"-o": args.output}, {"the input": args.input, "--hints": args.hints, "--weights": args.weights})
-    check_output_path(args.output, "-o")
-    image = _read(args.input)
-    meta = read_image_meta(args.input)
-    ca = _channel_axis(image, args.channel_axis)
-    hints = read_hints_csv(args.hints) if args.hints is not None else None
+
+def _plan_colorize(args, task: FileTask) -> PlannedColorize:
+    """Read one input (and its hints) for colorization: every check of the file, before the work."""
+    from .colorization.hints import read_hints_csv
+    from .io import check_output, read_image_meta
+
+    image = _read(task.input)
+    meta = read_image_meta(task.input)
+    ca = _channel_axis(image.shape, args.channel_axis)
+    hints_path = task.aux.get("--hints")
+    hints = read_hints_csv(hints_path) if hints_path is not None else None
     out_dtype = np.uint8 if image.dtype == np.uint8 else np.float32
     spatial = image.shape if ca is None else tuple(n for i, n in enumerate(image.shape) if i != ca % image.ndim)
     check_output(
-        args.output, out_dtype, spatial + (3,), -1, label="-o", probe=False, axes=meta.axes_for(spatial + (3,), -1)
+        task.output,
+        out_dtype,
+        spatial + (3,),
+        -1,
+        label=task.label,
+        probe=False,
+        axes=meta.axes_for(spatial + (3,), -1),
     )
-    t0 = time.perf_counter()
-    rgb = colorize(
-        image,
-        method=args.method,
-        hints=hints,
-        hint_size=args.hint_size,
-        weights=args.weights,
-        device=args.device,
-        seed=args.seed,
-        channel_axis=ca,
+    return PlannedColorize(
+        task, image, meta, ca, hints, args.method, args.hint_size, args.weights, args.device, args.seed
     )
-    from .io import write_image
-
-    colorizer = get_colorizer(args.method)
-    provenance = _safe_provenance(
-        colorize_provenance,
-        args.method,
-        input_name=args.input,
-        hints=hints,
-        hint_size=args.hint_size,
-        seed=args.seed if colorizer.iterative else None,
-        weights=weights_info(args.method).filename if colorizer.needs_weights else None,
-    )
-    write_image(args.output, rgb, -1, meta=meta, provenance=provenance)
-    n = f" from {len(hints)} hints" if hints else ""
-    print(f"colorized with {args.method}{n} in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
-    return 0
 
 
 #: How ``info`` names the flavour of a file.
@@ -710,7 +1624,7 @@ def _demo(args) -> int:
     if interrupted:
         print(f"wrote {noisy_path} and {out_path}: {_interrupted_note(out)}")
         return 130
-    _report(out, t0)
+    _report(out, time.perf_counter() - t0)
     p0, s0 = _quality(clean, noisy, -1)
     p1, s1 = _quality(clean, out.image, -1)
     print(f"PSNR {p0:.2f} dB -> {p1:.2f} dB, SSIM {s0:.4f} -> {s1:.4f}")
@@ -765,7 +1679,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError, ImageTooLargeError, OSError) as exc:
-        msg = " ".join(reword(exc, FLAGS).split())
+        msg = " ".join(_text(exc).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     finally:

@@ -42,6 +42,8 @@ __all__ = [
     "TIFF_SUFFIXES",
     "ZARR_SUFFIX",
     "check_readable",
+    "check_suffix",
+    "IMAGE_SUFFIXES",
     "MAX_PLAIN_PIXELS",
 ]
 
@@ -49,6 +51,8 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 _PLAIN_SUFFIXES = {".png", ".jpg", ".jpeg"}
 #: An OME-Zarr folder (the ``zarr`` extra: :mod:`~napari_deep_prior.omezarr`).
 ZARR_SUFFIX = ".zarr"
+#: Every suffix this module reads and writes (.zarr: a folder).
+IMAGE_SUFFIXES = frozenset(TIFF_SUFFIXES | _PLAIN_SUFFIXES | {ZARR_SUFFIX})
 
 
 def _umask() -> int:
@@ -82,9 +86,7 @@ def _write_error(path: Path, exc: OSError) -> OSError:
             if free < (1 << 20):
                 why = f"no space left on the device ({free:,} bytes free; {exc})"
     kept = "the existing file was not changed" if path.exists() else "nothing was written"
-    err = OSError(exc.errno, f"cannot write {path}: {why} ({kept}); free space or choose another folder")
-    err.filename = None
-    return err
+    return OSError(exc.errno, f"cannot write {path}: {why} ({kept}); free space or choose another folder")
 
 
 @contextlib.contextmanager
@@ -142,9 +144,11 @@ MAX_PLAIN_PIXELS = 2 * 89_478_485
 WORKING_BYTES_PER_ELEMENT = 8
 
 
-def _check_suffix(path: Path, writing: bool) -> str:
+def check_suffix(path: str | os.PathLike, writing: bool = False) -> str:
+    """The lower-case suffix of ``path``; ValueError (naming the supported types) when unsupported."""
+    path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in TIFF_SUFFIXES | _PLAIN_SUFFIXES | {ZARR_SUFFIX}:
+    if suffix not in IMAGE_SUFFIXES:
         raise ValueError(
             f"{'cannot write' if writing else 'cannot read'} {path}: unsupported file type "
             f"{suffix or '(none)'}; use .png, .jpg, .jpeg, .tif, .tiff (.ome.tif for OME-TIFF) or .zarr (OME-Zarr)"
@@ -194,7 +198,7 @@ class ImageHeader:
 def _check_file(path: Path) -> str:
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file; give one image file")
-    suffix = _check_suffix(path, writing=False)
+    suffix = check_suffix(path, writing=False)
     if not path.exists():
         raise FileNotFoundError(f"no such image file: {path}")
     if not path.is_file():
@@ -761,7 +765,7 @@ def check_output_path(path: str | os.PathLike, label: str = "the output") -> str
         check_zarr_path(path, label)
     elif path.is_dir():
         raise ValueError(f"{label} {path} is a folder; give a file name in it, e.g. {path / 'result.tif'}")
-    suffix = _check_suffix(path, writing=True)
+    suffix = check_suffix(path, writing=True)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
         raise FileNotFoundError(f"the folder of {label} {path} does not exist: create {folder} first")
@@ -815,7 +819,7 @@ def check_output(
     suffix : str
     """
     path = Path(path)
-    suffix = check_output_path(path, label) if probe else _check_suffix(path, writing=True)
+    suffix = check_output_path(path, label) if probe else check_suffix(path, writing=True)
     dtype = np.dtype(dtype)
     shape = tuple(int(n) for n in shape)
     if suffix == ZARR_SUFFIX:

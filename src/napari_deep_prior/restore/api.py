@@ -49,6 +49,7 @@ __all__ = [
     "denoise",
     "inpaint",
     "prepare",
+    "check_options",
     "prepare_denoise",
     "prepare_inpaint",
     "prepare_upscale",
@@ -116,6 +117,52 @@ def _check_noise_sigma(noise_sigma, degradation: Degradation, p: DIPParams) -> f
             "(early stopping off, or a preset without it: es_noise_factor = 0)"
         )
     return float(noise_sigma)
+
+
+def check_options(
+    degradation: Degradation,
+    *,
+    preset: str | None = None,
+    device="auto",
+    seed: int | None = None,
+    output_dtype=None,
+    camera_offset: float | None = None,
+    gain: float | None = None,
+    read_noise: float | None = None,
+    noise_sigma: float | None = None,
+    **overrides,
+) -> DIPParams:
+    """Check the options of a job that do not depend on its image, before there is one.
+
+    A front end that runs many images with the same options (the command line's batch form)
+    calls it once before the first image, so that a bad option is reported once instead of
+    failing every image; :func:`prepare` checks the same again with the image.
+
+    Parameters
+    ----------
+    degradation : Degradation
+        Unbound (its mask, if any, may be None).
+    preset, device, seed, output_dtype, camera_offset, gain, read_noise, noise_sigma, **overrides
+        As for :func:`prepare`.
+
+    Returns
+    -------
+    DIPParams
+        The parameters the jobs will run with.
+
+    Raises
+    ------
+    ParameterError, TypeError, ValueError
+        As :func:`prepare` for the same options.
+    """
+    p, _ = _resolve_params(degradation, preset, None, **overrides)
+    check_seed(seed)
+    _check_noise_sigma(noise_sigma, degradation, p)
+    poisson = p.loss == "poisson"
+    resolve_output_dtype(output_dtype, np.dtype(np.uint8), poisson)
+    CameraModel.from_args(camera_offset, gain, read_noise, poisson)
+    resolve_device(device)
+    return p
 
 
 def prepare(
