@@ -301,6 +301,21 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
         "or a numpy dtype name such as float32 or uint16",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the fits (every plane of a stack, tile of a plane, file of a batch) on a dask "
+        "LocalCluster of N worker processes sharing this machine's cores; the same results as "
+        'without it (pip install "napari-deep-prior[distributed]")',
+    )
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the fits on a running dask cluster: its scheduler's address (tcp://host:8786) or "
+        "scheduler file (.json), e.g. one started by dask-jobqueue on SLURM",
+    )
 
 
 def _task_parser(sub, deg) -> None:
@@ -1423,7 +1438,164 @@ def _restore(args) -> int:
     params = check_options(unbound, **_restore_options(args, deg))
     predict = partial(_predict_restore, args, unbound.scale, params.loss == "poisson")
     _check_outputs(tasks, args, batch, {}, predict)
-    return run_files(tasks, partial(_plan_restore, args), batch=batch, quiet=args.quiet)
+    if args.workers is None and args.scheduler is None:
+        return run_files(tasks, partial(_plan_restore, args), batch=batch, quiet=args.quiet)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    client = _start_cluster(args)
+    try:
+        return run_files(
+            tasks,
+            partial(_plan_on_cluster, client, args),
+            batch=batch,
+            quiet=args.quiet,
+            runner=partial(run_on_cluster, client, args.device),
+        )
+    finally:
+        cluster = client.cluster if args.workers is not None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# -- on a dask cluster ------------------------------------------------------------------------------
+
+
+def _start_cluster(args):
+    """The client of ``--workers N`` (a new LocalCluster) or ``--scheduler ADDRESS`` (a running one)."""
+    from .restore.distributed import start_client
+
+    try:
+        client = start_client(args.workers, args.scheduler)
+    except ImportError as exc:
+        raise UsageError(f"{'--workers' if args.workers else '--scheduler'}: {exc}") from None
+    except OSError as exc:  # no scheduler at that address
+        raise UsageError(f"--scheduler {args.scheduler}: cannot reach a dask scheduler there ({exc})") from None
+    workers = client.scheduler_info().get("workers", {})
+    threads = sorted({w.get("nthreads", 0) for w in workers.values()})
+    where = "a local cluster" if args.workers is not None else f"the cluster at {args.scheduler}"
+    print(
+        f"dask: {len(workers)} worker(s) of {'/'.join(map(str, threads))} thread(s) on {where}",
+        flush=True,
+    )
+    return client
+
+
+def _plan_on_cluster(client, args, task: FileTask) -> PlannedRestore:
+    """:func:`_plan_restore` with tiles planned for the smallest worker's memory."""
+    from .device import memory_cap
+    from .restore.distributed import worker_memory_cap
+
+    with memory_cap(worker_memory_cap(client)):
+        return _plan_restore(args, task)
+
+
+class _ClusterBar:
+    """Progress of the fits on a cluster: units (planes, tiles) done of those submitted, files done."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self._last = -1
+
+    def __call__(self, done: int, total: int, files_running: int) -> None:
+        elapsed = format_duration(time.perf_counter() - self.t0)
+        text = f"fits {done}/{total} done ({files_running} file(s) in progress), {elapsed} elapsed"
+        if self.tty:
+            self.stream.write(f"\r{text}\033[K")
+            self.stream.flush()
+        elif total and int(10 * done / total) != self._last:
+            self._last = int(10 * done / total)
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_on_cluster(
+    client, device: str, planned: Iterable[PlannedFile], quiet: bool = False
+) -> Iterator[tuple[PlannedFile, RunResult | RunFailure]]:
+    """A runner (see :func:`run_in_process`) that runs the files' fits on a dask cluster.
+
+    Keeps enough files in progress to give every worker a fit (one more file than there are
+    workers; a file's planes and tiles are fits of their own), and hands each file back when
+    all its fits are in, assembled exactly as in process.  A fit that fails twice fails its
+    file (reported; the batch goes on).  Ctrl-C cancels every fit and writes nothing for the
+    files in progress.
+    """
+    import distributed
+
+    from .restore.distributed import ClusterJob
+
+    ahead = len(client.scheduler_info().get("workers", {})) + 1
+    source = iter(planned)
+    running: dict[int, tuple[PlannedFile, ClusterJob]] = {}
+    owner: dict = {}  # future -> id of its file
+    done = distributed.as_completed()
+    bar = None if quiet else _ClusterBar()
+    counts = {"done": 0, "total": 0}
+
+    def add(fid, futures):
+        for f in futures:
+            owner[f] = fid
+        done.update(futures)
+
+    def top_up():
+        """Plan and submit files until ``ahead`` are in progress; yield those with nothing to fit."""
+        while len(running) < ahead:
+            p = next(source, None)
+            if p is None:
+                return
+            try:
+                run = ClusterJob(p.job, client, device)
+                futures = run.start()
+            except Exception as exc:
+                yield p, RunFailure(exc)
+                continue
+            if run.finished:  # nothing to fit (constant planes, no holes)
+                yield p, RunResult(run.output(), False, 0.0)
+                continue
+            running[id(p)] = (p, run)
+            counts["total"] += len(run.units)
+            add(id(p), futures)
+
+    try:
+        yield from top_up()
+        while running:
+            fut = next(done)
+            fid = owner.pop(fut)
+            if fid not in running:  # a file that failed already: its other fits were cancelled
+                continue
+            p, run = running[fid]
+            try:
+                _progress, new = run.take(fut)
+            except Exception as exc:
+                run.cancel()
+                del running[fid]
+                yield p, RunFailure(exc)
+                yield from top_up()
+                continue
+            add(fid, new)
+            counts["done"] += 1
+            if bar is not None:
+                bar(counts["done"], counts["total"], len(running))
+            if run.finished:
+                del running[fid]
+                try:
+                    result = RunResult(run.output(), False, time.perf_counter() - run.t0)
+                except Exception as exc:
+                    result = RunFailure(exc)
+                yield p, result
+                yield from top_up()
+    finally:
+        for _p, run in running.values():
+            run.cancel()
+        if bar is not None:
+            bar.close()
 
 
 def _plan_restore(args, task: FileTask) -> PlannedRestore:

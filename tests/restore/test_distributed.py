@@ -116,8 +116,8 @@ def test_a_failing_unit_is_reported_by_its_plane_after_its_retry(client, stack, 
 def test_killing_a_worker_mid_run_loses_nothing(stack, one_torch_thread):
     """A worker process killed while the fits run: its units are recomputed on the others."""
     rng = np.random.default_rng(2)
-    big = (rng.random((6, 32, 32)) * 255).astype(np.uint8)
-    kw = dict(KW, iterations=60)
+    big = (rng.random((4, 32, 32)) * 255).astype(np.uint8)
+    kw = dict(KW, iterations=40)
     _, here = denoise(big, return_history=True, **kw)
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50

@@ -39,7 +39,7 @@ from ..arrays import drive
 from .fit import FitResult
 from .job import DIPJob, DIPOutput
 
-__all__ = ["UnitsProgress", "run_on_client", "start_client", "worker_memory_cap", "DistributedError"]
+__all__ = ["ClusterJob", "UnitsProgress", "run_on_client", "start_client", "worker_memory_cap", "DistributedError"]
 
 #: Retries of a unit whose task raised, before its job is reported failed.
 RETRIES = 1
@@ -147,6 +147,104 @@ def _describe(job: DIPJob, unit) -> str:
     return where
 
 
+class ClusterJob:
+    """One job's units on a cluster: submit them, take their results as they come, assemble.
+
+    Several ClusterJobs can share a cluster and one ``as_completed`` (the batch command line
+    runs a few files at once); :func:`run_on_client` runs one.
+
+    Parameters
+    ----------
+    job : DIPJob
+    client : distributed.Client
+    device : str, optional
+        As for :func:`run_on_client`.
+    """
+
+    def __init__(self, job: DIPJob, client, device: str | None = None):
+        self.job = job
+        self.client = client
+        self.device = job.device.type if device is None else device
+        self.units = job.units()
+        self.results: dict = {}
+        self.futures: dict = {}  # future -> unit, while it runs
+        self._tag = uuid.uuid4().hex[:8]
+        self._pending: list = []  # units waiting for the warm start's weights
+        self.t0 = time.perf_counter()
+
+    @property
+    def finished(self) -> bool:
+        return len(self.results) == len(self.units)
+
+    def _submit(self, unit, init_state=None, keep_state=False):
+        i, k = unit
+        key = f"napari-deep-prior-{self.job.task}-{self._tag}-p{i}" + ("" if k is None else f"-t{k}")
+        kwargs = self.job.unit_args(i, k, init_state)
+        if kwargs["target"].nbytes > SCATTER_BYTES:  # large data travel once, not inside the task
+            kwargs["target"] = self.client.scatter(kwargs["target"], direct=False)
+        fut = self.client.submit(fit_unit, kwargs, self.device, keep_state, key=key, pure=False, retries=RETRIES)
+        self.futures[fut] = unit
+        return fut
+
+    def start(self) -> list:
+        """Submit the units (with a warm start, the first one only: the others need its weights)."""
+        self.t0 = time.perf_counter()
+        if not self.units:
+            return []
+        if self.job.warm_start:
+            self._pending = list(self.units[1:])
+            return [self._submit(self.units[0], keep_state=True)]
+        return [self._submit(u) for u in self.units]
+
+    def take(self, fut) -> tuple[UnitsProgress, list]:
+        """Record a finished future's result; return the progress and any futures submitted now.
+
+        Raises
+        ------
+        DistributedError
+            The unit's task failed after its retry (or was lost with workers too often).
+        """
+        unit = self.futures.pop(fut)
+        try:
+            res = fut.result()
+        except Exception as exc:  # the task's own error, after its retry, or KilledWorker
+            raise DistributedError(
+                f"the fit of {_describe(self.job, unit)} failed on the cluster "
+                f"after {RETRIES + 1} attempts: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.results[unit] = res
+        new = []
+        if self._pending:  # the warm start's source is here: every other unit starts from it
+            state = res.state_dict
+            if state is not None:
+                state = self.client.scatter(state, broadcast=False)
+            new = [self._submit(u, init_state=state) for u in self._pending]
+            self._pending = []
+        i, k = unit
+        progress = UnitsProgress(
+            done=len(self.results),
+            total=len(self.units),
+            plane=i,
+            tile=0 if k is None else k,
+            n_planes=self.job.n_planes,
+            n_tiles=self.job.n_tiles,
+            iterations_run=int(res.iterations_run),
+            elapsed=time.perf_counter() - self.t0,
+        )
+        return progress, new
+
+    def output(self) -> DIPOutput:
+        """The job's output, once every unit is in (:meth:`~.job.DIPJob.assemble`)."""
+        return self.job.assemble(self.results)
+
+    def cancel(self) -> None:
+        """Free the cluster of this job's tasks that still run (after a failure or a cancel)."""
+        if self.futures:
+            self.client.cancel(list(self.futures), force=True)
+            self.futures.clear()
+        self._pending = []
+
+
 def run_on_client(job: DIPJob, client, *, device: str | None = None) -> Generator[UnitsProgress, None, DIPOutput]:
     """Run ``job``'s units as tasks of ``client``'s cluster; yield progress; return its output.
 
@@ -175,65 +273,16 @@ def run_on_client(job: DIPJob, client, *, device: str | None = None) -> Generato
         A unit failed twice (its error named), or was lost with workers too often.
     """
     distributed = _import_distributed()
-    units = job.units()
-    if device is None:
-        device = job.device.type
-    t0 = time.perf_counter()
-    tag = uuid.uuid4().hex[:8]
-    results: dict = {}
-    futures: dict = {}
-
-    def submit(unit, init_state=None, keep_state=False):
-        i, k = unit
-        key = f"napari-deep-prior-{job.task}-{tag}-p{i}" + ("" if k is None else f"-t{k}")
-        kwargs = job.unit_args(i, k, init_state)
-        if kwargs["target"].nbytes > SCATTER_BYTES:  # large data travel once, not inside the task
-            kwargs["target"] = client.scatter(kwargs["target"], direct=False)
-        fut = client.submit(fit_unit, kwargs, device, keep_state, key=key, pure=False, retries=RETRIES)
-        futures[fut] = unit
-        return fut
-
-    def collect(fut):
-        unit = futures.pop(fut)
-        try:
-            res = fut.result()
-        except Exception as exc:  # the task's own error, after its retry, or KilledWorker
-            raise DistributedError(
-                f"the fit of {_describe(job, unit)} failed on the cluster "
-                f"after {RETRIES + 1} attempts: {type(exc).__name__}: {exc}"
-            ) from exc
-        results[unit] = res
-        i, k = unit
-        return UnitsProgress(
-            done=len(results),
-            total=len(units),
-            plane=i,
-            tile=0 if k is None else k,
-            n_planes=job.n_planes,
-            n_tiles=job.n_tiles,
-            iterations_run=int(res.iterations_run),
-            elapsed=time.perf_counter() - t0,
-        )
-
+    run = ClusterJob(job, client, device)
     try:
-        rest = units
-        state = None
-        if job.warm_start and units:
-            # every later unit starts from the first one's weights, as in steps()
-            first = submit(units[0], keep_state=True)
-            yield collect(first)
-            state = results[units[0]].state_dict
-            if state is not None:
-                state = client.scatter(state, broadcast=False)
-            rest = units[1:]
-        for unit in rest:
-            submit(unit, init_state=state)
-        for fut in distributed.as_completed(list(futures)):
-            yield collect(fut)
+        done = distributed.as_completed(run.start())
+        for fut in done:
+            progress, new = run.take(fut)
+            done.update(new)
+            yield progress
     finally:
-        if futures:  # cancelled, interrupted or failed: free the cluster of this job's tasks
-            client.cancel(list(futures), force=True)
-    return job.assemble(results)
+        run.cancel()  # nothing left after a normal end; after an error or a cancel, the rest
+    return run.output()
 
 
 def worker_memory_cap(client):
