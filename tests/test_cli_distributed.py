@@ -83,9 +83,12 @@ def test_a_tiled_plane_on_a_running_cluster_is_the_process_result(cluster, tmp_p
     assert cli.main(["denoise", str(src), "-o", str(tmp_path / "here.png"), *tiles, *FAST]) == 0
     capsys.readouterr()
     args = ["denoise", str(src), "-o", str(tmp_path / "there.png"), *tiles, *FAST]
-    assert cli.main([*args, "--scheduler", cluster.scheduler_address]) == 0
+    scheduler_file = tmp_path / "scheduler.json"  # how a cluster started elsewhere is found
+    with distributed.Client(cluster) as c:
+        c.write_scheduler_file(str(scheduler_file))
+    assert cli.main([*args, "--scheduler", str(scheduler_file)]) == 0
     out, _err = capsys.readouterr()
-    assert "processing in 4 tiles" in out and f"the cluster at {cluster.scheduler_address}" in out
+    assert "processing in 4 tiles" in out and f"the cluster at {scheduler_file}" in out
     np.testing.assert_array_equal(read_image(tmp_path / "here.png"), read_image(tmp_path / "there.png"))
 
 
