@@ -50,6 +50,7 @@ from ..arrays import (
     resolve_output_dtype,
     split_channels,
 )
+from ..device import resolve_device
 from ..errors import ParameterError
 from .api import _check_noise_sigma, _resolve_params, prepare
 from .camera import CameraModel
@@ -164,13 +165,17 @@ class StackJob:
         ``store(name, shape, dtype)`` -> a zero-filled writable array for the result
         (``name`` "image") and its history ("history", made when the first plane has one);
         default :func:`memory_store`.  An array that is not NumPy must have ``resize``
-        (zarr's), used to drop unused history frames.
+        (zarr's), used to drop unused history frames.  The attribute :attr:`store` may be
+        replaced until :meth:`steps` starts.
 
     Attributes
     ----------
-    n_planes, seed, params, preset, result_shape, result_dtype
+    n_planes, seed, params, preset, device, result_shape, result_dtype, store
     image_out, history_out : array or None
         The arrays made by ``store`` (once :meth:`steps` started / a history was saved).
+    fits : list
+        Per plane, its :class:`~.fit.FitResult` without ``image``, ``history`` and
+        ``state_dict`` (None for a plane not fitted): memory does not grow with the stack.
     data_range : (float, float) or None
         The stack's range (after the scan).
 
@@ -277,13 +282,14 @@ class StackJob:
         self.result_dtype = np.dtype(out_dtype)
         self.seed = new_seed() if seed is None else seed
         self.warm_start = False
-        self._store = store or memory_store
+        self.device = resolve_device(device)
+        self.store = store or memory_store
         self._kwargs = dict(
             preset=preset,
             params=params,
             channel_axis=channel_axis,
             has_alpha=has_alpha,
-            device=device,
+            device=self.device,
             seed=self.seed,
             tile_size=tile_size,
             tile_overlap=tile_overlap,
@@ -312,6 +318,7 @@ class StackJob:
         self.fits: list = [None] * self.n_planes
         self._started = [False] * self.n_planes
         self._done = [False] * self.n_planes
+        self._written = [False] * self.n_planes
         self._stops = [0] * self.n_planes
         self._runs = [0] * self.n_planes
         self._tile_stops: list = [[] for _ in range(self.n_planes)]
@@ -343,7 +350,18 @@ class StackJob:
 
     @property
     def planes_done(self) -> int:
+        """Planes finished (fitted, or returned as they are)."""
         return int(sum(self._done))
+
+    @property
+    def planes_written(self) -> int:
+        """Planes with a result in the store: finished ones, and a cancelled plane's estimate."""
+        return int(sum(self._written))
+
+    @property
+    def started(self) -> bool:
+        """Whether the fit of some plane has begun (the scan is over)."""
+        return any(self._started)
 
     def plane_layout(self, plane: int):
         """The :class:`~napari_deep_prior.arrays.Layout` of plane ``plane`` (a preview's way back to
@@ -399,7 +417,7 @@ class StackJob:
             :attr:`history_out` with its unused frames dropped), not copies.
         """
         if self.image_out is None:
-            self.image_out = self._store("image", self.result_shape, self.result_dtype)
+            self.image_out = self.store("image", self.result_shape, self.result_dtype)
         if self._needs_scan:
             yield from self._scan()
         else:
@@ -498,9 +516,11 @@ class StackJob:
         """Write plane ``p``'s result (and its history frames) and keep its small metadata."""
         idx = self._out_index(p)
         self.image_out[idx] = image
+        self._written[p] = True
         if output is not None:
             fit = output.fits[0] if output.fits else None
-            self.fits[p] = None if fit is None else replace(fit, history=None, state_dict=None)
+            # small metadata only (stops, losses): no image, history or weights stay alive per plane
+            self.fits[p] = None if fit is None else replace(fit, image=None, history=None, state_dict=None)
             self._stops[p] = int(output.stop_iterations[0])
             self._runs[p] = int(output.iterations_run[0])
             if output.tiles is not None:
@@ -523,7 +543,7 @@ class StackJob:
             from .fit import history_iterations
 
             n = max(len(its), len(history_iterations(self._job.fit_params)) if self._job is not None else 0)
-            self.history_out = self._store("history", (n,) + self.result_shape, self.result_dtype)
+            self.history_out = self.store("history", (n,) + self.result_shape, self.result_dtype)
             self._hist_losses = np.full((n, self.n_planes), np.nan)
             for q in self._hist_pending:  # planes returned as they are: their result in every frame
                 self._write_frames(q, np.asarray(self.image_out[self._out_index(q)])[None], np.zeros(0))
