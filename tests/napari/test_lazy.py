@@ -534,3 +534,22 @@ def test_multiscale_layer_is_processed_at_level_0_lazily(make_napari_viewer, qtb
     assert res.data.shape == (4, 32, 32) and isinstance(res.data, da.Array)
     gui, worker = log.by_thread(threading.get_ident())
     assert sum(gui.values()) == 0 and max(worker.values()) <= 2
+
+
+def test_current_plane_of_a_dask_stack_is_read_in_the_worker(make_napari_viewer, qtbot, small, notes):
+    viewer = make_napari_viewer()
+    log = ReadLog()
+    viewer.add_image(dask_stack(log), name="big", scale=(2.0, 1.0, 1.0), contrast_limits=(0, 1500))
+    w = _widget(DenoiseWidget, viewer, small, scope="plane", history_every=0)
+    step = list(viewer.dims.current_step)
+    step[0] = 7
+    viewer.dims.current_step = tuple(step)
+    qtbot.wait(50)
+    log.clear()
+    _run(qtbot, w)
+    assert not notes["error"], notes
+    res = viewer.layers["big [DIP denoised] (plane)"]
+    assert res.data.shape == (1, 16, 16) and isinstance(res.data, da.Array)
+    np.testing.assert_allclose(res.translate, (14.0, 0, 0))
+    gui, worker = log.by_thread(threading.get_ident())
+    assert sum(gui.values()) == 0 and dict(worker) == {7: 1}  # the scan's read is kept for the fit

@@ -592,6 +592,10 @@ class StackJob:
         elif history is not None:
             history = None
         tiled = self.tiles is not None
+        notes = list(self._notes)
+        missing = self.n_planes - self.planes_written
+        if missing:
+            notes.append(f"{missing} of {self.n_planes} planes not reached: they hold 0 in the result")
         return DIPOutput(
             image=self.image_out,
             history=history,
@@ -602,7 +606,7 @@ class StackJob:
             planes_done=self.planes_done,
             seed=self.seed,
             fits=list(self.fits),
-            notes=list(self._notes),
+            notes=notes,
             tiles=list(self.tiles) if tiled else None,
             tile_stop_iterations=[list(s) for s in self._tile_stops] if tiled else [],
             tile_iterations_run=[list(r) for r in self._tile_runs] if tiled else [],

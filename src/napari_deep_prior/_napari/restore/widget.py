@@ -5,7 +5,11 @@ The widget is a thin front end: it reads layers into arrays (``layers.py``), fil
 fields (:mod:`.fields`: one widget per :class:`~napari_deep_prior.restore.degradations.Field`),
 validates the job with :func:`~napari_deep_prior.restore.api.prepare` (all user errors surface
 there, before any heavy work) and wraps the job's ``steps()`` generator in a napari
-``thread_worker``.  Every Step
+``thread_worker``.  A layer that is not in memory (dask, zarr, multiscale), or a run with a
+*result store*, becomes a :class:`~napari_deep_prior.restore.stream.StackJob` instead: the
+worker reads the selection one plane at a time and writes each result plane into a zarr
+store (:mod:`.stores`) that the result layer shows lazily; nothing of such a layer is read on
+the GUI thread.  Every Step
 updates the progress bar, the live plot and (every few iterations) a preview layer; Cancel
 calls ``worker.quit()``, which acts at the next yield, and what was computed so far is kept.
 
@@ -172,7 +176,13 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         The task (hidden when fixed); ``degradation`` is its class.
     image, channel_axis, scope, preset, iterations, lr, early_stop, history_every, seed, ensemble, device : widgets
         Set their ``.value`` to drive the widget from a script (``seed.value = -1`` draws a
-        random seed).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
+        random seed).
+    first_plane, last_plane, region, warm_start, tile_size, result_store : widgets
+        The plane range on the stack's first axis (``last_plane`` -1: to the end), a Shapes
+        layer whose selected (else last) shape's bounding rectangle is processed (None: whole
+        planes), warm start (stacks in memory), the tile side (0: automatic) and a new
+        ``*.zarr`` folder to write the result to (empty: in memory, or a temporary store for
+        a lazy layer).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
         ``factor`` for up-scaling, the noise-model group ``loss``, ``camera_offset``, ``gain``,
         ``read_noise``, ``output`` for denoising) are attributes too, shown for their task only.
     params_override : DIPParams or None
