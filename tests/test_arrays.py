@@ -11,10 +11,12 @@ import pytest
 from napari_deep_prior.arrays import (
     MIN_SIDE,
     Layout,
+    check_data_range,
     check_seed,
     denormalise,
     derive_seed,
     drive,
+    finite_range,
     format_duration,
     guess_channel_axis,
     new_seed,
@@ -340,3 +342,64 @@ def test_denormalise_keeps_known_pixels_exactly():
     back = denormalise(np.zeros_like(planes), layout, keep=(known, layout.source))
     np.testing.assert_array_equal(back[:8], image[:8])
     assert (back[8:] == image.min()).all()
+
+
+# --- data_range: the planes of a stack normalised one at a time ----------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float16, np.float32, np.float64])
+def test_normalise_with_the_stack_range_equals_the_whole_stack(dtype):
+    rng = np.random.default_rng(7)
+    stack = (rng.uniform(0.1, 0.9, size=(5, 16, 20)) * (200 if np.dtype(dtype).kind == "u" else 3)).astype(dtype)
+    stack[2] = stack[2] // 2 if np.dtype(dtype).kind == "u" else stack[2] - 1  # planes differ in range
+    whole, whole_layout = _round_trip(stack, None)
+    lo = min(finite_range(p)[0] for p in stack)
+    hi = max(finite_range(p)[1] for p in stack)
+    for i in range(len(stack)):
+        plane = stack[i : i + 1]
+        arr, ca, alpha = split_channels(plane, None, None)
+        planes, layout = normalise(arr, alpha, plane.shape, ca, data_range=(lo, hi))
+        np.testing.assert_array_equal(planes, whole[i : i + 1])  # bitwise
+        assert (layout.lo, layout.scale) == (whole_layout.lo, whole_layout.scale)
+        np.testing.assert_array_equal(denormalise(planes, layout), denormalise(whole, whole_layout)[i : i + 1])
+
+
+def test_normalise_with_a_data_range_ignores_nan_in_holes():
+    image = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    image[4, 4] = np.nan
+    known = np.ones((1, 16, 16), bool)
+    known[0, 4, 4] = False
+    arr, ca, alpha = split_channels(image, None, None)
+    planes, layout = normalise(arr, alpha, image.shape, ca, known=known, data_range=(-1.0, 3.0))
+    assert layout.lo == -1.0 and layout.scale == 4.0 and planes[0, 4, 4, 0] == 0.0
+
+
+def test_finite_range():
+    assert finite_range(np.array([3, 1, 2], np.uint8)) == (1.0, 3.0)
+    assert finite_range(np.array([np.nan, 2.0, -np.inf, 5.0])) == (2.0, 5.0)
+    assert finite_range(np.array([np.nan])) is None
+
+
+def test_check_data_range_values():
+    assert check_data_range(None) is None
+    assert check_data_range((0, 255)) == (0.0, 255.0)
+    assert check_data_range(np.array([1.5, 1.5])) == (1.5, 1.5)
+
+
+@pytest.mark.parametrize("bad", [5, "ab", (1,), (1, 2, 3), ("0", 1), (True, 2)])
+def test_check_data_range_rejects_a_non_pair(bad):
+    with pytest.raises(TypeError, match="data_range must be a pair"):
+        check_data_range(bad)
+
+
+@pytest.mark.parametrize("bad", [(2, 1), (0, np.inf), (np.nan, 1)])
+def test_check_data_range_rejects_reversed_or_non_finite(bad):
+    with pytest.raises(ValueError, match=r"data_range must be two finite numbers \(lo, hi\) with lo <= hi"):
+        check_data_range(bad)
+
+
+def test_normalise_refuses_values_outside_the_data_range():
+    image = np.linspace(0, 10, 256, dtype=np.float32).reshape(16, 16)
+    arr, ca, alpha = split_channels(image, None, None)
+    with pytest.raises(ValueError, match=r"span \[0, 10\], outside the data_range \(0, 5\)"):
+        normalise(arr, alpha, image.shape, ca, data_range=(0, 5))

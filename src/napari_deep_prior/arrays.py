@@ -28,13 +28,16 @@ __all__ = [
     "MIN_SIDE",
     "SEED_MAX",
     "Layout",
+    "check_data_range",
     "check_finite",
     "check_seed",
     "check_dtype",
+    "check_values_in_range",
     "denormalise",
     "denormalise_frames",
     "derive_seed",
     "drive",
+    "finite_range",
     "format_duration",
     "guess_channel_axis",
     "new_seed",
@@ -343,19 +346,81 @@ def check_finite(planes: np.ndarray, known: np.ndarray | None = None) -> np.ndar
     return bad
 
 
+def check_data_range(data_range) -> tuple[float, float] | None:
+    """``data_range`` as ``(lo, hi)`` floats, finite with ``lo <= hi`` (None stays None).
+
+    The value range that :func:`normalise` maps to [0, 1] instead of the image's own minimum
+    and maximum (see :func:`~napari_deep_prior.restore.api.prepare`).
+    """
+    if data_range is None:
+        return None
+    try:
+        lo, hi = data_range
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}; give the minimum and "
+            "maximum of the whole stack, or leave it out to use the image's own"
+        ) from None
+    for v in (lo, hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ParameterError(
+            f"{{data_range}} must be two finite numbers (lo, hi) with lo <= hi, got ({lo:g}, {hi:g}); "
+            "give the minimum and maximum of the whole stack"
+        )
+    return lo, hi
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the finite values of an array as floats; None when it has none."""
+    if values.dtype.kind == "f":
+        ok = np.isfinite(values)
+        if not ok.all():
+            values = values[ok]
+    if values.size == 0:
+        return None
+    return float(values.min()), float(values.max())
+
+
+def check_values_in_range(lo: float, hi: float, data_range: tuple[float, float]) -> None:
+    """Refuse values spanning ``[lo, hi]`` that do not lie within ``data_range``."""
+    if lo < data_range[0] or hi > data_range[1]:
+        raise ParameterError(
+            f"the image's values span [{lo:g}, {hi:g}], outside the {{data_range}} "
+            f"({data_range[0]:g}, {data_range[1]:g}); give the minimum and maximum of the whole stack "
+            "(every plane's values must lie within it), or leave it out"
+        )
+
+
 def normalise(
-    arr: np.ndarray, has_alpha: bool, shape, channel_axis, known: np.ndarray | None = None
+    arr: np.ndarray,
+    has_alpha: bool,
+    shape,
+    channel_axis,
+    known: np.ndarray | None = None,
+    data_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, Layout]:
     """(..., H, W, C) array -> ((P, H, W, C) float32 planes in [0, 1], the Layout back).
 
     ``known`` ((P, H, W) bool, an inpainting's measured pixels): NaN or infinite values are
     allowed in the holes; they are replaced by 0 (the range is that of the finite values).
+
+    ``data_range`` ``(lo, hi)``: map this range to [0, 1] instead of the finite values' own
+    minimum and maximum (which must lie within it; :func:`check_data_range`).  Normalising
+    the planes of a stack one at a time with the whole stack's range gives exactly the values
+    of normalising the whole stack at once.
     """
     planes, alpha = planes_of(arr, has_alpha)
     bad = check_finite(planes, known)
     finite = planes if bad is None else planes[~bad]
     lo = float(finite.min())
     hi = float(finite.max())
+    data_range = check_data_range(data_range)
+    if data_range is not None:
+        check_values_in_range(lo, hi, data_range)
+        lo, hi = data_range
     scale = hi - lo if hi > lo else 1.0
     work = (planes.astype(np.float64) - lo) / scale
     if bad is not None:

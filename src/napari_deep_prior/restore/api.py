@@ -28,6 +28,7 @@ import numpy as np
 
 from ..arrays import (
     MIN_SIDE,
+    check_data_range,
     check_dtype,
     check_seed,
     drive,
@@ -183,6 +184,7 @@ def prepare(
     gain: float | None = None,
     read_noise: float | None = None,
     noise_sigma: float | None = None,
+    data_range: tuple[float, float] | None = None,
     **overrides,
 ) -> DIPJob:
     """Validate a restoration job without running it; every check happens here.
@@ -195,6 +197,13 @@ def prepare(
     image, preset, params, channel_axis, has_alpha, device, seed, warm_start, tile_size,
     tile_overlap, output_dtype, camera_offset, gain, read_noise, noise_sigma
         As for :func:`denoise` (``preset`` None: the degradation's default).
+    data_range : (float, float), optional
+        The value range ``(lo, hi)`` mapped to the fit's [0, 1] instead of the image's own
+        minimum and maximum (of its finite values; for the Poisson loss, the camera values
+        converted to counts); the image's values must lie within it.  Give the whole
+        stack's range when preparing its planes one at a time
+        (:class:`~napari_deep_prior.restore.stream.StackJob` does): each plane is then
+        normalised, fitted and returned exactly as in one job over the whole stack.
     **overrides
         ``iterations``, ``lr``, ``early_stop``, ``loss``, ``history_every``, ``ensemble``:
         override the preset.
@@ -209,6 +218,7 @@ def prepare(
     p, preset_name = _resolve_params(degradation, preset, params, **overrides)
     seed = check_seed(seed)
     noise_sigma = _check_noise_sigma(noise_sigma, degradation, p)
+    data_range = check_data_range(data_range)
     image = np.asarray(image)
     check_dtype(image)
     poisson = p.loss == "poisson"
@@ -231,10 +241,10 @@ def prepare(
     if regions is not None:  # fit only the neighbourhoods of the holes
         tiles, overlap, notes = regions[0], None, regions[1] + notes
     if poisson:
-        planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera)
+        planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera, data_range=data_range)
     else:
         # an inpainting's holes may hold NaN or inf (unknown values): they are not fitted
-        planes, layout = normalise(arr, alpha, image.shape, ca, known=degradation.kept())
+        planes, layout = normalise(arr, alpha, image.shape, ca, known=degradation.kept(), data_range=data_range)
     layout.out_dtype = out_dtype
     if seed is None:
         seed = new_seed()

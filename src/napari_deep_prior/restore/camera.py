@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arrays import Layout, check_finite, planes_of, template_literal
+from ..arrays import Layout, check_data_range, check_finite, check_values_in_range, planes_of, template_literal
 from ..errors import ParameterError
 
 __all__ = ["CameraModel", "normalise_counts"]
@@ -57,15 +57,31 @@ class CameraModel:
 
 
 def normalise_counts(
-    arr: np.ndarray, has_alpha: bool, shape, channel_axis, camera: CameraModel | None
+    arr: np.ndarray,
+    has_alpha: bool,
+    shape,
+    channel_axis,
+    camera: CameraModel | None,
+    data_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, Layout]:
-    """(..., H, W, C) camera values -> (photon counts scaled to [0, 1] planes, the Layout back)."""
+    """(..., H, W, C) camera values -> (photon counts scaled to [0, 1] planes, the Layout back).
+
+    ``data_range`` ``(lo, hi)``: the camera values' range over the whole stack (see
+    :func:`~napari_deep_prior.arrays.normalise`); the counts are then scaled by the counts of
+    ``hi`` and checked at ``lo``, as for the whole stack at once.
+    """
     planes, alpha = planes_of(arr, has_alpha)
     check_finite(planes)
     dtype, ca, stack_shape = arr.dtype, channel_axis, arr.shape[:-3]
     cam = camera or CameraModel()
     photons = (planes.astype(np.float64) - cam.offset) / cam.gain + cam.read_noise**2
-    low = float(photons.min())
+    data_range = check_data_range(data_range)
+    if data_range is not None:
+        check_values_in_range(float(planes.min()), float(planes.max()), data_range)
+        ends = (np.array(data_range, dtype=np.float64) - cam.offset) / cam.gain + cam.read_noise**2
+        low, high = float(ends[0]), float(ends[1])
+    else:
+        low, high = float(photons.min()), None
     if low < 0:
         if camera is None:
             raise ParameterError(
@@ -75,7 +91,7 @@ def normalise_counts(
             )
         # values below the offset are read noise: the shifted counts are clipped at 0
         np.maximum(photons, 0.0, out=photons)
-    counts_scale = float(photons.max()) or 1.0
+    counts_scale = (float(photons.max()) if high is None else max(high, 0.0)) or 1.0
     # value = work * scale + lo inverts photons = (value - offset) / gain + read_noise**2
     layout = Layout(
         np.dtype(dtype),

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...arrays import format_duration
-from ...provenance import LAYER_KEY, dip_provenance
+from ...provenance import LAYER_KEY, dip_provenance, jsonable
 from ..base import ROLE_KEY
 from . import _notify
+from .stores import STORE_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...restore.job import DIPOutput
@@ -41,10 +42,18 @@ def _provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict | None:
 
 def _build_provenance(run: _Run, output: DIPOutput, cancelled: bool) -> dict:
     extra: dict = {}
+    sel = run.selection
     if run.mask_name is not None:
         extra["mask_layer"] = run.mask_name
-    if run.selection.plane_only:
-        extra["plane"] = [int(o) for o in run.selection.offset]
+    if sel.plane_only:
+        extra["plane"] = [int(o) for o in sel.offset]
+    elif any(sel.offset):
+        extra["offset"] = [int(o) for o in sel.offset]  # a plane range or a region
+        extra["shape"] = [int(n) for n in sel.data.shape]
+    if sel.region is not None:
+        extra["region"] = list(sel.region)
+    if run.store is not None:
+        extra["store"] = None if run.store.temporary else str(run.store.path)
     source = getattr(getattr(run.layer, "source", None), "path", None)
     if source:
         extra["input_file"] = Path(str(source)).name
@@ -79,21 +88,33 @@ class ResultsMixin:
         name = f"{run.name} {result_tag(run.task)}"
         if sel.plane_only:
             name += " (plane)"
+        elif sel.region is not None:
+            name += " (region)"
         kw = run.template.image_kwargs(sel.offset)
+        store = run.store
+        image, history = output.image, output.history
+        if store is not None:
+            # the result lives in the zarr store: the layers read it lazily, plane by plane
+            meta[STORE_KEY] = store.key
+            image = store.lazy("image")
+            if history is not None:
+                history = store.lazy("history", len(output.history_iterations))
+            if meta[LAYER_KEY] is not None:
+                store.write_attrs({LAYER_KEY: jsonable(meta[LAYER_KEY])})
         result = self._preview_alive(run)
         run.preview_layer = None
         if result is not None:
             # the preview layer becomes the result (no new layer to build)
             result.metadata.clear()
             result.metadata.update(meta)
-            result.data = output.image
+            result.data = image
             result.translate = kw["translate"]
             result.contrast_limits = kw["contrast_limits"]
             result.name = name  # napari makes it unique if needed
         else:
-            result = viewer.add_image(output.image, name=name, metadata=meta, **kw)
+            result = viewer.add_image(image, name=name, metadata=meta, **kw)
         hist = None
-        if output.history is not None and len(output.history_iterations):
+        if history is not None and len(output.history_iterations):
             hmeta = dict(meta)
             hmeta.update(
                 {
@@ -104,7 +125,7 @@ class ResultsMixin:
                 }
             )
             hist = viewer.add_image(
-                output.history,
+                history,
                 name=f"{run.name} [DIP history]",
                 metadata=hmeta,
                 visible=False,
@@ -151,6 +172,9 @@ class ResultsMixin:
             msg += f" Processed in {len(output.tiles)} tiles per plane."
         for note in output.notes:
             msg += f" {note}"
+        if store is not None:
+            where = "a temporary store, deleted when its layers are removed" if store.temporary else str(store.path)
+            msg += f" Read plane by plane; the result is in {where}."
         if run.input_removed:
             msg += " (The input layer had been removed.)"
         self.status.value = msg
@@ -191,7 +215,9 @@ class ResultsMixin:
         frame = int(np.clip(np.round(coords[0]), 0, n - 1))
         its = np.asarray(hist.metadata.get("iterations", np.arange(n)))
         it = int(its[frame]) if frame < len(its) else frame
-        data = np.array(hist.data[frame], copy=True)
+        data = hist.data[frame]
+        if isinstance(data, np.ndarray):
+            data = data.copy()  # a lazy (zarr-backed) history frame stays lazy: nothing is read here
         target_name = hist.metadata.get("result_layer")
         result = None
         if target_name is not None and target_name in self._viewer.layers:

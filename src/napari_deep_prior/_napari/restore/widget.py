@@ -5,7 +5,11 @@ The widget is a thin front end: it reads layers into arrays (``layers.py``), fil
 fields (:mod:`.fields`: one widget per :class:`~napari_deep_prior.restore.degradations.Field`),
 validates the job with :func:`~napari_deep_prior.restore.api.prepare` (all user errors surface
 there, before any heavy work) and wraps the job's ``steps()`` generator in a napari
-``thread_worker``.  Every Step
+``thread_worker``.  A layer that is not in memory (dask, zarr, multiscale), or a run with a
+*result store*, becomes a :class:`~napari_deep_prior.restore.stream.StackJob` instead: the
+worker reads the selection one plane at a time and writes each result plane into a zarr
+store (:mod:`.stores`) that the result layer shows lazily; nothing of such a layer is read on
+the GUI thread.  Every Step
 updates the progress bar, the live plot and (every few iterations) a preview layer; Cancel
 calls ``worker.quit()``, which acts at the next yield, and what was computed so far is kept.
 
@@ -31,6 +35,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSpinBox,
     Label,
     ProgressBar,
@@ -49,6 +54,7 @@ from ..base import ROLE_KEY, LayerListFollower, align_left, expanding, field_lab
 from . import _notify
 from .fields import CAMERA_COUNTS, CAMERA_FIELDS, NOISE_LEVEL_FIELD, field_names, field_widgets, noise_widgets
 from .results import ResultsMixin
+from .stores import ResultStore, release_unused
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -80,7 +86,7 @@ def iterate_steps(steps):
             return stop.value
         except RuntimeError as exc:  # torch errors; superqt would swallow them silently
             raise WorkerError(exc) from exc
-        if step.preview is not None:
+        if getattr(step, "preview", None) is not None:  # a StackJob's Scan records have none
             step.preview = np.array(step.preview, dtype=np.float32, copy=True)
         yield step
 
@@ -140,6 +146,7 @@ class _Run:
     selection: L.ImageSelection
     params: Any
     mask_name: str | None
+    store: ResultStore | None = None
     t0: float = field(default_factory=time.perf_counter)
     preview_layer: Any = None
     preview_dropped: bool = False
@@ -169,7 +176,13 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         The task (hidden when fixed); ``degradation`` is its class.
     image, channel_axis, scope, preset, iterations, lr, early_stop, history_every, seed, ensemble, device : widgets
         Set their ``.value`` to drive the widget from a script (``seed.value = -1`` draws a
-        random seed).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
+        random seed).
+    first_plane, last_plane, region, warm_start, tile_size, result_store : widgets
+        The plane range on the stack's first axis (``last_plane`` -1: to the end), a Shapes
+        layer whose selected (else last) shape's bounding rectangle is processed (None: whole
+        planes), warm start (stacks in memory), the tile side (0: automatic) and a new
+        ``*.zarr`` folder to write the result to (empty: in memory, or a temporary store for
+        a lazy layer).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
         ``factor`` for up-scaling, the noise-model group ``loss``, ``camera_offset``, ``gain``,
         ``read_noise``, ``output`` for denoising) are attributes too, shown for their task only.
     params_override : DIPParams or None
@@ -197,6 +210,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         self._closed = False
         self._history_layer = None
         self._result_layer = None
+        self._temp_stores: list[str] = []
         self.params_override: DIPParams | None = None
         degradations = list(DEGRADATIONS.values()) if task is None else [first]
 
@@ -229,7 +243,30 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             choices=[("whole image / stack", "stack"), ("current plane only", "plane")],
             tooltip="For nD stacks: fit every 2D plane in turn, or only the plane on screen.",
         )
-        widgets: list = [task_box, image, channel_axis, scope]
+        first_plane = SpinBox(
+            name="first_plane",
+            label="first plane",
+            min=0,
+            max=10**9,
+            value=0,
+            tooltip="Whole stack: the first plane to process, on the stack's first axis (0 = the first).",
+        )
+        last_plane = SpinBox(
+            name="last_plane",
+            label="last plane",
+            min=-1,
+            max=10**9,
+            value=-1,
+            tooltip="Whole stack: the last plane to process, included (-1 = to the end of the stack).",
+        )
+        region = ComboBox(
+            name="region",
+            label="region",
+            choices=self._region_choices,
+            tooltip="Try on a crop first: a Shapes layer whose selected (else last) shape's bounding "
+            "rectangle is the part of every plane to process; the result is placed over it.",
+        )
+        widgets: list = [task_box, image, channel_axis, scope, first_plane, last_plane, region]
         widgets += field_widgets(degradations, self._mask_choices, self.new_mask_layer)
 
         self._task_name = first.name
@@ -298,7 +335,37 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             value="auto",
             tooltip="Where to compute: auto picks a GPU when there is one.",
         )
+        warm_start = CheckBox(
+            name="warm_start",
+            text="warm start",
+            value=False,
+            tooltip="Stacks in memory: start every plane from the first plane's fitted weights (faster "
+            "to converge on similar planes). Not available for layers read plane by plane (dask, zarr, "
+            "multiscale) or written to a result store.",
+        )
+        tile_size = SpinBox(
+            name="tile_size",
+            label="tile size",
+            min=0,
+            max=65536,
+            step=64,
+            value=0,
+            tooltip="Fit each plane in overlapping square tiles of this side, blended without seams. "
+            "auto (0): tiles only when the whole plane does not fit in memory (and, for inpainting, "
+            "only the neighbourhoods of the holes when they are small).",
+        )
+        result_store = FileEdit(
+            name="result_store",
+            label="result store",
+            mode="w",
+            filter="*.zarr",
+            tooltip="Optional: a new folder ending in .zarr where the result (and history) are written "
+            "plane by plane; the result layer then reads from it. Empty: layers in memory stay in "
+            "memory, and layers that are not (dask, zarr, multiscale) are written to a temporary store "
+            "deleted when their result layer is removed or napari quits.",
+        )
         widgets += [preset, preset_info, iterations, lr, early_stop, history_every, seed, ensemble, device]
+        widgets += [warm_start, tile_size, result_store]
         widgets += noise_widgets(degradations)
 
         run_button = PushButton(name="run_button", text="Run", tooltip="Start the fit.")
@@ -331,6 +398,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         layout.insertWidget(layout.count() - 1, self.plot)  # between status and use_frame
 
         progress.native.setFormat("%p%")
+        tile_size.native.setSpecialValueText("auto")
+        result_store.line_edit.native.setPlaceholderText("none: in memory, or a temporary store")
         status.native.setWordWrap(True)
         preset_info.native.setWordWrap(True)
         for lab in (status, preset_info):
@@ -345,6 +414,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         task_box.changed.connect(self._on_task_changed)
         image.changed.connect(self._on_image_changed)
         channel_axis.changed.connect(lambda _v: self._update_scope())
+        scope.changed.connect(lambda _v: self._update_scope())
         self._on_task_changed(first.name)
         self._on_image_changed(image.value)
         self._follow_layers()
@@ -369,6 +439,12 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         from napari.layers import Labels, Shapes
 
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, (Labels, Shapes))]
+
+    def _region_choices(self, _widget=None):
+        from napari.layers import Shapes
+
+        shapes = [(f"rectangle in {layer.name!r}", layer) for layer in self._viewer.layers if isinstance(layer, Shapes)]
+        return [("whole plane", None), *shapes]
 
     def _channel_choices(self, _widget=None):
         try:
@@ -406,6 +482,16 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         if self._result_layer is not None and layer == self._result_layer:
             self._result_layer = None
         _call_soon(self._update_use_frame)
+        if self._temp_stores:
+            _call_soon(self._release_stores)
+
+    def _release_stores(self) -> None:
+        """Delete the temporary stores no layer shows any more (the running run's is kept)."""
+        run = self._run
+        busy = run.store.key if run is not None and run.store is not None else None
+        keys = [k for k in self._temp_stores if k != busy]
+        for key in release_unused(self._viewer, keys):
+            self._temp_stores.remove(key)
 
     def _shutdown(self) -> None:
         """The viewer or the widget is gone: stop the run (its worker quits at the next step)."""
@@ -490,6 +576,9 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             ndim = L.layer_array(layer).ndim
             stack = len(L.non_channel_axes(ndim, ca)) > 2
         self.scope.enabled = stack
+        ranged = stack and self.scope.value == "stack"
+        self.first_plane.enabled = ranged
+        self.last_plane.enabled = ranged
 
     def _apply_preset(self, name: str) -> None:
         from ...restore.presets import get_preset
@@ -535,7 +624,9 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     def new_mask_layer(self, field: str | None = None, *_args):
         """Add an empty Labels layer on the image's grid, ready to paint, and select it as ``field``.
 
-        ``field``: the name of a mask field (default: the current task's first one).
+        ``field``: the name of a mask field (default: the current task's first one).  For a
+        stack the Labels data is a zarr array in memory chunked per plane
+        (:func:`~napari_deep_prior._napari.layers.new_mask_data`).
         """
         if not isinstance(field, str):
             masks = [f.name for f in self.degradation.fields if f.kind == "mask"]
@@ -545,7 +636,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             _notify.show_error("DIP: choose an image layer first; the new mask is made on its grid.")
             return None
         shape, kw = L.new_mask_kwargs(layer, self.channel_axis.value)
-        labels = self._viewer.add_labels(np.zeros(shape, dtype=np.uint8), name=f"{layer.name} mask", **kw)
+        # a stack's mask is a chunked zarr array in memory: a plane takes memory once painted
+        labels = self._viewer.add_labels(L.new_mask_data(shape), name=f"{layer.name} mask", **kw)
         labels.selected_label = 1
         labels.brush_size = max(3, int(round(min(shape[-2:]) / 40)))
         labels.mode = "paint"
@@ -562,8 +654,33 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     def _on_run_clicked(self, *_args) -> None:
         self.run()
 
+    def _store_path(self) -> str:
+        """The result store folder the user typed or chose ("" for none)."""
+        text = str(self.result_store.line_edit.value or "").strip()
+        return "" if text in ("", ".") else text
+
+    def _selection(self, layer, ca) -> L.ImageSelection:
+        """The part of the layer to process: scope, plane range and region (nothing is read for a lazy layer)."""
+        plane_only = self.scope.value == "plane"
+        planes = None if plane_only else (int(self.first_plane.value), int(self.last_plane.value))
+        region = None
+        shapes = self.region.value
+        if shapes is not None:
+            data = L.layer_array(layer)
+            ya, xa = L.non_channel_axes(data.ndim, ca)[-2:]
+            region = L.region_from_shapes(shapes, layer, (data.shape[ya], data.shape[xa]))
+        return L.select_image(
+            layer, ca, plane_only=plane_only, world_point=self._viewer.dims.point, planes=planes, region=region
+        )
+
     def _prepare(self):
-        """Validate the fields and build the job; show_error and return None on bad input."""
+        """Validate the fields and build the job; show_error and return None on bad input.
+
+        A layer in memory gives a :class:`~napari_deep_prior.restore.job.DIPJob` over the
+        selection; a lazy layer (dask, zarr, multiscale), or any layer with a result store,
+        gives a :class:`~napari_deep_prior.restore.stream.StackJob` that reads the selection
+        plane by plane in the worker and writes to a zarr store.
+        """
         from ...restore.api import prepare
 
         deg = self.degradation
@@ -572,9 +689,11 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             _notify.show_error("DIP: there is no image layer to process; open an image first.")
             return None
         ca = self.channel_axis.value
+        store = None
         try:
             params = self.build_params()
-            sel = L.select_image(layer, ca, plane_only=self.scope.value == "plane", world_point=self._viewer.dims.point)
+            sel = self._selection(layer, ca)
+            streamed = sel.lazy or bool(self._store_path())
             seed = None if self.seed.value == SEED_RANDOM else int(self.seed.value)
             values: dict[str, Any] = {}
             mask_name = None
@@ -588,7 +707,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                         )
                         return None
                     mask_name = value.name
-                    value = L.mask_from_layer(value, layer, sel)
+                    value = L.stack_mask(value, layer, sel) if streamed else L.mask_from_layer(value, layer, sel)
                 values[f.name] = value
             extra: dict[str, Any] = {}
             if len(self._noise_models) > 1:
@@ -601,20 +720,41 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
                 level = float(getattr(self, NOISE_LEVEL_FIELD).value)
                 if level > 0:
                     extra["noise_sigma"] = level
-            job = prepare(
-                deg(**values),
-                sel.data,
+            common = dict(
                 preset=self.preset.value,  # only named: the provenance lists what params change of it
                 params=params,
                 channel_axis=ca,
                 device=self.device.value,
                 seed=seed,
+                warm_start=bool(self.warm_start.value),
+                tile_size=int(self.tile_size.value) or None,
                 **extra,
             )
+            if streamed:
+                job, store = self._prepare_stream(layer, sel, values, common)
+            else:
+                job = prepare(deg(**values), sel.data, **common)
         except (ValueError, TypeError, MemoryError) as exc:
             _notify.show_error(f"DIP {deg.name} of {layer.name!r}: {self.explain(exc)}")
             return None
-        return job, sel, params, mask_name
+        return job, sel, params, mask_name, store
+
+    def _prepare_stream(self, layer, sel: L.ImageSelection, values: dict, common: dict):
+        """A StackJob over the selection and the store it writes to (made once the job is valid)."""
+        from ...restore.stream import StackJob
+
+        job = StackJob(self.degradation, sel.data, fields=values, **common)
+        data = L.layer_array(layer)
+        kw = {"yx_axes": tuple(L.non_channel_axes(data.ndim, sel.channel_axis)[-2:]), "channel_axis": sel.channel_axis}
+        path = self._store_path()
+        if path:
+            source = getattr(getattr(layer, "source", None), "path", None)
+            store = ResultStore.at(path, inputs=(source,), **kw)
+        else:
+            store = ResultStore.temporary_store(**kw)
+            self._temp_stores.append(store.key)
+        job.store = store
+        return job, store
 
     def field_labels(self) -> dict[str, str]:
         """API parameter names -> this widget's field labels (``lr`` -> "learning rate")."""
@@ -641,7 +781,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         prepared = self._prepare()
         if prepared is None:
             return None
-        job, sel, params, mask_name = prepared
+        job, sel, params, mask_name, store = prepared
         layer = self.image.value
         steps = job.steps()
         worker = create_worker(iterate_steps, steps, _start_thread=False, _ignore_errors=True)
@@ -657,6 +797,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             selection=sel,
             params=params,
             mask_name=mask_name,
+            store=store,
         )
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
@@ -667,6 +808,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         self.cancel_button.enabled = True
         self.progress.value = 0
         planes = f" ({job.n_planes} planes)" if job.n_planes > 1 else ""
+        if store is not None:
+            planes += ", read plane by plane"
         self.status.value = f"Starting on {job.device}{planes}, seed {job.seed}..."
         self.plot.clear(total=params.iterations)
         if params.preview_every:
@@ -688,8 +831,13 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
 
     # ------------------------------------------------------------------------ worker signals
     def _on_yielded(self, step: Step) -> None:
+        from ...restore.stream import Scan
+
         run = self._run
         if run is None or not self._alive():
+            return
+        if isinstance(step, Scan):
+            self.status.value = f"Reading the stack's value range: plane {step.done}/{step.n_planes}..."
             return
         run.n_steps += 1
         run.last_step = step
@@ -718,11 +866,14 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
 
     def _plane_to_layer(self, run: _Run, hwc: np.ndarray, plane: int) -> np.ndarray:
         """A normalised (H, W, C) plane -> the input's value range, dtype and axis layout."""
-        lay = run.job.layout
+        if run.store is not None:  # a StackJob: each plane has its own layout (the stack's range)
+            lay, k = run.job.plane_layout(plane), 0
+        else:
+            lay, k = run.job.layout, plane
         one = dataclasses.replace(
             lay,
             stack_shape=(1,) * len(run.selection.stack_axes),
-            alpha=None if lay.alpha is None else lay.alpha[plane : plane + 1],
+            alpha=None if lay.alpha is None else lay.alpha[k : k + 1],
         )
         return denormalise(hwc[None], one)
 
@@ -735,7 +886,12 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         """
         sel = run.selection
         index = tuple(slice(0, 1) if a in sel.stack_axes else slice(None) for a in range(sel.data.ndim))
-        first = np.array(sel.data[index], copy=True)
+        if run.store is not None:
+            # read plane by plane in the worker: nothing of the input is read here
+            shape = tuple(1 if a in sel.stack_axes else n for a, n in enumerate(sel.data.shape))
+            first = np.zeros(shape, dtype=run.job.result_dtype)
+        else:
+            first = np.array(sel.data[index], copy=True)
         f = run.job.degradation.scale
         if f > 1:  # a larger result: the input's plane enlarged until the first preview arrives
             ys, xs = L.non_channel_axes(first.ndim, sel.channel_axis)[-2:]
@@ -784,13 +940,16 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         run.cancelled = True
         if not self._alive():
             return
-        if run.n_steps == 0 and not run.job.fits:
+        started = run.job.started if run.store is not None else bool(run.job.fits)
+        if run.n_steps == 0 and not started:
             self._remove_preview(run)
             _notify.show_info(f"DIP {run.task} of {run.name!r} cancelled before the first step: nothing to keep.")
             return
         try:
             output = run.job.result()
         except RuntimeError:  # no step was taken in the running plane
+            output = None
+        if output is not None and run.store is not None and run.job.planes_written == 0:
             output = None
         run.output = output
         if output is None:
@@ -824,6 +983,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             pass
         output = run.output
         run.job = run.steps = None
+        if run.store is not None and run.store.temporary:
+            self._release_stores()  # no layer shows it (a failed or empty run): delete it now
         if not self._alive():
             return
         self.run_button.enabled = True
