@@ -176,3 +176,12 @@ def test_start_client_refuses_contradictory_or_bad_arguments():
         start_client()
     with pytest.raises(ValueError, match="workers must be >= 1"):
         start_client(0)
+
+
+def test_a_dask_array_with_a_client_is_computed_on_the_cluster(client, stack, one_torch_thread):
+    import dask.array as da
+
+    lazy = denoise(da.from_array(stack, chunks=(1, 24, 24)), client=client, **KW)
+    assert isinstance(lazy, da.Array)
+    assert len(client.who_has()) >= 4  # persisted there: one key per plane (and their inputs)
+    np.testing.assert_array_equal(lazy.compute(), denoise(stack, **KW))

@@ -43,6 +43,7 @@ from ..errors import ImageTooLargeError, ParameterError
 from .camera import CameraModel, normalise_counts
 from .degradations import Degradation, Downsample, Identity, Mask
 from .job import DIPJob, DIPOutput
+from .lazy import is_dask_array
 from .planning import plan_regions_for, plan_tiles_for
 from .presets import DENOISE_DEFAULTS, DIPParams, get_preset
 
@@ -370,6 +371,57 @@ def _planning_for(client):
     return memory_cap(worker_memory_cap(client))
 
 
+def _lazy(
+    make,
+    image,
+    mask,
+    opts: dict,
+    *,
+    channel_axis,
+    has_alpha,
+    seed,
+    warm_start,
+    output_dtype,
+    callback,
+    return_history,
+    client,
+    scale: int = 1,
+):
+    """A dask array's lazy restoration (:func:`~.lazy.restore_lazily`), its options checked first."""
+    from .lazy import restore_lazily
+
+    if return_history:
+        raise ParameterError(
+            "{return_history} needs the whole stack in memory, but image is a dask array (restored "
+            "lazily, one task per plane, without history); pass np.asarray(image) for a history"
+        )
+    if callback is not None:
+        raise ParameterError(
+            "{callback} is not called for a dask array: its planes are restored later, when the "
+            "result is computed; pass np.asarray(image) to follow the fit step by step"
+        )
+    if opts.get("device") is not None and not isinstance(opts["device"], str):
+        opts["device"] = str(opts["device"])  # resolved by each task, where it runs
+    overrides = {k: opts[k] for k in ("iterations", "lr", "early_stop", "loss", "ensemble") if k in opts}
+    unbound = make(None)
+    p, _ = _resolve_params(unbound, opts.get("preset"), opts.get("params"), **overrides)
+    _check_noise_sigma(opts.get("noise_sigma"), unbound, p)
+    return restore_lazily(
+        make,
+        image,
+        mask=mask,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        seed=seed,
+        warm_start=warm_start,
+        output_dtype=output_dtype,
+        scale=scale,
+        poisson=p.loss == "poisson",
+        client=client,
+        **opts,
+    )
+
+
 def _run(job: DIPJob, callback: Callable | None, return_history: bool, client=None, device="auto"):
     if client is None:
         out = drive(job.steps(), callback)  # steps() assembles the result once; no second copy
@@ -415,9 +467,12 @@ def denoise(
 
     Parameters
     ----------
-    image : ndarray, shape (..., H, W) or (..., H, W, C)
+    image : ndarray or dask array, shape (..., H, W) or (..., H, W, C)
         Grey image, image with channels (``channel_axis``), or an nD stack whose leading axes
-        (time, z, ...) are processed plane by plane.  Integer or float dtype.
+        (time, z, ...) are processed plane by plane.  Integer or float dtype.  A dask array
+        gives a lazy dask array: one task per plane, each restored as in one job over the
+        whole stack (the stack's value range, the same seed), computed when the result is
+        (:mod:`~.lazy`; no ``callback``, ``return_history`` or ``warm_start``).
     preset : str, optional
         A key of :data:`~napari_deep_prior.core.params.PRESETS` or "paper".  Default "denoise".
     params : DIPParams, optional
@@ -511,6 +566,36 @@ def denoise(
     >>> denoise(noisy, iterations=20, seed=0).shape
     (32, 32)
     """
+    if is_dask_array(image):
+        return _lazy(
+            lambda _mask: Identity(),
+            image,
+            None,
+            dict(
+                preset=preset,
+                params=params,
+                iterations=iterations,
+                lr=lr,
+                early_stop=early_stop,
+                loss=loss,
+                ensemble=ensemble,
+                device=device,
+                tile_size=tile_size,
+                tile_overlap=tile_overlap,
+                camera_offset=camera_offset,
+                gain=gain,
+                read_noise=read_noise,
+                noise_sigma=noise_sigma,
+            ),
+            channel_axis=channel_axis,
+            has_alpha=has_alpha,
+            seed=seed,
+            warm_start=warm_start,
+            output_dtype=output_dtype,
+            callback=callback,
+            return_history=return_history,
+            client=client,
+        )
     with _planning_for(client):
         job = prepare_denoise(
             image,
@@ -607,6 +692,31 @@ def inpaint(
     >>> inpaint(img, mask, iterations=20, seed=0).shape
     (32, 32)
     """
+    if is_dask_array(image):
+        return _lazy(
+            Mask,
+            image,
+            mask,
+            dict(
+                preset=preset,
+                params=params,
+                iterations=iterations,
+                lr=lr,
+                early_stop=early_stop,
+                ensemble=ensemble,
+                device=device,
+                tile_size=tile_size,
+                tile_overlap=tile_overlap,
+            ),
+            channel_axis=channel_axis,
+            has_alpha=has_alpha,
+            seed=seed,
+            warm_start=warm_start,
+            output_dtype=output_dtype,
+            callback=callback,
+            return_history=return_history,
+            client=client,
+        )
     with _planning_for(client):
         job = prepare_inpaint(
             image,
@@ -733,6 +843,32 @@ def upscale(
     >>> upscale(img, 2, iterations=10, seed=0).shape
     (32, 32)
     """
+    if is_dask_array(image):
+        return _lazy(
+            lambda _mask: Downsample(factor),
+            image,
+            None,
+            dict(
+                preset=preset,
+                params=params,
+                iterations=iterations,
+                lr=lr,
+                early_stop=early_stop,
+                ensemble=ensemble,
+                device=device,
+                tile_size=tile_size,
+                tile_overlap=tile_overlap,
+            ),
+            channel_axis=channel_axis,
+            has_alpha=has_alpha,
+            seed=seed,
+            warm_start=warm_start,
+            output_dtype=output_dtype,
+            callback=callback,
+            return_history=return_history,
+            client=client,
+            scale=Downsample(factor).scale,
+        )
     with _planning_for(client):
         job = prepare_upscale(
             image,

@@ -29,14 +29,13 @@ and dask-cuda (one worker per GPU).
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
 from ..arrays import drive
-from .fit import FitResult
+from .fit import FIT_LOCK, FitResult
 from .job import DIPJob, DIPOutput
 
 __all__ = ["ClusterJob", "UnitsProgress", "run_on_client", "start_client", "worker_memory_cap", "DistributedError"]
@@ -46,9 +45,6 @@ RETRIES = 1
 
 #: Units whose data are larger than this are scattered to the cluster before their task.
 SCATTER_BYTES = 1 << 20
-
-#: Fits of one worker process run one at a time (each on all of the worker's threads).
-_FIT_LOCK = threading.Lock()
 
 
 class DistributedError(RuntimeError):
@@ -123,7 +119,7 @@ def fit_unit(kwargs: dict, device: str, keep_state: bool) -> FitResult:
     dev = resolve_device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
-    with _FIT_LOCK:
+    with FIT_LOCK:  # one fit at a time per worker process, on all of its threads
         threads = torch.get_num_threads()
         torch.set_num_threads(_worker_threads())
         try:

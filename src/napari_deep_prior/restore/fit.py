@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -40,6 +41,17 @@ from .degradations import MaskOperator, Operator
 from .ensemble import MemberStack, member_seeds
 from .presets import DIPParams
 from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
+
+#: A network's weights are drawn from torch's global generator (seeded, inside ``fork_rng``):
+#: fits started at once in threads of one process (dask's threaded scheduler, two napari
+#: workers) draw one at a time, so each gets its seed's weights.
+_GLOBAL_RNG = threading.Lock()
+
+#: Held by front ends that run fits from threads of one process (dask's threaded scheduler,
+#: a dask worker's threads): torch's intra-op thread count is process-wide, so a fit that
+#: changed it (:func:`~..device.fit_threads`) would change another one's arithmetic; fits
+#: run one at a time then (each on its threads), and give the results of a fit run alone.
+FIT_LOCK = threading.RLock()
 
 __all__ = [
     "DIPFit",
@@ -386,7 +398,7 @@ class DIPFit:
         nets, zs, draws = [], [], []
         for s_k in member_seeds(self.seed, p.ensemble):
             gen = torch.Generator().manual_seed(s_k)
-            with torch.random.fork_rng(devices=[]):
+            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(s_k)
                 nets.append(SkipNet.from_params(p.net, c))
             zs.append(make_input(p.net, *self.padded, generator=gen, device=self.device))
@@ -475,7 +487,7 @@ class DIPFit:
         K = p.ensemble  # members of a seed ensemble (1: one network)
         cpu_gen = torch.Generator().manual_seed(self.seed)
         if K == 1:
-            with torch.random.fork_rng(devices=[]):
+            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
                 net = SkipNet.from_params(p.net, c)
         else:

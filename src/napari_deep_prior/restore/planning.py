@@ -8,6 +8,8 @@ when neither fits.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -75,6 +77,18 @@ def _activation_elements_per_pixel(net: NetParams, channels: int) -> float:
     return _ACT_CACHE[key]
 
 
+@functools.lru_cache(maxsize=64)
+def _parameter_count(net: NetParams, channels: int) -> int:
+    """The network's number of weights, counted on the meta device.
+
+    Nothing is allocated and no random number is drawn: a fit being built in another thread
+    draws its weights from torch's global generator (seeded), which must not move under it.
+    """
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in SkipNet.from_params(net, channels).parameters())
+
+
 def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int) -> int:
     """Estimated peak memory of one fit, in bytes (activations, gradients, optimiser, buffers).
 
@@ -84,7 +98,7 @@ def estimate_fit_bytes(params: DIPParams, height: int, width: int, channels: int
     hp, wp = padded_shape(params.net, height, width)
     k = params.ensemble
     act = _activation_elements_per_pixel(params.net, channels) * hp * wp
-    n_params = sum(p.numel() for p in SkipNet.from_params(params.net, channels).parameters())
+    n_params = _parameter_count(params.net, channels)
     n_img = height * width * channels
     es = min(n_img, _ES_MAX_ELEMENTS) * params.es_window
     frames = len(history_iterations(params)) * n_img
