@@ -1598,11 +1598,131 @@ def run_on_cluster(
             bar.close()
 
 
-def _plan_restore(args, task: FileTask) -> PlannedRestore:
+def _streams(args, task: FileTask) -> bool:
+    """Whether the file is restored plane by plane, OME-Zarr to OME-Zarr, with bounded memory.
+
+    Yes for an OME-Zarr input and output, unless a history (a TIFF of every frame), a
+    reference, a warm start or a cluster needs the whole image here.
+    """
+    from .omezarr import is_zarr_path
+
+    return (
+        is_zarr_path(task.input)
+        and is_zarr_path(task.output)
+        and task.history is None
+        and task.aux.get("--reference") is None
+        and not args.warm_start
+        and getattr(args, "workers", None) is None
+        and getattr(args, "scheduler", None) is None
+    )
+
+
+@dataclass
+class PlannedStream(PlannedFile):
+    """An OME-Zarr restored plane by plane into an OME-Zarr (:class:`~.restore.stream.StackJob`).
+
+    Each plane is read when its turn comes, fitted as in one job over the whole stack (its value
+    range, its seed) and written into the output's full-resolution level; the pyramid and the
+    metadata are written at the end, and the folder renamed into place.
+    """
+
+    task: FileTask
+    job: Any  # StackJob
+    meta: Any
+    channel_axis: int | None
+    extra: dict = field(default_factory=dict)
+    noise_given: bool = False
+    writer: Any = None
+
+    def run(self, quiet: bool) -> RunResult:
+        from .omezarr import ZarrStream
+
+        t0 = time.perf_counter()
+        job = self.job
+        self.writer = ZarrStream(self.task.output, job.result_shape, job.result_dtype, job.channel_axis, meta=self.meta)
+        job.store = self.writer.store
+        bar = None if quiet else ProgressBar()
+
+        def show(step):
+            if bar is not None and hasattr(step, "iteration"):  # not the scan of the value range
+                bar(step)
+
+        try:
+            return RunResult(drive(job.steps(), show), False, time.perf_counter() - t0)
+        except KeyboardInterrupt:
+            _second_interrupt_terminates()
+            if bar is not None:
+                bar.close()
+                bar = None
+            print(f"{PROG}: interrupted: keeping the estimate computed so far", file=sys.stderr)
+            return RunResult(job.result(), True, time.perf_counter() - t0)
+        except BaseException:
+            self.writer.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def finish(self, result: RunResult) -> str:
+        from .provenance import dip_provenance
+
+        out, interrupted = result.output, result.interrupted
+        provenance = _safe_provenance(
+            dip_provenance, self.job, out, input_name=self.task.input, interrupted=interrupted, extra=self.extra
+        )
+        self.writer.close(provenance)
+        print(f"wrote {self.task.output} (plane by plane)" + (f": {_interrupted_note(out)}" if interrupted else ""))
+        for note in out.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if interrupted:
+            return "interrupted"
+        _report(out, result.seconds, noise_given=self.noise_given)
+        return "done"
+
+
+def _plan_stream(args, task: FileTask) -> PlannedStream:
+    """Open an OME-Zarr lazily and prepare its plane-by-plane restoration (nothing read but its header)."""
+    from .io import check_output, read_image_meta
+    from .omezarr import open_zarr_lazily
+    from .restore.stream import StackJob
+
+    deg = args.degradation
+    image = open_zarr_lazily(task.input)
+    scale = deg(**{f.name: None if f.kind == "mask" else getattr(args, f.name) for f in deg.fields}).scale
+    meta = read_image_meta(task.input).zoomed(scale)
+    ca = _channel_axis(image.shape, args.channel_axis)
+    fields = {}
+    for f in deg.fields:
+        value = getattr(args, f.name)
+        if f.kind == "mask":
+            value = _read_mask(task.aux[f.flag], image, getattr(args, f"invert_{f.name}"))
+        fields[f.name] = value
+    # no history here: it would hold every frame of the stack in memory (give --history for one)
+    opts = dict(_restore_options(args, deg), history_every=0)
+    job = StackJob(
+        deg, image, fields=fields, channel_axis=ca, tile_size=args.tile, tile_overlap=args.tile_overlap, **opts
+    )
+    check_output(
+        task.output,
+        job.result_dtype,
+        job.result_shape,
+        job.channel_axis,
+        label=task.label,
+        probe=False,
+        axes=meta.axes_for(tuple(job.result_shape), job.channel_axis),
+    )
+    print(f"restoring {job.n_planes} plane(s) one at a time into {task.output}")
+    extra = {f.name: task.aux[f.flag].name for f in deg.fields if f.kind == "mask"}
+    return PlannedStream(task, job, meta, ca, extra, noise_given=getattr(args, "noise_sigma", None) is not None)
+
+
+def _plan_restore(args, task: FileTask) -> PlannedRestore | PlannedStream:
     """Read one input and prepare its restoration: every check of the file, before its fit."""
     from .io import check_output, read_header, read_image_meta
     from .restore.api import prepare
 
+    if _streams(args, task):
+        return _plan_stream(args, task)
     deg = args.degradation
     reference_path = task.aux.get("--reference")
     if reference_path is not None:

@@ -290,19 +290,80 @@ def _levels(data: np.ndarray, ny: int, nx: int) -> list[np.ndarray]:
     return levels
 
 
-def _create_array(group, name: str, data: np.ndarray, chunks: tuple[int, ...]):
+def _empty_array(group, name: str, shape: tuple[int, ...], dtype, chunks: tuple[int, ...]):
     if hasattr(group, "create_array"):  # zarr-python 3
-        arr = group.create_array(
-            name,
-            shape=data.shape,
-            chunks=chunks,
-            dtype=data.dtype,
-            chunk_key_encoding={"name": "v2", "separator": "/"},
+        return group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, chunk_key_encoding={"name": "v2", "separator": "/"}
         )
-    else:  # zarr-python 2
-        arr = group.create_dataset(name, shape=data.shape, chunks=chunks, dtype=data.dtype, dimension_separator="/")
+    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, dimension_separator="/")  # zarr 2
+
+
+def _create_array(group, name: str, data: np.ndarray, chunks: tuple[int, ...]):
+    arr = _empty_array(group, name, data.shape, data.dtype, chunks)
     arr[...] = data
     return arr
+
+
+def _plane_chunks(shape: tuple[int, ...], ny: int, nx: int) -> tuple[int, ...]:
+    """One chunk per plane (Y and X in tiles of at most MAX_CHUNK_SIDE)."""
+    return tuple(min(n, MAX_CHUNK_SIDE) if i in (ny, nx) else 1 for i, n in enumerate(shape))
+
+
+def _level_shapes(shape: tuple[int, ...], ny: int, nx: int) -> list[tuple[int, ...]]:
+    """The shapes of the pyramid :func:`_levels` makes from an array of ``shape``."""
+    shapes = [tuple(shape)]
+    while (
+        max(shapes[-1][ny], shapes[-1][nx]) > PYRAMID_SIDE
+        and min(shapes[-1][ny], shapes[-1][nx]) >= 2 * PYRAMID_MIN_SIDE
+    ):
+        nxt = list(shapes[-1])
+        nxt[ny] //= 2
+        nxt[nx] //= 2
+        shapes.append(tuple(nxt))
+    return shapes
+
+
+def _group_attrs(path: Path, ngff: str, axes: str, meta, n_levels: int, provenance) -> dict:
+    """The group's attributes: NGFF ``multiscales`` (axes, units, scales of every level), our axes, provenance."""
+    from .provenance import LAYER_KEY, jsonable
+
+    sizes = {} if meta is None else {a: v for a, v in meta.pixel_sizes.items() if a in ngff}
+    ny, nx = ngff.index("Y"), ngff.index("X")
+    axes_meta = []
+    for a in ngff:
+        entry: dict[str, Any] = {"name": a.lower()}
+        if a in _TYPES:
+            entry["type"] = _TYPES[a]
+        unit = sizes.get(a, (None, None))[1]
+        if unit in _UDUNITS:
+            entry["unit"] = _UDUNITS[unit]
+        axes_meta.append(entry)
+    base = [float(sizes[a][0]) if a in sizes else 1.0 for a in ngff]
+    datasets = []
+    for k in range(n_levels):
+        scale = list(base)
+        translation = [0.0] * len(ngff)
+        for i in (ny, nx):
+            scale[i] = base[i] * 2**k
+            translation[i] = base[i] * (2**k - 1) / 2.0
+        transforms: list[dict] = [{"type": "scale", "scale": scale}]
+        if k:
+            transforms.append({"type": "translation", "translation": translation})
+        datasets.append({"path": str(k), "coordinateTransformations": transforms})
+    multiscales = [
+        {
+            "version": NGFF_VERSION,
+            "name": path.stem,
+            "axes": axes_meta,
+            "datasets": datasets,
+            "type": "mean",
+            "metadata": {"description": "2 x 2 means of the level above", "method": "napari_deep_prior.omezarr"},
+        }
+    ]
+    attrs: dict[str, Any] = {"multiscales": multiscales, AXES_KEY: axes}
+    if provenance is not None:
+        attrs[LAYER_KEY] = jsonable(provenance)
+    return attrs
 
 
 @contextlib.contextmanager
@@ -362,8 +423,6 @@ def write_zarr(
     provenance : dict, optional
         Stored in the group's attributes under ``napari_deep_prior``.
     """
-    from .provenance import LAYER_KEY, jsonable
-
     zarr = _zarr()
     path = Path(path)
     check_zarr_path(path)  # never replace a folder that is not an image
@@ -373,49 +432,142 @@ def write_zarr(
         axes = _default_axes(image.ndim, channel_axis)
     ngff, order = ngff_axes(image.shape, channel_axis, axes)
     data = np.transpose(image, order)
-    sizes = {} if meta is None else {a: v for a, v in meta.pixel_sizes.items() if a in ngff}
     ny, nx = ngff.index("Y"), ngff.index("X")
     levels = _levels(data, ny, nx)
-    axes_meta = []
-    for a in ngff:
-        entry: dict[str, Any] = {"name": a.lower()}
-        if a in _TYPES:
-            entry["type"] = _TYPES[a]
-        unit = sizes.get(a, (None, None))[1]
-        if unit in _UDUNITS:
-            entry["unit"] = _UDUNITS[unit]
-        axes_meta.append(entry)
-    base = [float(sizes[a][0]) if a in sizes else 1.0 for a in ngff]
-    datasets = []
-    for k in range(len(levels)):
-        scale = list(base)
-        translation = [0.0] * len(ngff)
-        for i in (ny, nx):
-            scale[i] = base[i] * 2**k
-            translation[i] = base[i] * (2**k - 1) / 2.0
-        transforms: list[dict] = [{"type": "scale", "scale": scale}]
-        if k:
-            transforms.append({"type": "translation", "translation": translation})
-        datasets.append({"path": str(k), "coordinateTransformations": transforms})
-    multiscales = [
-        {
-            "version": NGFF_VERSION,
-            "name": path.stem,
-            "axes": axes_meta,
-            "datasets": datasets,
-            "type": "mean",
-            "metadata": {"description": "2 x 2 means of the level above", "method": "napari_deep_prior.omezarr"},
-        }
-    ]
+    attrs = _group_attrs(path, ngff, axes, meta, len(levels), provenance)
     with atomic_folder(path) as tmp:
         if _zarr3():
             group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         else:
             group = zarr.open_group(str(tmp), mode="w")
         for k, level in enumerate(levels):
-            chunks = tuple(min(n, MAX_CHUNK_SIDE) if i in (ny, nx) else 1 for i, n in enumerate(level.shape))
-            _create_array(group, str(k), level, chunks)
-        attrs: dict[str, Any] = {"multiscales": multiscales, AXES_KEY: axes}
-        if provenance is not None:
-            attrs[LAYER_KEY] = jsonable(provenance)
+            _create_array(group, str(k), level, _plane_chunks(level.shape, ny, nx))
         group.attrs.update(attrs)
+
+
+# -- plane by plane ---------------------------------------------------------------------------
+
+
+def open_zarr_lazily(path: str | os.PathLike):
+    """The full-resolution level of an OME-Zarr as a dask array in our axis order, read when indexed."""
+    try:
+        import dask.array as da
+    except ImportError:
+        raise ValueError(
+            'reading an OME-Zarr plane by plane needs dask: pip install "napari-deep-prior[zarr]"'
+        ) from None
+
+    array, _axes, _sizes, _prov, back = _read(Path(path))
+    lazy = da.from_zarr(array)
+    return lazy.transpose(back) if back is not None else lazy
+
+
+class _Permuted:
+    """A writable view of an array in NGFF order, indexed in our order (``ngff axis j = ours[order[j]]``)."""
+
+    def __init__(self, array, order: list[int]):
+        self.array = array
+        self.order = list(order)
+        self.shape = tuple(array.shape[order.index(i)] for i in range(len(order)))
+        self.dtype = np.dtype(array.dtype)
+
+    def _index(self, index) -> tuple[tuple, list[int], list[int]]:
+        index = index if isinstance(index, tuple) else (index,)
+        index = tuple(index) + (slice(None),) * (len(self.order) - len(index))
+        kept = [i for i, ix in enumerate(index) if not isinstance(ix, (int, np.integer))]
+        return tuple(index[i] for i in self.order), [i for i in self.order if i in kept], kept
+
+    def __setitem__(self, index, value) -> None:
+        ngff_index, ngff_kept, kept = self._index(index)
+        value = np.asarray(value)
+        if value.ndim == len(kept):
+            value = np.transpose(value, [kept.index(i) for i in ngff_kept])
+        self.array[ngff_index] = value
+
+    def __getitem__(self, index):
+        ngff_index, ngff_kept, kept = self._index(index)
+        value = np.asarray(self.array[ngff_index])
+        return np.transpose(value, [ngff_kept.index(i) for i in kept])
+
+
+class ZarrStream:
+    """An OME-Zarr written plane by plane, put in place all at once (a temporary folder renamed).
+
+    The full-resolution level is created at once (one chunk per plane) and written as the
+    planes come (:meth:`store` gives it to :class:`~napari_deep_prior.restore.stream.StackJob`
+    in the result's own axis order); :meth:`close` builds the pyramid of 2 x 2 means from it
+    one plane at a time, writes the metadata and renames the folder into place; :meth:`abort`
+    removes it, leaving an existing ``path`` as it was.  Memory holds one plane at a time.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder name ending in .zarr.
+    shape, dtype, channel_axis
+        Of the result, in our axis order.
+    meta : ImageMeta, optional
+        Axes and pixel sizes to record.
+    """
+
+    def __init__(self, path, shape: tuple[int, ...], dtype, channel_axis: int | None, *, meta: ImageMeta | None = None):
+        zarr = _zarr()
+        self.path = Path(path)
+        check_zarr_path(self.path)
+        self.meta = meta
+        axes = meta.axes_for(tuple(shape), channel_axis) if meta is not None else None
+        self.axes = axes if axes is not None else _default_axes(len(shape), channel_axis)
+        self.ngff, self.order = ngff_axes(tuple(shape), channel_axis, self.axes)
+        self.ny, self.nx = self.ngff.index("Y"), self.ngff.index("X")
+        self._folder = atomic_folder(self.path)
+        tmp = self._folder.__enter__()
+        try:
+            self.group = zarr.open_group(str(tmp), mode="w", **({"zarr_format": 2} if _zarr3() else {}))
+            ngff_shape = tuple(int(shape[i]) for i in self.order)
+            self.level0 = _empty_array(
+                self.group, "0", ngff_shape, np.dtype(dtype), _plane_chunks(ngff_shape, self.ny, self.nx)
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self.image = _Permuted(self.level0, self.order)
+
+    def store(self, name: str, shape: tuple[int, ...], dtype):
+        """A StackJob's ``store``: the full-resolution level for "image", memory for anything else."""
+        if name == "image":
+            if tuple(shape) != self.image.shape:
+                raise ValueError(f"the result has shape {tuple(shape)}, not the {self.image.shape} this store holds")
+            return self.image
+        return np.zeros(shape, dtype=dtype)
+
+    def close(self, provenance: Mapping | None = None) -> None:
+        """Write the pyramid and the metadata, and put the folder in place."""
+        try:
+            shapes = _level_shapes(tuple(self.level0.shape), self.ny, self.nx)
+            above = self.level0
+            for k, shape in enumerate(shapes[1:], start=1):
+                level = _empty_array(self.group, str(k), shape, above.dtype, _plane_chunks(shape, self.ny, self.nx))
+                lead = [i for i in range(len(shape)) if i not in (self.ny, self.nx)]
+                for idx in np.ndindex(*(shape[i] for i in lead)):
+                    sel: list = [slice(None)] * len(shape)
+                    for i, v in zip(lead, idx, strict=True):
+                        sel[i] = v
+                    plane = np.asarray(above[tuple(sel)])  # (Y, X) of one plane: NGFF puts Y before X
+                    level[tuple(sel)] = _half(plane, 0, 1)
+                above = level
+            self.group.attrs.update(_group_attrs(self.path, self.ngff, self.axes, self.meta, len(shapes), provenance))
+        except BaseException:
+            self.abort()
+            raise
+        self._folder.__exit__(None, None, None)
+        self._folder = None
+
+    def abort(self) -> None:
+        """Remove the temporary folder (an existing ``path`` stays as it was)."""
+        if self._folder is None:
+            return
+        folder, self._folder = self._folder, None
+        try:
+            err = RuntimeError("aborted")
+            folder.__exit__(type(err), err, None)
+        except RuntimeError:
+            pass
