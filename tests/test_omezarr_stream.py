@@ -60,6 +60,18 @@ def test_a_stack_is_restored_plane_by_plane_as_in_memory(stack_zarr, tmp_path, c
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def test_a_warm_start_runs_plane_by_plane_as_in_memory(stack_zarr, tmp_path, capsys):
+    warm = [*FAST, "--warm-start"]
+    assert cli.main(["denoise", str(stack_zarr), "-o", str(tmp_path / "out.zarr"), *warm]) == 0
+    assert "(plane by plane)" in capsys.readouterr().out
+    assert cli.main(["denoise", str(stack_zarr), "-o", str(tmp_path / "eager.tif"), *warm]) == 0
+    assert cli.main(["denoise", str(stack_zarr), "-o", str(tmp_path / "cold.tif"), *FAST]) == 0
+    streamed, eager = read_image(tmp_path / "out.zarr"), read_image(tmp_path / "eager.tif")
+    np.testing.assert_array_equal(streamed, eager)
+    assert not np.array_equal(eager[1:], read_image(tmp_path / "cold.tif")[1:])
+    assert read_image_meta(tmp_path / "out.zarr").provenance["options"]["warm_start"] is True
+
+
 def test_an_rgb_stack_keeps_its_channels_last(tmp_path, capsys):
     rng = np.random.default_rng(1)
     rgb = (rng.random((2, 40, 36, 3)) * 255).astype(np.uint8)

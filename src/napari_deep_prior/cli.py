@@ -1602,7 +1602,7 @@ def _streams(args, task: FileTask) -> bool:
     """Whether the file is restored plane by plane, OME-Zarr to OME-Zarr, with bounded memory.
 
     Yes for an OME-Zarr input and output, unless a history (a TIFF of every frame), a
-    reference, a warm start or a cluster needs the whole image here.
+    reference or a cluster needs the whole image here.
     """
     from .omezarr import is_zarr_path
 
@@ -1611,7 +1611,6 @@ def _streams(args, task: FileTask) -> bool:
         and is_zarr_path(task.output)
         and task.history is None
         and task.aux.get("--reference") is None
-        and not args.warm_start
         and getattr(args, "workers", None) is None
         and getattr(args, "scheduler", None) is None
     )
@@ -1700,7 +1699,14 @@ def _plan_stream(args, task: FileTask) -> PlannedStream:
     # no history here: it would hold every frame of the stack in memory (give --history for one)
     opts = dict(_restore_options(args, deg), history_every=0)
     job = StackJob(
-        deg, image, fields=fields, channel_axis=ca, tile_size=args.tile, tile_overlap=args.tile_overlap, **opts
+        deg,
+        image,
+        fields=fields,
+        channel_axis=ca,
+        tile_size=args.tile,
+        tile_overlap=args.tile_overlap,
+        warm_start=args.warm_start,
+        **opts,
     )
     check_output(
         task.output,

@@ -97,6 +97,30 @@ def test_inpaint_2d_mask_equals_the_whole_stack_job(tiny_params):
     np.testing.assert_array_equal(out.history, whole.history)
 
 
+@pytest.mark.parametrize("tile_size", [0, 64])
+def test_warm_start_equals_the_whole_stack_job(tiny_params, tile_size):
+    """Every later plane (every tile) starts from the first fitted plane's (tile's) weights, passed
+    from one plane's job to the next; whole planes and planes in tiles."""
+    stack = _stack(n=3, size=96)
+    params = tiny_params.replace(iterations=6, history_every=3)
+    whole = _whole(Identity(), stack, params, warm_start=True, tile_size=tile_size)
+    cold = _whole(Identity(), stack, params, tile_size=tile_size)
+    assert not np.array_equal(whole.image[1:], cold.image[1:])  # the warm start changes planes 1 and 2
+    out, _src, _items = _lazy(Identity, stack, params, warm_start=True, tile_size=tile_size)
+    np.testing.assert_array_equal(out.image, whole.image)
+    np.testing.assert_array_equal(out.history, whole.history)
+
+
+def test_warm_start_takes_the_first_plane_with_holes(tiny_params):
+    stack = _stack(n=3, size=64)
+    mask = np.zeros((3, 64, 64), bool)
+    mask[1:, 20:26, 10:30] = True  # plane 0 has no hole: plane 1 is the first fitted one
+    params = tiny_params.replace(iterations=6, history_every=3)
+    whole = _whole(Mask(mask), stack, params, warm_start=True, tile_size=0)
+    out, _src, _items = _lazy(Mask, stack, params, fields={"mask": mask}, warm_start=True, tile_size=0)
+    np.testing.assert_array_equal(out.image, whole.image)
+
+
 @pytest.mark.parametrize("tile_size", [None, 0])
 def test_inpaint_3d_mask_with_an_empty_plane_equals_the_whole_stack_job(tiny_params, tile_size):
     """Regions around the holes of every plane (tile_size None) and whole planes; a plane without holes."""
@@ -169,11 +193,6 @@ def test_zarr_store(tiny_params, tmp_path):
 
 
 # --- refusals, before any plane is read -----------------------------------------------------
-
-
-def test_warm_start_is_refused(tiny_params):
-    with pytest.raises(ValueError, match="warm_start is not available"):
-        StackJob(Identity, _stack(), params=tiny_params, warm_start=True)
 
 
 def test_a_mask_of_the_wrong_shape_is_refused(tiny_params):

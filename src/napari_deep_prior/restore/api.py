@@ -186,6 +186,7 @@ def prepare(
     read_noise: float | None = None,
     noise_sigma: float | None = None,
     data_range: tuple[float, float] | None = None,
+    init_state: dict | None = None,
     **overrides,
 ) -> DIPJob:
     """Validate a restoration job without running it; every check happens here.
@@ -205,6 +206,10 @@ def prepare(
         stack's range when preparing its planes one at a time
         (:class:`~napari_deep_prior.restore.stream.StackJob` does): each plane is then
         normalised, fitted and returned exactly as in one job over the whole stack.
+    init_state : dict, optional
+        With ``warm_start``: the weights every fit starts from, the ``warm_state`` of the job of
+        the stack's first plane when its planes are prepared one at a time (a whole-stack job
+        starts every later plane from its first fitted plane's weights).
     **overrides
         ``iterations``, ``lr``, ``early_stop``, ``loss``, ``history_every``, ``ensemble``:
         override the preset.
@@ -265,6 +270,7 @@ def prepare(
         noise_sigma=noise_sigma,
         preset=preset_name,
         camera=camera,
+        init_state=init_state,
     )
 
 

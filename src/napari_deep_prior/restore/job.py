@@ -130,6 +130,12 @@ class DIPJob:
         :attr:`preset_params` are its parameters (for the provenance's list of changes).
     camera : CameraModel or None
         The camera's offset, gain and read noise (Poisson loss with camera values).
+    init_state : dict or None
+        With ``warm_start``: the weights every fit starts from (the first fitted plane of
+        another job over the same stack); None: the first fit here starts cold and gives them.
+    warm_state : dict or None
+        After :meth:`steps`: the weights a warm start carries on (``init_state``, or the first
+        fitted plane's or tile's), for the next job of a stack run plane by plane.
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class DIPJob:
         noise_sigma: float | None = None,
         preset: str | None = None,
         camera=None,
+        init_state: dict | None = None,
     ):
         self.degradation = degradation
         self.regions = bool(regions) and tiles is not None
@@ -161,6 +168,9 @@ class DIPJob:
         self.device = device
         self.seed = seed
         self.warm_start = warm_start
+        # a warm start's weights from another job (the first plane of a stack run plane by plane)
+        self.init_state = init_state if warm_start else None
+        self.warm_state: dict | None = None  # after steps(): the weights a warm start carries on
         self.tiles = None if tiles is None else [tuple(int(v) for v in b) for b in tiles]
         self.tile_overlap = tile_overlap
         self.fit_params = params if fit_params is None else fit_params
@@ -245,7 +255,7 @@ class DIPJob:
 
             # every step of a fit has the same shapes: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
-        state = None
+        state = self.init_state
         try:
             deg = self.degradation
             for i in range(self.n_planes):
@@ -282,6 +292,7 @@ class DIPJob:
             raise self._out_of_memory(exc) from exc
         finally:
             self._release()
+        self.warm_state = state
         return self.result()
 
     # -- units of work: one fit per plane (or per tile of a plane) ------------------------

@@ -16,10 +16,10 @@ runs in two passes, each reading every plane once:
 Each plane is prepared as one plane of the whole stack would be: the same range, the same
 seed, the same tile plan and (for inpainting) the same regions around the holes of every
 plane; so the result is bitwise the result of one :class:`~.job.DIPJob` over the whole stack
-(:func:`~.api.prepare` of the array in memory), with these exceptions: warm start is refused
-(a plane's fit cannot start from another job's weights), and a plan the whole-stack job makes
-from its total size (tiles forced by memory, a history dropped from memory) is made for one
-plane.  Memory holds one plane at a time: its input, mask, normalised copy, fit and result.
+(:func:`~.api.prepare` of the array in memory), warm start included (every later plane starts
+from the first fitted plane's weights, passed from job to job), except that a plan the
+whole-stack job makes from its total size (tiles forced by memory, a history dropped from
+memory) is made for one plane.  Memory holds one plane at a time: its input, mask, normalised copy, fit and result.
 
 Examples
 --------
@@ -157,7 +157,8 @@ class StackJob:
     seed : int, optional
         The seed of every plane's fit (None: one is drawn, :attr:`seed`).
     warm_start : bool
-        Refused (True raises): a plane cannot start from another plane's weights here.
+        Every plane after the first fitted one starts from that plane's weights at its stop
+        (:attr:`~.job.DIPJob.warm_state`), as in a whole-stack job.
     data_range : (float, float), optional
         The stack's value range, if known: the scan is then skipped (unless a mask field
         needs it).  Every plane's values must lie within it.
@@ -220,11 +221,6 @@ class StackJob:
                 "image must be an array (NumPy, dask, zarr...) with shape, dtype and indexing, "
                 f"got {type(image).__name__}"
             )
-        if warm_start:
-            raise ParameterError(
-                "{warm_start} is not available when a stack is restored one plane at a time (each plane "
-                "is its own fit, read when it is reached); turn it off"
-            )
         fields = dict(fields or {})
         kinds = {f.name: f.kind for f in degradation.fields}
         unknown = sorted(set(fields) - set(kinds))
@@ -281,7 +277,8 @@ class StackJob:
             out_dtype = np.dtype(np.float32) if np.dtype(image.dtype) == np.float16 else np.dtype(image.dtype)
         self.result_dtype = np.dtype(out_dtype)
         self.seed = new_seed() if seed is None else seed
-        self.warm_start = False
+        self.warm_start = bool(warm_start)
+        self._warm_state: dict | None = None  # the first fitted plane's weights (warm start)
         self.device = resolve_device(device)
         self.store = store or memory_store
         self._kwargs = dict(
@@ -480,7 +477,14 @@ class StackJob:
         deg = self._cls(**{**self._fields, **masks})
         deg.stack_holes = self._holes
         try:
-            job = prepare(deg, plane, data_range=self.data_range, **self._kwargs)
+            job = prepare(
+                deg,
+                plane,
+                data_range=self.data_range,
+                warm_start=self.warm_start,
+                init_state=self._warm_state,
+                **self._kwargs,
+            )
         except (ValueError, TypeError) as exc:
             _reraise_in_plane(exc, p, self.n_planes)
         self._job, self._plane = job, p
@@ -503,6 +507,9 @@ class StackJob:
             _reraise_in_plane(exc, p, self.n_planes)
         finally:
             gen.close()
+        if self.warm_start and self._warm_state is None:
+            # every later plane starts from the first fitted plane's weights, as in a whole-stack job
+            self._warm_state = job.warm_state
         self._write(p, output.image, output)
         self._done[p] = True
         self._job, self._plane = None, -1

@@ -180,7 +180,7 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
     first_plane, last_plane, region, warm_start, tile_size, result_store : widgets
         The plane range on the stack's first axis (``last_plane`` -1: to the end), a Shapes
         layer whose selected (else last) shape's bounding rectangle is processed (None: whole
-        planes), warm start (stacks in memory), the tile side (0: automatic) and a new
+        planes), warm start, the tile side (0: automatic) and a new
         ``*.zarr`` folder to write the result to (empty: in memory, or a temporary store for
         a lazy layer).  The task's own fields (``mask`` and ``new_mask`` for inpainting,
         ``factor`` for up-scaling, the noise-model group ``loss``, ``camera_offset``, ``gain``,
