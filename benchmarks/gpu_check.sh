@@ -13,6 +13,7 @@
 #   4. the paper's 50 %-missing-pixel protocol on the eight Table-1 images of Set12
 #      (default inpaint preset; paper DIP mean 33.52 dB)
 #   5. seconds per step and peak memory vs size, 128 ... 2048, fp32 and bf16
+#   6. seed ensembles K = 1, 2, 4 (one batched vmap pass on the GPU), Set9 crops of 256 px
 # CPU smoke run (tiny, to check the script itself): SMOKE=1 bash benchmarks/gpu_check.sh
 set -u
 DATA=${1:-../shared/data}
@@ -22,7 +23,8 @@ LOG="$OUT/gpu_check.log"
 here=$(cd "$(dirname "$0")" && pwd)
 
 if [ "${SMOKE:-0}" = "1" ]; then
-    DEV=cpu; SIZE="--size 48"; SCALE=64,96; T1=60; T2=30; T3=60; T4=60; T5=60
+    DEV=cpu; SIZE="--size 48"; SCALE=64,96; T1=60; T2=30; T3=60; T4=60; T5=60; T6=60
+    EEXTRA="--size 48 --images F16 --iterations 20"
     # (b) capped at 200 steps: the default inpaint preset alone runs >= 1000 (ES start 500 + patience 500)
     EXTRA="--paper-iterations 30 --max-iterations 200 --images F16"
     EXTRA_I="--paper-iterations 30 --max-iterations 200 --images vase"
@@ -30,7 +32,8 @@ if [ "${SMOKE:-0}" = "1" ]; then
 else
     python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_check: no CUDA GPU visible to torch; nothing to check" >&2; exit 2; }
-    DEV=cuda; SIZE="--full"; SCALE=128,256,512,1024,2048; T1=230; T2=60; T3=120; T4=130; T5=40
+    DEV=cuda; SIZE="--full"; SCALE=128,256,512,1024,2048; T1=190; T2=60; T3=110; T4=120; T5=40; T6=40
+    EEXTRA="--size 256"
     EXTRA=""; EXTRA_I="--paper-max-seconds 35"; QEXTRA="--size 0"
 fi
 
@@ -60,6 +63,10 @@ fi
         --out "$OUT/scaling.json"
     timeout "$T5" python "$here/dip_speed.py" --device $DEV --scaling $SCALE --scaling-steps 20 \
         --amp bf16 --out "$OUT/scaling-bf16.json"
+
+    echo "== 6. seed ensembles K = 1, 2, 4 (limit ${T6}s)"
+    timeout "$T6" python "$here/dip_ensemble.py" --data "$DATA" --device $DEV $EEXTRA \
+        --out "$OUT/ensemble.json"
     date -u
 } 2>&1 | tee "$LOG"
 echo "gpu_check: results in $OUT"
