@@ -49,7 +49,7 @@ def batch(tmp_path) -> Path:
     d.mkdir()
     for i, name in enumerate("abc"):
         iio.imwrite(d / f"{name}.png", _grey(i))
-    tifffile.imwrite(d / "stack.tif", np.stack([_grey(10 + k) for k in range(4)]))
+    tifffile.imwrite(d / "stack.tif", np.stack([_grey(10 + k) for k in range(4)]), photometric="minisblack")
     (d / "broken.tif").write_bytes(b"II*\x00" + os.urandom(200))
     return d
 
@@ -94,7 +94,7 @@ def test_a_tiled_plane_on_a_running_cluster_is_the_process_result(cluster, tmp_p
 
 def test_killing_a_worker_during_a_batch_loses_nothing(tmp_path, capsys, one_torch_thread):
     src = tmp_path / "stack.tif"
-    tifffile.imwrite(src, np.stack([_grey(20 + k, (32, 32)) for k in range(4)]))
+    tifffile.imwrite(src, np.stack([_grey(20 + k, (32, 32)) for k in range(4)]), photometric="minisblack")
     slow = ["--iterations", "40", "--seed", "2", "--history-every", "0", "-q"]
     assert cli.main(["denoise", str(src), "-o", str(tmp_path / "here.tif"), *slow]) == 0
     cluster = distributed.LocalCluster(
