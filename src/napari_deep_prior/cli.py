@@ -23,8 +23,11 @@ place), so an interrupted or failed run never changes an existing file nor leave
 Each file goes through three steps: :func:`_plan_restore` / :func:`_plan_colorize` (read,
 check, ``prepare``: a :class:`PlannedFile`), :meth:`PlannedFile.run` (the fit) and
 :meth:`PlannedFile.finish` (write, report).  :func:`run_files` drives them over the files of a
-run, lazily, with a runner (default :func:`run_in_process`) that another runner (several fits
-at once, elsewhere) can replace.
+run, lazily, with a runner: :func:`run_in_process`, or with ``--workers N`` / ``--scheduler
+ADDRESS`` :func:`run_on_cluster` (a dask cluster runs the fits of a few files at once: every
+plane and tile a task; each file assembled and written here, the same as in process).  An
+OME-Zarr restored into an OME-Zarr runs plane by plane (:class:`PlannedStream`): memory holds
+one plane whatever the stack's size.
 
 Exit codes: 0 success (every file done or skipped), 1 some files of a batch failed, 2 bad
 input or arguments (one-line message naming the option; in the batch form, found before any
