@@ -84,7 +84,7 @@ def test_a_tiled_plane_on_a_running_cluster_is_the_process_result(cluster, tmp_p
     capsys.readouterr()
     args = ["denoise", str(src), "-o", str(tmp_path / "there.png"), *tiles, *FAST]
     scheduler_file = tmp_path / "scheduler.json"  # how a cluster started elsewhere is found
-    with distributed.Client(cluster) as c:
+    with distributed.Client(cluster, set_as_default=False) as c:
         c.write_scheduler_file(str(scheduler_file))
     assert cli.main([*args, "--scheduler", str(scheduler_file)]) == 0
     out, _err = capsys.readouterr()
@@ -105,7 +105,7 @@ def test_killing_a_worker_during_a_batch_loses_nothing(tmp_path, capsys, one_tor
 
     def kill_a_busy_worker():
         """Once a worker is fitting, kill its process (SIGKILL): its fit is lost with it."""
-        with distributed.Client(cluster) as c:
+        with distributed.Client(cluster, set_as_default=False) as c:
             pids = c.run(os.getpid)
             while not stop.is_set():
                 busy = [w for w, keys in c.processing().items() if keys]

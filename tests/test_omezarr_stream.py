@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("zarr")
-pytest.importorskip("dask")
 
 from napari_deep_prior import cli  # noqa: E402 - after the skips
 from napari_deep_prior.io import ImageMeta, read_image, read_image_meta, write_image  # noqa: E402

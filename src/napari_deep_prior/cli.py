@@ -1538,7 +1538,7 @@ def run_on_cluster(
     source = iter(planned)
     running: dict[int, tuple[PlannedFile, ClusterJob]] = {}
     owner: dict = {}  # future -> id of its file
-    done = distributed.as_completed()
+    done = distributed.as_completed(loop=client.loop)
     bar = None if quiet else _ClusterBar()
     counts = {"done": 0, "total": 0}
 

@@ -449,17 +449,15 @@ def write_zarr(
 
 
 def open_zarr_lazily(path: str | os.PathLike):
-    """The full-resolution level of an OME-Zarr as a dask array in our axis order, read when indexed."""
-    try:
-        import dask.array as da
-    except ImportError:
-        raise ValueError(
-            'reading an OME-Zarr plane by plane needs dask: pip install "napari-deep-prior[zarr]"'
-        ) from None
+    """The full-resolution level of an OME-Zarr, read only where it is indexed, in our axis order.
 
+    The zarr array itself, or a view of it that re-orders the axes (:class:`_Permuted`): no
+    scheduler is involved, so it reads the same wherever it is indexed.
+    """
     array, _axes, _sizes, _prov, back = _read(Path(path))
-    lazy = da.from_zarr(array)
-    return lazy.transpose(back) if back is not None else lazy
+    if back is None:
+        return array
+    return _Permuted(array, [int(i) for i in np.argsort(back)])
 
 
 class _Permuted:

@@ -271,7 +271,7 @@ def run_on_client(job: DIPJob, client, *, device: str | None = None) -> Generato
     distributed = _import_distributed()
     run = ClusterJob(job, client, device)
     try:
-        done = distributed.as_completed(run.start())
+        done = distributed.as_completed(run.start(), loop=client.loop)  # client: not necessarily the default
         for fut in done:
             progress, new = run.take(fut)
             done.update(new)

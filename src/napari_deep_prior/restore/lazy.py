@@ -134,7 +134,8 @@ def restore_lazily(
     data_range = check_data_range(data_range)
     if data_range is None:
         parts = [dask.delayed(_plane_range)(b, channel_axis, has_alpha) for b in image.to_delayed().ravel().tolist()]
-        found = [r for r in dask.compute(*parts) if r is not None]
+        ranges = client.gather(client.compute(parts)) if client is not None else dask.compute(*parts)
+        found = [r for r in ranges if r is not None]
         if not found:
             raise ParameterError("image has no finite value: nothing to restore")
         data_range = (min(r[0] for r in found), max(r[1] for r in found))
