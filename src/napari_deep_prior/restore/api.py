@@ -377,22 +377,19 @@ def _planning_for(client):
     return memory_cap(worker_memory_cap(client))
 
 
-def _lazy(
-    make,
-    image,
-    mask,
-    opts: dict,
-    *,
-    channel_axis,
-    has_alpha,
-    seed,
-    warm_start,
-    output_dtype,
-    callback,
-    return_history,
-    client,
-    scale: int = 1,
-):
+def _restore(make, image, mask, *, callback, return_history: bool, client, **kw):
+    """One restoration: of a dask array lazily (:func:`_lazy`), else a job run here or on ``client``.
+
+    ``make(mask)`` is the task's :class:`Degradation`; ``kw`` the options of :func:`prepare`.
+    """
+    if is_dask_array(image):
+        return _lazy(make, image, mask, kw, callback=callback, return_history=return_history, client=client)
+    with _planning_for(client):
+        job = prepare(make(mask), image, **kw)
+    return _run(job, callback, return_history, client, kw.get("device", "auto"))
+
+
+def _lazy(make, image, mask, kw: dict, *, callback, return_history: bool, client):
     """A dask array's lazy restoration (:func:`~.lazy.restore_lazily`), its options checked first."""
     from .lazy import restore_lazily
 
@@ -406,26 +403,13 @@ def _lazy(
             "{callback} is not called for a dask array: its planes are restored later, when the "
             "result is computed; pass np.asarray(image) to follow the fit step by step"
         )
-    if opts.get("device") is not None and not isinstance(opts["device"], str):
-        opts["device"] = str(opts["device"])  # resolved by each task, where it runs
-    overrides = {k: opts[k] for k in ("iterations", "lr", "early_stop", "loss", "ensemble") if k in opts}
+    if kw.get("device") is not None and not isinstance(kw["device"], str):
+        kw["device"] = str(kw["device"])  # resolved by each task, where it runs
     unbound = make(None)
-    p, _ = _resolve_params(unbound, opts.get("preset"), opts.get("params"), **overrides)
-    _check_noise_sigma(opts.get("noise_sigma"), unbound, p)
-    return restore_lazily(
-        make,
-        image,
-        mask=mask,
-        channel_axis=channel_axis,
-        has_alpha=has_alpha,
-        seed=seed,
-        warm_start=warm_start,
-        output_dtype=output_dtype,
-        scale=scale,
-        poisson=p.loss == "poisson",
-        client=client,
-        **opts,
-    )
+    overrides = {k: kw.get(k) for k in ("iterations", "lr", "early_stop", "loss", "ensemble")}
+    p, _ = _resolve_params(unbound, kw.get("preset"), kw.get("params"), **overrides)
+    _check_noise_sigma(kw.get("noise_sigma"), unbound, p)
+    return restore_lazily(make, image, mask=mask, scale=unbound.scale, poisson=p.loss == "poisson", client=client, **kw)
 
 
 def _run(job: DIPJob, callback: Callable | None, return_history: bool, client=None, device="auto"):
@@ -572,61 +556,34 @@ def denoise(
     >>> denoise(noisy, iterations=20, seed=0).shape
     (32, 32)
     """
-    if is_dask_array(image):
-        return _lazy(
-            lambda _mask: Identity(),
-            image,
-            None,
-            dict(
-                preset=preset,
-                params=params,
-                iterations=iterations,
-                lr=lr,
-                early_stop=early_stop,
-                loss=loss,
-                ensemble=ensemble,
-                device=device,
-                tile_size=tile_size,
-                tile_overlap=tile_overlap,
-                camera_offset=camera_offset,
-                gain=gain,
-                read_noise=read_noise,
-                noise_sigma=noise_sigma,
-            ),
-            channel_axis=channel_axis,
-            has_alpha=has_alpha,
-            seed=seed,
-            warm_start=warm_start,
-            output_dtype=output_dtype,
-            callback=callback,
-            return_history=return_history,
-            client=client,
-        )
-    with _planning_for(client):
-        job = prepare_denoise(
-            image,
-            preset=preset,
-            params=params,
-            channel_axis=channel_axis,
-            has_alpha=has_alpha,
-            iterations=iterations,
-            lr=lr,
-            early_stop=early_stop,
-            loss=loss,
-            history_every=history_every,
-            ensemble=ensemble,
-            device=device,
-            seed=seed,
-            warm_start=warm_start,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            output_dtype=output_dtype,
-            camera_offset=camera_offset,
-            gain=gain,
-            read_noise=read_noise,
-            noise_sigma=noise_sigma,
-        )
-    return _run(job, callback, return_history, client, device)
+    return _restore(
+        lambda _mask: Identity(),
+        image,
+        None,
+        callback=callback,
+        return_history=return_history,
+        client=client,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        loss=loss,
+        history_every=history_every,
+        ensemble=ensemble,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+        camera_offset=camera_offset,
+        gain=gain,
+        read_noise=read_noise,
+        noise_sigma=noise_sigma,
+    )
 
 
 def inpaint(
@@ -698,52 +655,29 @@ def inpaint(
     >>> inpaint(img, mask, iterations=20, seed=0).shape
     (32, 32)
     """
-    if is_dask_array(image):
-        return _lazy(
-            Mask,
-            image,
-            mask,
-            dict(
-                preset=preset,
-                params=params,
-                iterations=iterations,
-                lr=lr,
-                early_stop=early_stop,
-                ensemble=ensemble,
-                device=device,
-                tile_size=tile_size,
-                tile_overlap=tile_overlap,
-            ),
-            channel_axis=channel_axis,
-            has_alpha=has_alpha,
-            seed=seed,
-            warm_start=warm_start,
-            output_dtype=output_dtype,
-            callback=callback,
-            return_history=return_history,
-            client=client,
-        )
-    with _planning_for(client):
-        job = prepare_inpaint(
-            image,
-            mask,
-            preset=preset,
-            params=params,
-            channel_axis=channel_axis,
-            has_alpha=has_alpha,
-            iterations=iterations,
-            lr=lr,
-            early_stop=early_stop,
-            history_every=history_every,
-            ensemble=ensemble,
-            device=device,
-            seed=seed,
-            warm_start=warm_start,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            output_dtype=output_dtype,
-        )
-    return _run(job, callback, return_history, client, device)
+    return _restore(
+        Mask,
+        image,
+        mask,
+        callback=callback,
+        return_history=return_history,
+        client=client,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        history_every=history_every,
+        ensemble=ensemble,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+    )
 
 
 def prepare_upscale(
@@ -849,50 +783,26 @@ def upscale(
     >>> upscale(img, 2, iterations=10, seed=0).shape
     (32, 32)
     """
-    if is_dask_array(image):
-        return _lazy(
-            lambda _mask: Downsample(factor),
-            image,
-            None,
-            dict(
-                preset=preset,
-                params=params,
-                iterations=iterations,
-                lr=lr,
-                early_stop=early_stop,
-                ensemble=ensemble,
-                device=device,
-                tile_size=tile_size,
-                tile_overlap=tile_overlap,
-            ),
-            channel_axis=channel_axis,
-            has_alpha=has_alpha,
-            seed=seed,
-            warm_start=warm_start,
-            output_dtype=output_dtype,
-            callback=callback,
-            return_history=return_history,
-            client=client,
-            scale=Downsample(factor).scale,
-        )
-    with _planning_for(client):
-        job = prepare_upscale(
-            image,
-            factor,
-            preset=preset,
-            params=params,
-            channel_axis=channel_axis,
-            has_alpha=has_alpha,
-            iterations=iterations,
-            lr=lr,
-            early_stop=early_stop,
-            history_every=history_every,
-            ensemble=ensemble,
-            device=device,
-            seed=seed,
-            warm_start=warm_start,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            output_dtype=output_dtype,
-        )
-    return _run(job, callback, return_history, client, device)
+    return _restore(
+        lambda _mask: Downsample(factor),
+        image,
+        None,
+        callback=callback,
+        return_history=return_history,
+        client=client,
+        preset=preset,
+        params=params,
+        channel_axis=channel_axis,
+        has_alpha=has_alpha,
+        iterations=iterations,
+        lr=lr,
+        early_stop=early_stop,
+        history_every=history_every,
+        ensemble=ensemble,
+        device=device,
+        seed=seed,
+        warm_start=warm_start,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        output_dtype=output_dtype,
+    )
