@@ -133,10 +133,14 @@ class ProgressBar:
             f"it {step.iteration}/{step.iterations}{plane} loss {step.loss:.3g}{stop} "
             f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)} (at most)"
         )
+        self._show(frac, text)
+
+    def _show(self, frac: float, text: str, bar: bool = True) -> None:
+        """Redraw the line on a terminal (with a bar of ``frac``), else a plain line every 10 %."""
         if self.tty:
             filled = int(self.width * frac)
-            bar = "#" * filled + "." * (self.width - filled)
-            self.stream.write(f"\r[{bar}] {text}\033[K")
+            drawn = f"[{'#' * filled}{'.' * (self.width - filled)}] " if bar else ""
+            self.stream.write(f"\r{drawn}{text}\033[K")
             self.stream.flush()
         else:
             decile = int(frac * 10)
@@ -1493,30 +1497,14 @@ def _plan_on_cluster(client, args, task: FileTask) -> PlannedRestore:
         return _plan_restore(args, task)
 
 
-class _ClusterBar:
-    """Progress of the fits on a cluster: units (planes, tiles) done of those submitted, files done."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self._last = -1
+class _ClusterBar(ProgressBar):
+    """Progress of the fits on a cluster: units (planes, tiles) done of those submitted, files in progress."""
 
     def __call__(self, done: int, total: int, files_running: int) -> None:
         elapsed = format_duration(time.perf_counter() - self.t0)
         text = f"fits {done}/{total} done ({files_running} file(s) in progress), {elapsed} elapsed"
-        if self.tty:
-            self.stream.write(f"\r{text}\033[K")
-            self.stream.flush()
-        elif total and int(10 * done / total) != self._last:
-            self._last = int(10 * done / total)
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if total:
+            self._show(done / total, text, bar=False)
 
 
 def run_on_cluster(
