@@ -217,20 +217,6 @@ def test_dask_stack_is_read_plane_by_plane_in_the_worker_and_written_to_zarr(mak
     assert not folder.exists()
 
 
-def _proc_status(key: str) -> int:
-    """A VmRSS / VmHWM line of /proc/self/status, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def _reset_peak_rss() -> None:
-    """Reset the process's peak resident set size (Linux: writing 5 to /proc/self/clear_refs)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-
-
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures the peak RSS through Linux /proc")
 def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer, qtbot, tiny_params, notes):
     """Peak RSS and peak traced (NumPy/Python) memory of a lazy run on a 20 x 1024 x 1024 uint16 stack.

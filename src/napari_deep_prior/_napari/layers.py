@@ -398,6 +398,16 @@ def _shape_planes(shapes_layer, image_layer, grid_shape: tuple[int, ...]) -> tup
     return nd, planes
 
 
+def _on_another_grid(data, labels_layer, image_layer, grid_shape, grid_axes) -> bool:
+    """Labels painted on another pixel grid than the image's (to be sampled at its pixel centres)."""
+    return (
+        0 < data.ndim <= len(grid_shape)
+        and _simple_transform(labels_layer)
+        and _simple_transform(image_layer)
+        and not _same_grid(labels_layer, image_layer, grid_axes)
+    )
+
+
 def shapes_to_mask(shapes_layer, image_layer, grid_shape: tuple[int, ...]) -> np.ndarray:
     """Rasterise a Shapes layer onto an image's pixel grid (nonzero = inside a shape).
 
@@ -457,12 +467,7 @@ def mask_from_layer(mask_layer, image_layer, selection: ImageSelection) -> np.nd
         mask = shapes_to_mask(mask_layer, image_layer, grid_shape)
     elif isinstance(mask_layer, Labels):
         data = layer_array(mask_layer)
-        if (
-            0 < data.ndim <= len(grid_shape)
-            and _simple_transform(mask_layer)
-            and _simple_transform(image_layer)
-            and not _same_grid(mask_layer, image_layer, grid_axes)
-        ):
+        if _on_another_grid(data, mask_layer, image_layer, grid_shape, grid_axes):
             # painted on a different grid: sample it at the image's pixel centres
             mask = _resample_labels(np.asarray(data), mask_layer, image_layer, grid_shape, grid_axes)
         else:
@@ -508,12 +513,7 @@ def stack_mask(mask_layer, image_layer, selection: ImageSelection):
     if not isinstance(mask_layer, Labels):
         raise _not_a_mask(mask_layer)
     data = layer_array(mask_layer)
-    if (
-        0 < data.ndim <= len(grid_shape)
-        and _simple_transform(mask_layer)
-        and _simple_transform(image_layer)
-        and not _same_grid(mask_layer, image_layer, grid_axes)
-    ):
+    if _on_another_grid(data, mask_layer, image_layer, grid_shape, grid_axes):
         return _labels_sampler(data, mask_layer, image_layer, selection, grid_axes)
     lazy = data if isinstance(data, np.ndarray) else as_dask(data)
     return _cut(lazy, selection, grid_shape)
