@@ -1470,7 +1470,7 @@ def _restore(args) -> int:
 
 def _start_cluster(args):
     """The client of ``--workers N`` (a new LocalCluster) or ``--scheduler ADDRESS`` (a running one)."""
-    from .restore.distributed import start_client
+    from .restore.distributed import cluster_workers, start_client
 
     try:
         client = start_client(args.workers, args.scheduler)
@@ -1478,7 +1478,7 @@ def _start_cluster(args):
         raise UsageError(f"{'--workers' if args.workers else '--scheduler'}: {exc}") from None
     except OSError as exc:  # no scheduler at that address
         raise UsageError(f"--scheduler {args.scheduler}: cannot reach a dask scheduler there ({exc})") from None
-    workers = client.scheduler_info().get("workers", {})
+    workers = cluster_workers(client)
     threads = sorted({w.get("nthreads", 0) for w in workers.values()})
     where = "a local cluster" if args.workers is not None else f"the cluster at {args.scheduler}"
     print(
@@ -1520,9 +1520,9 @@ def run_on_cluster(
     """
     import distributed
 
-    from .restore.distributed import ClusterJob
+    from .restore.distributed import ClusterJob, cluster_workers
 
-    ahead = len(client.scheduler_info().get("workers", {})) + 1
+    ahead = len(cluster_workers(client)) + 1
     source = iter(planned)
     running: dict[int, tuple[PlannedFile, ClusterJob]] = {}
     owner: dict = {}  # future -> id of its file

@@ -38,7 +38,15 @@ from ..arrays import drive
 from .fit import FIT_LOCK, FitResult
 from .job import DIPJob, DIPOutput
 
-__all__ = ["ClusterJob", "UnitsProgress", "run_on_client", "start_client", "worker_memory_cap", "DistributedError"]
+__all__ = [
+    "ClusterJob",
+    "DistributedError",
+    "UnitsProgress",
+    "cluster_workers",
+    "run_on_client",
+    "start_client",
+    "worker_memory_cap",
+]
 
 #: Retries of a unit whose task raised, before its job is reported failed.
 RETRIES = 1
@@ -281,6 +289,15 @@ def run_on_client(job: DIPJob, client, *, device: str | None = None) -> Generato
     return run.output()
 
 
+def cluster_workers(client) -> dict:
+    """Every worker of ``client``'s cluster: address -> its scheduler record (nthreads, memory_limit...)."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer distributed lists only a few by default
+    except TypeError:  # older distributed: no such argument, every worker listed
+        info = client.scheduler_info()
+    return info.get("workers", {})
+
+
 def worker_memory_cap(client):
     """The smallest ``memory_limit`` of ``client``'s workers, for :func:`~..device.memory_cap`.
 
@@ -288,24 +305,12 @@ def worker_memory_cap(client):
     """
     from ..device import MemoryLimit
 
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _accepts_n_workers(client) else None
-    if workers is None:
-        workers = client.scheduler_info().get("workers", {})
-    limits = [w.get("memory_limit") for w in workers.values() if w.get("memory_limit")]
+    limits = [w.get("memory_limit") for w in cluster_workers(client).values() if w.get("memory_limit")]
     if not limits:
         return None
     smallest = int(min(limits))
     # a worker's own code and data take a share: plan with 80 % (dask pauses a worker at 80 %)
     return MemoryLimit(int(0.8 * smallest), "dask", smallest)
-
-
-def _accepts_n_workers(client) -> bool:
-    import inspect
-
-    try:
-        return "n_workers" in inspect.signature(client.scheduler_info).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def start_client(workers: int | None = None, scheduler: str | None = None, *, threads: int | None = None):
