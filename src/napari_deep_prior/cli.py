@@ -121,6 +121,8 @@ class ProgressBar:
         self._last_decile = -1
 
     def __call__(self, step) -> None:
+        if not hasattr(step, "iteration"):  # a StackJob's scan of the value range: no fit yet
+            return
         frac = min(max(step.fraction, 0.0), 1.0)
         elapsed = time.perf_counter() - self.t0
         eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
@@ -1631,27 +1633,12 @@ class PlannedStream(PlannedFile):
         job = self.job
         self.writer = ZarrStream(self.task.output, job.result_shape, job.result_dtype, job.channel_axis, meta=self.meta)
         job.store = self.writer.store
-        bar = None if quiet else ProgressBar()
-
-        def show(step):
-            if bar is not None and hasattr(step, "iteration"):  # not the scan of the value range
-                bar(step)
-
         try:
-            return RunResult(drive(job.steps(), show), False, time.perf_counter() - t0)
-        except KeyboardInterrupt:
-            _second_interrupt_terminates()
-            if bar is not None:
-                bar.close()
-                bar = None
-            print(f"{PROG}: interrupted: keeping the estimate computed so far", file=sys.stderr)
-            return RunResult(job.result(), True, time.perf_counter() - t0)
+            out, interrupted = _run_job(job, quiet)
         except BaseException:
             self.writer.abort()
             raise
-        finally:
-            if bar is not None:
-                bar.close()
+        return RunResult(out, interrupted, time.perf_counter() - t0)
 
     def finish(self, result: RunResult) -> str:
         from .provenance import dip_provenance
