@@ -5,6 +5,7 @@ from napari_deep_prior.nets import (
     SkipNet,
     make_input,
     min_padded_side,
+    nearest_up_conv3x3,
     required_multiple,
 )
 from napari_deep_prior.restore.presets import PRESETS, NetParams, get_preset
@@ -72,3 +73,47 @@ def test_required_multiple():
 def test_netparams_validation(kw, msg):
     with pytest.raises(ValueError, match=msg):
         NetParams(**kw)
+
+
+def test_nearest_up_conv3x3_is_the_convolution_of_the_up_sampled_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 7, 9, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 5, 3, 3, generator=g, dtype=torch.float64)
+    up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(up, (1, 1, 1, 1), mode="reflect"), w)
+    got = nearest_up_conv3x3(x, w)
+    assert got.shape == (2, 4, 14, 18)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def _forward_up_sampling_first(net: SkipNet, z: torch.Tensor) -> torch.Tensor:
+    """The network's function written the plain way: up-sample, concatenate, then the up block."""
+    inputs, x = [], z
+    for down in net.down:
+        inputs.append(x)
+        x = down(x)
+    for i in reversed(range(len(net.down))):
+        x = net._up2(x, i)
+        if net.params.channels_skip[i]:
+            x = torch.cat([net.skip[i](inputs[i]), x], dim=1)
+        x = net.up[i](x)
+    return torch.sigmoid(net.out(x))
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "mixed"])
+@pytest.mark.parametrize("skip", [(4, 4, 4), (0, 3, 0)])
+@pytest.mark.parametrize("kernel_up", [3, 5])
+def test_the_coarse_map_up_blocks_compute_the_same_function_and_gradients(upsample, skip, kernel_up):
+    p = NetParams((6, 8, 8), (6, 8, 8), skip, kernel_up=kernel_up, upsample=upsample, input_depth=5)
+    torch.manual_seed(3)
+    net = SkipNet.from_params(p, 2).double()
+    assert net._nearest_level(1) == (kernel_up == 3)
+    side = min_padded_side(p)
+    z = make_input(p, side, side + 8, generator=torch.Generator().manual_seed(0)).double()
+    fast = net(z)
+    plain = _forward_up_sampling_first(net, z)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    grads_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
+    grads_plain = torch.autograd.grad(plain.square().sum(), list(net.parameters()))
+    for a, b in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

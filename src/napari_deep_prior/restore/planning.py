@@ -57,22 +57,32 @@ _ACT_CACHE: dict[tuple, float] = {}
 
 
 def _activation_elements_per_pixel(net: NetParams, channels: int) -> float:
-    """Elements of all layer outputs of one forward, per padded input pixel (measured once)."""
+    """Elements of all layer outputs of one forward, per padded input pixel (measured once).
+
+    Counted on the meta device (no memory, no random draw; see :func:`_parameter_count`).
+    """
     key = (net, channels)
     if key not in _ACT_CACHE:
         side = min_padded_side(net)
-        model = SkipNet.from_params(net, channels)
         total = 0
 
         def hook(_m, _i, out):
             nonlocal total
             total += out.numel()
 
-        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-        with torch.no_grad():
-            model(torch.zeros(1, net.in_channels, side, side))
+        with torch.device("meta"):
+            model = SkipNet.from_params(net, channels)
+            handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+            with torch.no_grad():
+                model(torch.zeros(1, net.in_channels, side, side))
         for h in handles:
             h.remove()
+        # The up blocks after a nearest-neighbour up-sampling run their convolution outside its
+        # module (nets._up_block_nearest): its output, channels_up[i] maps at level i, is not
+        # seen by the hooks.
+        for i in range(net.depth):
+            if model._nearest_level(i):
+                total += net.channels_up[i] * (side >> i) ** 2
         _ACT_CACHE[key] = total / float(side * side)
     return _ACT_CACHE[key]
 
