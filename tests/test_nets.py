@@ -7,6 +7,7 @@ from napari_deep_prior.nets import (
     min_padded_side,
     nearest_up_conv3x3,
     required_multiple,
+    seeded_skip_net,
 )
 from napari_deep_prior.restore.presets import PRESETS, NetParams, get_preset
 
@@ -117,3 +118,30 @@ def test_the_coarse_map_up_blocks_compute_the_same_function_and_gradients(upsamp
     grads_plain = torch.autograd.grad(plain.square().sum(), list(net.parameters()))
     for a, b in zip(grads_fast, grads_plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_seeded_networks_built_in_threads_at_once_get_their_seeds_weights():
+    import threading
+
+    p = NetParams((8, 8), (8, 8), (2, 2), input_depth=4)
+    reference = {seed: seeded_skip_net(4, 2, p, seed).state_dict() for seed in (1, 2)}
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    mismatches = []
+    start = threading.Barrier(2)
+
+    def build(seed):
+        start.wait()
+        for _ in range(40):
+            got = seeded_skip_net(4, 2, p, seed).state_dict()
+            if any(not torch.equal(got[k], v) for k, v in reference[seed].items()):
+                mismatches.append(seed)
+
+    threads = [threading.Thread(target=build, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert mismatches == []
+    # the caller's own stream did not move
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -8,6 +8,7 @@ than the nested ``Sequential`` of the reference code, with the same layers.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,7 @@ __all__ = [
     "nearest_up_conv3x3",
     "padded_shape",
     "required_multiple",
+    "seeded_skip_net",
 ]
 
 
@@ -253,6 +255,24 @@ def nearest_up_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     ]
     y = torch.stack(phases, 2)  # (n, out, 4, h, w): channel c * 4 + 2p + q after the reshape
     return F.pixel_shuffle(y.reshape(n, -1, h, wd), 2)
+
+
+#: A network's weights are drawn from torch's global generator, seeded inside ``fork_rng``:
+#: networks built at once in threads of one process (dask's threaded scheduler, two napari
+#: workers, a restoration and a colorization) draw one at a time, so each gets its seed's weights.
+_GLOBAL_RNG = threading.Lock()
+
+
+def seeded_skip_net(in_channels: int, out_channels: int, net: NetParams, seed: int) -> SkipNet:
+    """A :class:`SkipNet` whose initial weights are those of ``seed``, whatever other threads draw.
+
+    Torch's global generator is forked (its state is restored afterwards) and held for the
+    draw, so the same seed gives the same weights in any thread and the caller's own random
+    stream does not move.
+    """
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SkipNet(in_channels, out_channels, net)
 
 
 def required_multiple(net: NetParams) -> int:

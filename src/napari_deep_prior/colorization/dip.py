@@ -140,7 +140,7 @@ def dip_ab_steps(
     import torch.nn.functional as F
 
     from ..device import resolve_device, tune_cpu_allocator
-    from ..nets import NetParams, SkipNet, min_padded_side, required_multiple
+    from ..nets import NetParams, min_padded_side, required_multiple, seeded_skip_net
 
     p = params if params is not None else DIPColorParams()
     if not isinstance(p, DIPColorParams):
@@ -206,9 +206,7 @@ def dip_ab_steps(
         """Network and input of ensemble member k (member 0 uses ``seed`` itself)."""
         s_k = seed if k == 0 else derive_seed(seed, k)
         gen = torch.Generator().manual_seed(s_k)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s_k)
-            net = SkipNet(1 + p.noise_channels, 2, net_p)
+        net = seeded_skip_net(1 + p.noise_channels, 2, net_p, s_k)
         with torch.no_grad():
             # Start from grey (ab = 0 everywhere): the fit adds colour where hints pull.
             net.out.weight.zero_()

@@ -36,16 +36,11 @@ import numpy as np
 import torch
 
 from ..device import fit_threads
-from ..nets import SkipNet, make_input, padded_shape
+from ..nets import SkipNet, make_input, padded_shape, seeded_skip_net
 from .degradations import MaskOperator, Operator
 from .ensemble import MemberStack, member_seeds
 from .presets import DIPParams
 from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
-
-#: A network's weights are drawn from torch's global generator (seeded, inside ``fork_rng``):
-#: fits started at once in threads of one process (dask's threaded scheduler, two napari
-#: workers) draw one at a time, so each gets its seed's weights.
-_GLOBAL_RNG = threading.Lock()
 
 #: Held by front ends that run fits from threads of one process (dask's threaded scheduler,
 #: a dask worker's threads): torch's intra-op thread count is process-wide, so a fit that
@@ -398,9 +393,7 @@ class DIPFit:
         nets, zs, draws = [], [], []
         for s_k in member_seeds(self.seed, p.ensemble):
             gen = torch.Generator().manual_seed(s_k)
-            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(s_k)
-                nets.append(SkipNet.from_params(p.net, c))
+            nets.append(seeded_skip_net(p.net.in_channels, c, p.net, s_k))
             zs.append(make_input(p.net, *self.padded, generator=gen, device=self.device))
             draws.append((self._jitter_generator(s_k), gen))
         shape = zs[0].shape
@@ -487,9 +480,7 @@ class DIPFit:
         K = p.ensemble  # members of a seed ensemble (1: one network)
         cpu_gen = torch.Generator().manual_seed(self.seed)
         if K == 1:
-            with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                net = SkipNet.from_params(p.net, c)
+            net = seeded_skip_net(p.net.in_channels, c, p.net, self.seed)
         else:
             net, z, member_jitter = self._members(c)
         if self.init_state is not None:
