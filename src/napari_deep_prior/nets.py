@@ -204,15 +204,16 @@ def _up_block_nearest(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor 
     """``block(cat([skip, nearest_up2(x)]))`` computed without building the up-sampled map.
 
     The block starts with batch normalisation of the concatenation and a 3x3 convolution with
-    reflection padding.  A nearest-neighbour up-sampled channel repeats every value of ``x`` four
-    times, so its batch mean and (biased) variance are those of ``x``: it is normalised on the
-    coarse map.  The convolution splits into the skip channels' part (at full resolution) and
-    the up-sampled channels' part, which :func:`nearest_up_conv3x3` evaluates on the coarse map
-    with 2x2 kernels (4 taps per output pixel instead of 9).  The result is the same function of
-    the same parameters (equal to float rounding); at 512 x 512 a step of the default network
-    costs about half as much, and the full-resolution up-sampled and concatenated maps are never
-    stored.  The network is always used in training mode (batch statistics), so the running
-    statistics of the first normalisation are not updated.
+    reflection padding.  A nearest-neighbour up-sampled channel repeats every value of ``x``
+    four times, so its batch mean and (biased) variance are those of ``x``: it is normalised on
+    the coarse map.  The convolution splits into the skip channels' part (at full resolution)
+    and the up-sampled channels' part, which :func:`nearest_up_conv3x3` evaluates on the coarse
+    map (4 taps per output pixel instead of 9).  The result is the same function of the same
+    parameters, equal to float rounding; the full-resolution up-sampled and concatenated maps
+    are never stored (about a fifth less memory for the default network at 512-1024 px, and
+    fewer operations: ``benchmarks/dip_speed.py --scaling``).  The network is always used in
+    training mode (batch statistics), so the running statistics of the first normalisation are
+    not updated.
     """
     bn, conv = block[0], block[1]
     s = 0 if skip is None else skip.shape[1]
@@ -228,14 +229,18 @@ def _up_block_nearest(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor 
     return y
 
 
-def _phase_kernels(w: torch.Tensor) -> list[torch.Tensor]:
-    """The four 2x2 kernels (output phases (0, 0), (0, 1), (1, 0), (1, 1)) of a 3x3 kernel ``w``."""
+def _phase_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """The 4x4 transposed-convolution kernel, (in, out, 4, 4), of a 3x3 kernel (out, in, 3, 3).
 
-    def taps(k: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    Along each axis the taps ``(a, b, c)`` become ``(c, b + c, a + b, a)``: with stride 2 and
+    padding 3, even outputs take ``b + c`` and ``a``, odd outputs ``c`` and ``a + b``.
+    """
+
+    def axis(k: torch.Tensor, dim: int) -> torch.Tensor:
         a, b, c = k.unbind(dim)
-        return torch.stack([a, b + c], dim), torch.stack([a + b, c], dim)
+        return torch.stack([c, b + c, a + b, a], dim)
 
-    return [kq for kp in taps(w, 2) for kq in taps(kp, 3)]
+    return axis(axis(weight, 2), 3).transpose(0, 1)
 
 
 def nearest_up_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -243,18 +248,12 @@ def nearest_up_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
     Output pixel ``(2a + p, 2b + q)`` sees rows ``a - 1, a`` (p = 0) or ``a, a + 1`` (p = 1) of
     ``x`` (and the same for columns), the reflection padding of the up-sampled map being the
-    replication padding of ``x``: each of the four output phases is a 2x2 convolution of the
-    replicate-padded ``x`` with a kernel summed from ``weight``; the phases are interleaved by
-    ``pixel_shuffle``.
+    replication padding of ``x``: two taps per axis, whose weights are sums of the 3x3 kernel's,
+    i.e. a stride-2 transposed convolution of the replicate-padded ``x`` (4 taps per output
+    pixel instead of 9, and no up-sampled map).
     """
-    n, _, h, wd = x.shape
     r = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    phases = [
-        F.conv2d(r[..., p : p + h + 1, q : q + wd + 1], k)
-        for (p, q), k in zip(((0, 0), (0, 1), (1, 0), (1, 1)), _phase_kernels(weight), strict=True)
-    ]
-    y = torch.stack(phases, 2)  # (n, out, 4, h, w): channel c * 4 + 2p + q after the reshape
-    return F.pixel_shuffle(y.reshape(n, -1, h, wd), 2)
+    return F.conv_transpose2d(r, _phase_kernel(weight), stride=2, padding=3)
 
 
 #: A network's weights are drawn from torch's global generator, seeded inside ``fork_rng``:
