@@ -108,7 +108,7 @@ def test_the_coarse_map_up_blocks_compute_the_same_function_and_gradients(upsamp
     p = NetParams((6, 8, 8), (6, 8, 8), skip, kernel_up=kernel_up, upsample=upsample, input_depth=5)
     torch.manual_seed(3)
     net = SkipNet.from_params(p, 2).double()
-    assert net._nearest_level(1) == (kernel_up == 3)
+    assert net.up_on_coarse_map(1) == (kernel_up == 3)
     side = min_padded_side(p)
     z = make_input(p, side, side + 8, generator=torch.Generator().manual_seed(0)).double()
     fast = net(z)

@@ -175,8 +175,11 @@ class SkipNet(nn.Module):
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
-    def _nearest_level(self, level: int) -> bool:
-        """Whether this level's up block can run on the coarse map (:func:`_up_block_nearest`)."""
+    def up_on_coarse_map(self, level: int) -> bool:
+        """Whether this level's up block runs on the coarse map (:func:`_up_block_nearest`).
+
+        Its convolution then runs outside its module: the memory planner counts that output itself.
+        """
         mode = self.upsample_mode
         return self.params.kernel_up == 3 and (mode == "nearest" or (mode == "mixed" and level > 0))
 
@@ -190,7 +193,7 @@ class SkipNet(nn.Module):
         for i in reversed(range(len(self.down))):
             s = self.params.channels_skip[i]
             skip = self.skip[i](inputs[i]) if s else None
-            if self._nearest_level(i):
+            if self.up_on_coarse_map(i):
                 x = _up_block_nearest(self.up[i], x, skip)
                 continue
             x = self._up2(x, i)

@@ -81,7 +81,7 @@ def _activation_elements_per_pixel(net: NetParams, channels: int) -> float:
         # module (nets._up_block_nearest): its output, channels_up[i] maps at level i, is not
         # seen by the hooks.
         for i in range(net.depth):
-            if model._nearest_level(i):
+            if model.up_on_coarse_map(i):
                 total += net.channels_up[i] * (side >> i) ** 2
         _ACT_CACHE[key] = total / float(side * side)
     return _ACT_CACHE[key]
