@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from widget_helpers import RUN_TIMEOUT_MS, dock_widget
+from widget_helpers import run_widget as _run
 
 from napari_deep_prior._napari.restore.stores import STORE_KEY
 from napari_deep_prior._napari.widgets import DenoiseWidget, InpaintWidget
@@ -21,8 +23,6 @@ from napari_deep_prior.provenance import LAYER_KEY
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
-
-RUN_TIMEOUT_MS = 180_000
 
 
 def _noisy_plane(z: int, h: int, w: int) -> np.ndarray:
@@ -70,28 +70,9 @@ def eager_stack(n=20, h=16, w=16) -> np.ndarray:
 
 
 def _widget(cls, viewer, params, **values):
-    w = cls(viewer)
-    viewer.window.add_dock_widget(w, name=cls.__name__)
-    w.params_override = params
-    values.setdefault("iterations", params.iterations)
-    values.setdefault("history_every", params.history_every)
-    values.setdefault("seed", 0)
-    values.setdefault("device", "cpu")
+    """A docked widget; early stopping off unless asked (these runs count their steps)."""
     values.setdefault("early_stop", False)
-    for k, v in values.items():
-        getattr(w, k).value = v
-    return w
-
-
-def _run(qtbot, w, on_yield=None):
-    worker = w.run(start=False)
-    assert worker is not None, "run() refused to start"
-    if on_yield is not None:
-        worker.yielded.connect(on_yield)
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        worker.start()
-    qtbot.wait(20)
-    return worker
+    return dock_widget(cls, viewer, params, **values)
 
 
 @pytest.fixture

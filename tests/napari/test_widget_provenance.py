@@ -10,11 +10,11 @@ import urllib.error
 
 import numpy as np
 import pytest
+from widget_helpers import dock_widget, run_widget
 
 from napari_deep_prior._napari.widgets import DenoiseWidget
 from napari_deep_prior.provenance import LAYER_KEY, SOFTWARE
 
-RUN_TIMEOUT_MS = 120_000
 GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"), "axis_labels": ("y", "x")}
 
 
@@ -31,19 +31,8 @@ def test_dip_result_layer_carries_provenance_and_the_input_grid(make_napari_view
     viewer = make_napari_viewer()
     src = viewer.add_image(grey_image, name="noisy", metadata={"mine": 1}, **GRID)
     before_meta, before_grid = dict(src.metadata), _grid(src)
-    w = DenoiseWidget(viewer)
-    viewer.window.add_dock_widget(w, name="DIP Denoise")
-    w.params_override = tiny_params
-    w.iterations.value = tiny_params.iterations
-    w.history_every.value = tiny_params.history_every
-    w.seed.value = 0
-    w.device.value = "cpu"
-    w.early_stop.value = False
-    worker = w.run(start=False)
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        worker.start()
-    qtbot.wait(10)
+    w = dock_widget(DenoiseWidget, viewer, tiny_params, early_stop=False)
+    run_widget(qtbot, w)
 
     res = viewer.layers["noisy [DIP denoised]"]
     prov = res.metadata[LAYER_KEY]

@@ -10,38 +10,14 @@ import time
 
 import numpy as np
 import pytest
+from widget_helpers import RUN_TIMEOUT_MS
+from widget_helpers import dock_widget as _widget
+from widget_helpers import run_widget as _run
 
 from napari_deep_prior._napari import layers as L
 from napari_deep_prior._napari.widgets import DenoiseWidget, InpaintWidget
 
-#: Generous wait for one (tiny) run; a run here takes a second or two.
-RUN_TIMEOUT_MS = 120_000
-
 GRID = {"scale": (0.5, 2.0), "translate": (3.0, -4.0), "units": ("micrometer", "nanometer"), "axis_labels": ("y", "x")}
-
-
-def _widget(cls, viewer, params, **values):
-    w = cls(viewer)
-    viewer.window.add_dock_widget(w, name=cls.__name__)
-    w.params_override = params
-    values.setdefault("iterations", params.iterations)
-    values.setdefault("history_every", params.history_every)
-    values.setdefault("seed", 0)
-    values.setdefault("device", "cpu")
-    for k, v in values.items():
-        getattr(w, k).value = v
-    return w
-
-
-def _run(qtbot, w, on_yield=None):
-    worker = w.run(start=False)
-    assert worker is not None, "run() refused to start"
-    if on_yield is not None:
-        worker.yielded.connect(on_yield)
-    with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
-        worker.start()
-    qtbot.wait(10)  # deferred callbacks (warnings) run
-    return worker
 
 
 def _layers(viewer, role):
