@@ -1,4 +1,4 @@
-"""Throughput of a stack's planes in this process against a dask LocalCluster of 1 and 2 workers.
+"""Throughput of a stack's planes in this process (one fit at a time, or in lanes) and on dask.
 
 Usage::
 
@@ -8,16 +8,19 @@ A stack of ``--planes`` (default 8) grey planes of ``--size`` px (default 128): 
 scikit-image's bundled images with Gaussian noise of sigma 25 (seed 0), denoised with the
 default preset (``--iterations`` steps each, default 200, the early stop off so that every
 plane costs the same and the runs are comparable; ``--early-stop`` keeps the preset's stops).
-Three ways, in this order, each timed from submission to the assembled output:
+Four ways, in this order, each timed from submission to the assembled output:
 
-- ``in-process``: ``denoise(stack)`` here (a 128 px fit runs on one thread: the thread policy);
+- ``in-process, one at a time``: ``denoise(stack)`` here with ``NAPARI_DEEP_PRIOR_LANES=1``
+  (a 128 px fit runs on one thread: the thread policy);
+- ``in-process, lanes``: ``denoise(stack)`` here as shipped: as many fits at once as torch has
+  threads (``restore/lanes.py``);
 - ``1 worker``: ``denoise(stack, client=...)`` on a LocalCluster of one worker process with
   all the cores (its fits one at a time);
 - ``N workers``: a LocalCluster of ``--workers`` (default 2) processes of cores / N threads.
 
 Cluster start-up is not timed; every way first runs a small warm-up fit (torch's one-time
 costs).  The ways run in turn ``--repeats`` times (default 2); the fastest run of each counts.
-Printed: wall time, planes per minute, speed-up against in-process, the overhead of
+Printed: wall time, planes per minute, speed-up against one at a time, the overhead of
 the distributed path on one worker, and whether the outputs are identical (they must be: the
 same seed and the same single-threaded fits).
 """
@@ -66,15 +69,24 @@ def warm_up() -> None:
     denoise(np.random.default_rng(0).random((64, 64)), iterations=5, seed=0, device="cpu")
 
 
-def timed(stack: np.ndarray, kw: dict, client=None) -> tuple[float, np.ndarray]:
+def timed(stack: np.ndarray, kw: dict, client=None, lanes: int | None = None) -> tuple[float, np.ndarray]:
     from napari_deep_prior import denoise
+    from napari_deep_prior.restore.lanes import LANES_ENV
 
     warm_up()
     if client is not None:
         client.run(warm_up)  # on every worker
-    t0 = time.perf_counter()
-    out = denoise(stack, client=client, **kw)
-    return time.perf_counter() - t0, out
+    before = os.environ.pop(LANES_ENV, None)
+    if lanes is not None:
+        os.environ[LANES_ENV] = str(lanes)
+    try:
+        t0 = time.perf_counter()
+        out = denoise(stack, client=client, **kw)
+        return time.perf_counter() - t0, out
+    finally:
+        os.environ.pop(LANES_ENV, None)
+        if before is not None:
+            os.environ[LANES_ENV] = before
 
 
 def main(argv=None) -> int:
@@ -95,19 +107,20 @@ def main(argv=None) -> int:
         iterations=args.iterations, early_stop=None if args.early_stop else False, seed=0, device="cpu", history_every=0
     )
     cores = os.cpu_count() or 1
-    ways = ["in-process"] + [
+    ways = ["in-process, one at a time", "in-process, lanes"] + [
         f"{n} worker{'s' if n > 1 else ''} ({max(1, cores // n)} threads each)" for n in (1, args.workers)
     ]
     times: dict[str, list[float]] = {w: [] for w in ways}
     identical = {w: True for w in ways}
     ref = None
     for rep in range(args.repeats):  # the ways in turn, so that a slow spell of the machine hits all
-        t, ref_k = timed(stack, kw)
-        ref = ref_k if ref is None else ref
-        times[ways[0]].append(t)
-        identical[ways[0]] &= bool(np.array_equal(ref_k, ref))
-        print(f"[{rep + 1}] {ways[0]}: {t:.1f} s", flush=True)
-        for way, n in zip(ways[1:], (1, args.workers), strict=True):
+        for way, lanes in zip(ways[:2], (1, None), strict=True):
+            t, out = timed(stack, kw, lanes=lanes)
+            ref = out if ref is None else ref
+            times[way].append(t)
+            identical[way] &= bool(np.array_equal(out, ref))
+            print(f"[{rep + 1}] {way}: {t:.1f} s", flush=True)
+        for way, n in zip(ways[2:], (1, args.workers), strict=True):
             client = start_client(workers=n)
             try:
                 t, out = timed(stack, kw, client)
@@ -124,7 +137,7 @@ def main(argv=None) -> int:
         f"\n{args.planes} planes of {args.size} px, {args.iterations} steps each, {cores} cores, "
         f"fastest of {args.repeats} runs\n"
     )
-    print("| way | wall s | planes/min | speed-up vs in-process | identical output |")
+    print("| way | wall s | planes/min | speed-up vs one at a time | identical output |")
     print("|---|---|---|---|---|")
     for r in rows:
         r["planes_per_min"] = 60 * args.planes / r["wall_s"]
@@ -133,7 +146,7 @@ def main(argv=None) -> int:
             f"| {r['way']} | {r['wall_s']:.1f} | {r['planes_per_min']:.2f} | {r['speedup']:.2f} | "
             f"{'yes' if r['identical'] else 'NO'} |"
         )
-    overhead = rows[1]["wall_s"] / base - 1
+    overhead = rows[2]["wall_s"] / base - 1
     print(f"\noverhead of the distributed path on 1 worker: {100 * overhead:+.1f} %")
     if args.out:
         record = {

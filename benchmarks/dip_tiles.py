@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -121,8 +122,13 @@ def main(argv=None):
     ap.add_argument("--images", default="F16,kodim02", help="Set9 images, comma-separated (with --data)")
     ap.add_argument("--grey", action="store_true", help="grey instead of RGB")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lanes", type=int, default=None, help="fits at once (default: automatic; 1: one at a time)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.lanes is not None:
+        from napari_deep_prior.restore.lanes import LANES_ENV
+
+        os.environ[LANES_ENV] = str(args.lanes)
 
     import torch
 
@@ -156,6 +162,7 @@ def main(argv=None):
             "seam_output": seam_ratio(out - clean, tiles, h, w),
             "seam_input": seam_ratio(noisy - clean, tiles, h, w),
             "notes": full.notes,
+            "lanes": full.lanes,
         }
         print(
             f"{name}: tiled {rec['output_psnr']:.2f} dB in {wall:.0f} s, steps {rec['steps_per_tile']}, "
@@ -181,7 +188,7 @@ def main(argv=None):
                 flush=True,
             )
         records.append(rec)
-        meta = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "lanes": args.lanes}
         meta["machine"] = platform.processor() or platform.machine()
         path.write_text(json.dumps({"meta": meta, "iterations": args.iterations, "images": records}, indent=1))
     print(json.dumps(records, indent=1))

@@ -2,8 +2,9 @@
 
 A :class:`DIPJob` is made by :func:`~napari_deep_prior.restore.api.prepare` (all checks
 happen there); its :meth:`DIPJob.steps` generator runs one :class:`~.fit.DIPFit` per plane
-or tile, blending tiles without seams, and returns a :class:`DIPOutput` in the input's
-dtype, range and layout.  After a cancel, :meth:`DIPJob.result` returns what was computed.
+or tile (several at once on a multi-core CPU: :mod:`.lanes`), blending tiles without seams,
+and returns a :class:`DIPOutput` in the input's dtype, range and layout.  After a cancel,
+:meth:`DIPJob.result` returns what was computed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from ..device import tune_cpu_allocator
 from ..errors import ImageTooLargeError, is_out_of_memory
 from .degradations import Degradation
 from .fit import DIPFit, Step, history_iterations
-from .planning import MemoryPlanError
+from .lanes import Lanes, choose_lanes
+from .planning import MemoryPlanError, estimate_fit_bytes
 from .presets import PRESETS, DIPParams
 from .tiles import TileBlender
 
@@ -61,6 +63,8 @@ class DIPOutput:
     regions : bool
         The tiles are regions around an inpainting's holes (pixels outside every box kept
         their input values) rather than a plan covering the image.
+    lanes : int
+        How many fits ran at once (:mod:`.lanes`; 1: one after the other).
     """
 
     image: np.ndarray
@@ -77,6 +81,7 @@ class DIPOutput:
     tile_stop_iterations: list[list[int]] = field(default_factory=list, repr=False)
     tile_iterations_run: list[list[int]] = field(default_factory=list, repr=False)
     regions: bool = False
+    lanes: int = 1
 
 
 def _relay(fit, *, preview: Callable | None = None, **fields):
@@ -136,6 +141,10 @@ class DIPJob:
     warm_state : dict or None
         After :meth:`steps`: the weights a warm start carries on (``init_state``, or the first
         fitted plane's or tile's), for the next job of a stack run plane by plane.
+    lanes : int
+        How many fits the last :meth:`steps` ran at once: on a multi-core CPU a job of several
+        planes or tiles runs them in lanes (:mod:`.lanes`), with the same result as one at a
+        time; progress is reported for one fit at a time, in the job's order.
     """
 
     def __init__(
@@ -194,6 +203,9 @@ class DIPJob:
         self._hist_loss_n: np.ndarray | None = None
         self._hist_len = np.zeros(self.n_planes, dtype=np.int64)
         self._done: dict | None = None  # unit results computed elsewhere (assemble)
+        self._lanes: Lanes | None = None  # while steps() runs several fits at once
+        self._blend_initial: np.ndarray | None = None  # the running tiled plane's stand-in
+        self.lanes = 1  # fits run at once by the last steps() (see lanes.choose_lanes)
         # planes whose known pixels are all equal: nothing to fit, the result is that constant
         self._constant: dict[int, np.ndarray] = {}
         for i in range(self.n_planes):
@@ -256,6 +268,7 @@ class DIPJob:
             # every step of a fit has the same shapes: let cuDNN pick its fastest kernels once
             torch.backends.cudnn.benchmark = True
         state = self.init_state
+        self._lanes = self._start_lanes()
         try:
             deg = self.degradation
             for i in range(self.n_planes):
@@ -271,6 +284,9 @@ class DIPJob:
                 if self._done is not None:  # computed elsewhere (assemble): no fit here
                     self.fits.append(None)
                     res = self._done.pop((i, None))
+                elif self._lanes is not None:  # started by the lanes, maybe already finished
+                    self.fits.append(self._lanes.fit((i, None)))
+                    res = yield from self._lanes.result((i, None), self._lane_step)
                 else:
                     fit = self.unit_fit(i, None, state if self.warm_start else None)
                     self.fits.append(fit)
@@ -291,9 +307,62 @@ class DIPJob:
                 raise
             raise self._out_of_memory(exc) from exc
         finally:
+            self._stop_lanes()
             self._release()
         self.warm_state = state
         return self.result()
+
+    # -- several fits at once on a multi-core CPU --------------------------------------------
+    def _unit_bytes(self) -> int:
+        """Estimated peak memory of this job's largest fit."""
+        c = self.planes.shape[-1]
+        if self.tiles is None:
+            h, w = self.out_shape[:2]
+        else:
+            boxes = [self.degradation.output_box(b) for b in self.tiles]
+            h = max(b[1] - b[0] for b in boxes)
+            w = max(b[3] - b[2] for b in boxes)
+        return estimate_fit_bytes(self.fit_params, h, w, c)
+
+    def _start_lanes(self) -> Lanes | None:
+        """The lanes of this run (None: one fit at a time), chosen by :func:`~.lanes.choose_lanes`."""
+        self.lanes = 1
+        if self._done is not None:
+            return None
+        units = self.units()
+        if len(units) < 2 or self.device.type != "cpu":
+            return None
+        from ..device import available_memory
+
+        n, threads = choose_lanes(self.device, len(units), self._unit_bytes(), available_memory(self.device))
+        if n < 2:
+            return None
+        import torch
+
+        self._threads_before = torch.get_num_threads()
+        self.lanes = n
+        return Lanes(units, self.unit_fit, n, threads, warm_start=self.warm_start, init_state=self.init_state)
+
+    def _stop_lanes(self) -> None:
+        if self._lanes is None:
+            return
+        import torch
+
+        self._lanes.close()
+        self._lanes = None
+        torch.set_num_threads(self._threads_before)  # the lanes set their own count
+
+    def _lane_step(self, unit, step: Step) -> Step:
+        """A Step of the awaited unit, labelled with its plane and tile as :func:`_relay` does
+        (a tile's preview shows its plane blended so far)."""
+        i, k = unit
+        step.plane, step.n_planes = i, self.n_planes
+        if k is not None:
+            step.tile, step.n_tiles = k, len(self.tiles)
+            step.tile_kind = "region" if self.regions else "tile"
+            if step.preview is not None:
+                step.preview = self._blender.image(self._blend_initial, extra=(k, step.preview))
+        return step
 
     # -- units of work: one fit per plane (or per tile of a plane) ------------------------
 
@@ -398,11 +467,16 @@ class DIPJob:
         last = None
         n_tiles = len(self.tiles)
         initial = deg.initial(self.planes[i])
+        self._blend_initial = initial
         for k, box in enumerate(self.tiles):
             if deg.skip(i, box):
                 continue  # nothing to restore in this tile (no hole): it keeps its input values
             if self._done is not None:  # computed elsewhere (assemble): no fit here
                 fit, res = None, self._done.pop((i, k))
+            elif self._lanes is not None:  # started by the lanes, maybe already finished
+                fit = self._lanes.fit((i, k))
+                self.fits[i], self._tile = fit, k
+                res = yield from self._lanes.result((i, k), self._lane_step)
             else:
                 fit = self.unit_fit(i, k, state if self.warm_start else None)
                 self.fits[i], self._tile = fit, k
@@ -435,6 +509,7 @@ class DIPJob:
         self._tiled_images[i] = blender.image(initial)
         blender.finalise_frames(initial)
         self._blender, self._blend_plane, self._tile = None, -1, -1
+        self._blend_initial = None
         self.results.append(last)
         return state
 
@@ -522,6 +597,7 @@ class DIPJob:
             seed=self.seed,
             fits=fit_results,
             notes=list(self.notes),
+            lanes=self.lanes,
         )
 
     def _tiled_result(self) -> DIPOutput:
@@ -588,6 +664,7 @@ class DIPJob:
             tile_stop_iterations=stops,
             tile_iterations_run=runs,
             regions=self.regions,
+            lanes=self.lanes,
         )
 
     def _tiled_frames(self, f: int, running, run_hist):
