@@ -10,6 +10,7 @@ from napari_deep_prior.arrays import drive
 from napari_deep_prior.device import MemoryLimit, cpu_memory_limit, memory_cap
 from napari_deep_prior.restore.api import denoise, inpaint, prepare
 from napari_deep_prior.restore.degradations import Identity
+from napari_deep_prior.restore.presets import get_preset
 
 distributed = pytest.importorskip("distributed")
 
@@ -162,10 +163,11 @@ def test_the_worker_memory_limit_bounds_the_planner(client):
 def test_a_memory_cap_makes_the_plan_tile_a_large_image():
     image = np.zeros((512, 512), np.float32)
     image[::7] = 1.0
-    assert prepare(Identity(), image, **KW).tiles is None
+    whole = {**KW, "params": get_preset("denoise").replace(tile_capacity=0)}  # memory alone decides
+    assert prepare(Identity(), image, **whole).tiles is None
     small = MemoryLimit(200 * 2**20, "dask", 256 * 2**20)
     with memory_cap(small):
-        job = prepare(Identity(), image, **KW)
+        job = prepare(Identity(), image, **whole)
         assert cpu_memory_limit() == small or cpu_memory_limit().available < small.available
     assert job.tiles is not None and len(job.tiles) > 1
     assert "dask worker" in small.describe()

@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from napari_deep_prior import device
 from napari_deep_prior.restore import planning
@@ -369,3 +370,51 @@ def test_automatic_tiles_just_cover_the_image():
         # one step smaller would need more tiles
         if small - 32 >= 32:
             assert len(plan_tiles(h, w, small - 32, default_overlap(small - 32))) > len(big_plan)
+
+
+# --- the capacity rule: planes larger than the preset's network restores well whole ----------
+
+
+def test_the_default_denoise_fits_large_planes_in_tiles_of_its_capacity():
+    """The shipped denoise preset, planned only (nothing is fitted): 512 px planes in 4 tiles of 288."""
+    img = np.random.default_rng(0).random((512, 512, 3)).astype(np.float32)
+    job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0)
+    assert job.fit_params.tile_capacity == 288
+    assert job.tiles == plan_tiles(512, 512, 288, default_overlap(288)) and len(job.tiles) == 4
+    assert any("4 overlapping tiles of 288x288" in n and "tile_size=0" in n for n in job.notes)
+    # a 1024 x 768 plane: tiles of at most 288, at most 1.4x its pixels in all
+    job = prepare_denoise(img[..., 0].repeat(2, 0)[:, :384].repeat(2, 1), device="cpu", seed=0)
+    sides = {b[1] - b[0] for b in job.tiles} | {b[3] - b[2] for b in job.tiles}
+    assert max(sides) <= 288 and len(job.tiles) > 4
+    assert sum((b[1] - b[0]) * (b[3] - b[2]) for b in job.tiles) <= planning.CAPACITY_MAX_AREA * 1024 * 768
+    # whole: small planes, tile_size 0 or the plane's size, a preset without a capacity
+    for kw in ({"tile_size": 0}, {"tile_size": 512}, {"loss": "poisson"}, {"preset": "denoise-paper"}):
+        job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0, **kw)
+        assert job.tiles is None, kw
+        assert not any("overlapping tiles" in n for n in job.notes)
+    for side in (256, 384):
+        assert prepare_denoise(img[:side, :side], channel_axis=-1, device="cpu", seed=0).tiles is None
+    # an explicit tile size still wins
+    job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0, tile_size=192)
+    assert {b[1] - b[0] for b in job.tiles} == {192}
+
+
+def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
+    p = fast.replace(tile_capacity=64)
+    mult, min_tile = 8, 32
+    cpu = torch.device("cpu")
+    assert planning.capacity_tile(fast, 112, 112, cpu, min_tile, mult, None) is None  # no capacity set
+    # 112 x 112 in 2 x 2 tiles of 64 (the smallest side that needs no more tiles): 1.31x its pixels
+    t = planning.capacity_tile(p, 112, 112, cpu, min_tile, mult, None)
+    assert t == 64 and len(plan_tiles(112, 112, t, default_overlap(t))) == 4
+    assert planning.capacity_tile(p, 112, 112, torch.device("meta"), min_tile, mult, None) is None  # not a CPU
+    assert planning.capacity_tile(p, 90, 90, cpu, min_tile, mult, None) is None  # smaller than 1.5 x 64
+    # too much overlap for the pixels: whole (100 px needs 2 x 2 tiles of 64, 1.64x; 512 px 11 x 11, 1.89x)
+    assert planning.capacity_tile(p, 100, 100, cpu, min_tile, mult, None) is None
+    assert planning.capacity_tile(p, 512, 512, cpu, min_tile, mult, None) is None
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2.5])
+def test_tile_capacity_is_checked(fast, bad):
+    with pytest.raises((ValueError, TypeError), match="tile_capacity"):
+        fast.replace(tile_capacity=bad)

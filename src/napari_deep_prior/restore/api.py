@@ -494,9 +494,12 @@ def denoise(
         planes, each tile from the previous tile's).
     tile_size : int or None
         Process each plane in overlapping square tiles of this side, blended without seams,
-        so images too large for one fit still run.  None (default): automatic, only when the
+        so images too large for one fit still run.  None (default): automatic, when the
         whole-plane fit would not fit in the device's available memory (the largest tile
-        that fits is used); 0: never (raise :class:`ImageTooLargeError` instead); a positive
+        that fits is used) or, on a CPU, when the preset's network restores the plane better
+        in tiles (``DIPParams.tile_capacity``: the "denoise" default fits planes of about
+        432 px a side and more in tiles of at most 288 px, see ``DIPOutput.notes``); 0:
+        never (raise :class:`ImageTooLargeError` instead); a positive
         side forces tiles (at least the network's smallest input, rounded up to a multiple of
         ``2 ** depth``).  A tiled run keeps its history only when it fits in memory (see
         ``DIPOutput.notes``).

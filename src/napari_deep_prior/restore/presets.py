@@ -174,6 +174,11 @@ class DIPParams:
         other in each step (batched they took 3.7x / 5.9x the time); on a GPU
         as one batched network, side by side (not measured yet).  1 (default): one network,
         exactly as without this field.
+    tile_capacity : int
+        The largest plane this network restores well in one fit, in pixels a side (0: no
+        limit).  With automatic tiles (``tile_size=None``) a CPU fits planes of at least 1.5x
+        this side in overlapping tiles of at most this side, even when the whole plane fits
+        in memory (:func:`~.planning.capacity_tile`; ``tile_size=0`` fits them whole).
     """
 
     net: NetParams = field(default_factory=NetParams)
@@ -200,6 +205,7 @@ class DIPParams:
     preview_every: int = 50
     amp: Literal["off", "bf16", "auto"] = "off"
     ensemble: int = 1
+    tile_capacity: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or isinstance(self.iterations, bool):
@@ -234,6 +240,11 @@ class DIPParams:
         if self.history_spacing not in ("linear", "log"):
             raise ParameterError(f"{{history_spacing}} must be 'linear' or 'log', got {self.history_spacing!r}")
         check_ensemble(self.ensemble)
+        if isinstance(self.tile_capacity, bool) or not isinstance(self.tile_capacity, (int, np.integer)):
+            raise ParameterError(f"{{tile_capacity}} must be a whole number of pixels, got {self.tile_capacity!r}")
+        if self.tile_capacity < 0:
+            raise ParameterError(f"{{tile_capacity}} must be >= 0 (0: no limit), got {self.tile_capacity}")
+        object.__setattr__(self, "tile_capacity", int(self.tile_capacity))
         object.__setattr__(self, "ensemble", int(self.ensemble))  # a numpy integer as an int
 
     def replace(self, **changes) -> DIPParams:
@@ -351,6 +362,11 @@ PRESETS: dict[str, DIPParams] = {
 # alone stopped the nearest-up-sampling net early (Baboon 27.30 dB at step 500, peak 28.15 at
 # 940 with patience 300), so it stays only as a safety net (patience 600) for inputs whose
 # noise level is underestimated.  Inputs without a noise estimate (masks, Poisson loss) use it.
+# Capacity: at 512 px the whole-plane fit had not reached the noise level after 1600-2400 steps
+# (F16, Lena, the astronaut; kodim02 stopped at ~950) and came out 0.31-0.72 dB below the same
+# net in 4 overlapping tiles of 288 px, which stopped on their own in less time (one thread,
+# benchmarks/dip_tiles.py --compare; no seam: the error's change across the overlaps was no
+# larger than the whole-plane result's on the same rows and columns): tile_capacity=288.
 _TAPER = (16, 32, 32, 32, 32)
 PRESETS["denoise"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
@@ -364,6 +380,7 @@ PRESETS["denoise"] = DIPParams(
     es_patience=600,
     es_start=150,
     es_noise_factor=1.0,
+    tile_capacity=288,
 )
 # Photon counts (loss="poisson" with the default preset selects it): the Poisson likelihood,
 # stopped by its deviance (see es_noise_factor), on the tapered net with bilinear up-sampling.
@@ -377,7 +394,10 @@ PRESETS["denoise"] = DIPParams(
 #: The default denoise preset of each noise model (``loss``): the API, the command line and the
 #: widget switch between them when only the noise model is chosen.
 DENOISE_DEFAULTS: dict[str, str] = {"gaussian": "denoise", "poisson": "denoise-poisson"}
-PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(loss="poisson", upsample="bilinear", es_start=100)
+# (tile_capacity: measured for the Gaussian default only; the Poisson preset fits planes whole.)
+PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
+    loss="poisson", upsample="bilinear", es_start=100, tile_capacity=0
+)
 # Inpainting: the tapered net of denoising (16 channels at full resolution, 32 below, 4-wide
 # skips, nearest-neighbour up-sampling) with output averaging, stopped when the fill of the
 # holes has settled (es_hole_change: the holes' mean change over 50 steps has fallen to 1/20 of
