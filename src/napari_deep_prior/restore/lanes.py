@@ -100,7 +100,7 @@ class Lanes:
         self._next = 0  # index in units of the next unit to start
         self._running: dict = {}  # unit -> (DIPFit, thread)
         self._done: dict = {}  # unit -> FitResult, not yet taken
-        self.fits: dict = {}  # unit -> DIPFit, every unit started
+        self.fits: dict = {}  # unit -> DIPFit, started and not yet taken
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
 
@@ -145,7 +145,7 @@ class Lanes:
     # -- the job's side ------------------------------------------------------------------
     def fit(self, unit):
         """The fit of ``unit``, started now if it has not been (the job is waiting for it)."""
-        if unit not in self.fits:
+        if unit not in self.fits and unit not in self._done:
             self._fill()
         if unit not in self.fits:  # the lanes are full of later units: cannot happen in order
             raise RuntimeError(f"unit {unit} cannot start: the lanes are running {list(self._running)}")
@@ -173,6 +173,7 @@ class Lanes:
                 if self.warm_start and self.state is None:
                     self.state = payload.state_dict
             self._fill()
+        self.fits.pop(unit, None)  # the job holds what it keeps of a taken unit
         return self._done.pop(unit)
 
     def close(self) -> None:
