@@ -399,6 +399,21 @@ def test_the_default_denoise_fits_large_planes_in_tiles_of_its_capacity():
     assert {b[1] - b[0] for b in job.tiles} == {192}
 
 
+def test_tiles_for_memory_are_no_larger_than_the_capacity(monkeypatch):
+    """Memory for 600 px tiles of a 1200 px plane: the default network still gets tiles of at most 288."""
+    from napari_deep_prior.restore.presets import get_preset
+
+    p = get_preset("denoise")
+    need = estimate_fit_bytes(p, 1200, 1200, 1) + 2 * len(planning.history_iterations(p)) * 1200 * 1200 * 4
+    _small_memory(monkeypatch, 0.5 * need)  # the whole plane does not fit
+    img = np.zeros((1200, 1200), np.float32)
+    job = prepare_denoise(img, device="cpu", seed=0)
+    assert max(b[1] - b[0] for b in job.tiles) <= 288 and len(job.tiles) > 4
+    assert not any("overlapping tiles of" in n and "better in tiles" in n for n in job.notes)  # memory's call
+    job = prepare_denoise(img, device="cpu", seed=0, params=p.replace(tile_capacity=0))
+    assert max(b[1] - b[0] for b in job.tiles) > 288  # without a capacity, as large as memory allows
+
+
 def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
     p = fast.replace(tile_capacity=64)
     mult, min_tile = 8, 32

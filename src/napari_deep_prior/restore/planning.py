@@ -442,6 +442,9 @@ def _plan_tiles(
                 f"{out_bytes / 2**30:.2f} GiB); crop or downscale the image, choose a lighter "
                 "preset or use a device with more memory"
             ) from None
+        cap = params.tile_capacity
+        if cap and getattr(device, "type", str(device)) == "cpu" and tile > cap:
+            tile = max(min_tile, cap // mult * mult)  # memory allows larger tiles than the network fits well
     else:
         tile = tile_size or capacity
         keep_hist = n_frames > 0
@@ -494,9 +497,11 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
     least ``CAPACITY_MIN_SIDE * T`` pixels on a CPU in overlapping tiles of at most T pixels a
     side (the smallest side that needs no more tiles), when they cost at most
     ``CAPACITY_MAX_AREA`` times the plane's pixels.  Measured at 512 px, one thread
-    (``benchmarks/dip_tiles.py --compare``): the whole-plane fit of the thin default network
-    had not reached its noise-level stop after 1600-2400 steps and came out 0.3-0.7 dB below
-    4 tiles of 288 px, which stopped at 1030-1890 steps each in less time.
+    (``benchmarks/dip_tiles.py --compare``, five images): the whole-plane fit of the thin
+    default network came out 0.31-0.73 dB below 4 tiles of 288 px (three of the five had not
+    reached the noise-level stop after 1600-2400 steps), the tiles stopping on their own at
+    430-1890 steps each in less or the same time.  GPUs fit planes whole (not measured there:
+    the tiles would run one after another).
     """
     cap = int(getattr(params, "tile_capacity", 0) or 0)
     if not cap or getattr(device, "type", str(device)) != "cpu" or max(h, w) < CAPACITY_MIN_SIDE * cap:
