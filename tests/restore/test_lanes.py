@@ -165,3 +165,50 @@ def test_the_lanes_variable(monkeypatch):
         monkeypatch.setenv(LANES_ENV, bad)
         with pytest.raises(ValueError, match=LANES_ENV):
             choose_lanes(CPU, 8, None, None)
+
+
+def test_finished_units_waiting_for_an_earlier_one_are_bounded():
+    """While the awaited unit runs on, at most n later results wait (memory); then it is taken first."""
+    from types import SimpleNamespace
+
+    from napari_deep_prior.restore.lanes import Lanes
+
+    gate = threading.Event()
+
+    class Fit:
+        def __init__(self, i, k, state):
+            self.unit = (i, k)
+
+        def steps(self):
+            if self.unit == (0, None):
+                assert gate.wait(30), "the test did not release the first unit"
+            yield SimpleNamespace(unit=self.unit)
+            return SimpleNamespace(unit=self.unit, state_dict=None)
+
+    units = [(i, None) for i in range(6)]
+    lanes = Lanes(units, Fit, 2, 1)
+    seen = {}
+
+    def release():
+        seen["done"], seen["started"] = sorted(lanes._done), lanes._next
+        gate.set()
+
+    timer = threading.Timer(1.0, release)
+    timer.start()
+    try:
+        got = []
+        for u in units:
+            gen = lanes.result(u, lambda _u, s: s)
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    got.append(stop.value.unit)
+                    break
+    finally:
+        timer.cancel()
+        gate.set()
+        lanes.close()
+    assert seen == {"done": [(1, None), (2, None)], "started": 3}  # units 3-5 waited
+    assert got == units
+    assert not _lane_threads()

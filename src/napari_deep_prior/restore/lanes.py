@@ -108,6 +108,10 @@ class Lanes:
     def _may_start(self) -> bool:
         if self._next >= len(self.units) or len(self._running) >= self.n:
             return False
+        # at most n results waiting for an earlier unit to finish (memory): the awaited unit,
+        # the earliest not taken, has always started, so this never blocks the job
+        if len(self._done) >= self.n:
+            return False
         # a warm start without weights yet: the first unit runs alone, the rest wait for it
         return not (self.warm_start and self.state is None and self._next > 0)
 
