@@ -147,10 +147,31 @@ def test_choose_lanes():
     torch.set_num_threads(4)
     try:
         assert choose_lanes(CPU, 8, None, None) == (4, 1)
-        assert choose_lanes(CPU, 2, None, None) == (2, 2)  # the threads shared out
+        assert choose_lanes(CPU, 2, None, None) == (2, 1)  # one thread a fit, as alone
         # memory for three fits of 100 MB (a quarter kept free): three lanes
         assert choose_lanes(CPU, 8, 100 * 2**20, 400 * 2**20) == (3, 1)
         assert choose_lanes(CPU, 8, 100 * 2**20, 150 * 2**20) == (1, 0)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_only_fits_that_run_on_one_thread_alone_get_lanes(monkeypatch, tiny_params):
+    """A larger fit runs on all the threads alone, and its result depends on its thread count:
+    in a lane it would compute otherwise than in a job of one plane, so it gets no lane."""
+    from napari_deep_prior.device import SMALL_FIT_PIXELS
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert choose_lanes(CPU, 8, None, None, unit_pixels=SMALL_FIT_PIXELS) == (2, 1)
+        assert choose_lanes(CPU, 8, None, None, unit_pixels=SMALL_FIT_PIXELS + 1) == (1, 0)
+        monkeypatch.setenv("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY", "1")  # small fits use every thread too
+        assert choose_lanes(CPU, 8, None, None) == (1, 0)
+        monkeypatch.delenv("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY")
+        monkeypatch.setenv(LANES_ENV, "2")
+        job = prepare_denoise(_stack(n=2, h=200, w=200), params=tiny_params.replace(iterations=2), seed=0, device="cpu")
+        drive(job.steps())
+        assert job.lanes == 1  # 200 x 200 planes (224 x 224 padded): one at a time, on 2 threads each
     finally:
         torch.set_num_threads(n)
 

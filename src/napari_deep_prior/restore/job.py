@@ -17,6 +17,7 @@ import numpy as np
 from ..arrays import Layout, denormalise, denormalise_frames, template_literal
 from ..device import tune_cpu_allocator
 from ..errors import ImageTooLargeError, is_out_of_memory
+from ..nets import padded_shape
 from .degradations import Degradation
 from .fit import DIPFit, Step, history_iterations
 from .lanes import Lanes, choose_lanes
@@ -313,16 +314,12 @@ class DIPJob:
         return self.result()
 
     # -- several fits at once on a multi-core CPU --------------------------------------------
-    def _unit_bytes(self) -> int:
-        """Estimated peak memory of this job's largest fit."""
-        c = self.planes.shape[-1]
+    def _unit_size(self) -> tuple[int, int]:
+        """(height, width) of this job's largest fit (its estimate's size)."""
         if self.tiles is None:
-            h, w = self.out_shape[:2]
-        else:
-            boxes = [self.degradation.output_box(b) for b in self.tiles]
-            h = max(b[1] - b[0] for b in boxes)
-            w = max(b[3] - b[2] for b in boxes)
-        return estimate_fit_bytes(self.fit_params, h, w, c)
+            return self.out_shape[:2]
+        boxes = [self.degradation.output_box(b) for b in self.tiles]
+        return max(b[1] - b[0] for b in boxes), max(b[3] - b[2] for b in boxes)
 
     def _start_lanes(self) -> Lanes | None:
         """The lanes of this run (None: one fit at a time), chosen by :func:`~.lanes.choose_lanes`."""
@@ -334,7 +331,15 @@ class DIPJob:
             return None
         from ..device import available_memory
 
-        n, threads = choose_lanes(self.device, len(units), self._unit_bytes(), available_memory(self.device))
+        h, w = self._unit_size()
+        hp, wp = padded_shape(self.fit_params.net, h, w)
+        n, threads = choose_lanes(
+            self.device,
+            len(units),
+            estimate_fit_bytes(self.fit_params, h, w, self.planes.shape[-1]),
+            available_memory(self.device),
+            unit_pixels=hp * wp * self.fit_params.ensemble,
+        )
         if n < 2:
             return None
         import torch

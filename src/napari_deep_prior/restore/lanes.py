@@ -1,12 +1,15 @@
 """Several fits of one job at once on a multi-core CPU ("lanes").
 
 A small fit runs on one intra-op thread (:func:`~..device.fit_threads`: as fast as two at that
-size), and a large one gains much less than 2x from a second thread, so a job of many planes
-or tiles run one fit at a time leaves cores idle.  :class:`Lanes` runs up to ``n`` of a job's
-units (plane, tile) at once, each in its own Python thread with ``threads`` intra-op threads
-(torch releases the GIL inside its operators), and hands their results to the job in the job's
-order: the output is the one the same fits give one after the other.  Every unit has its own
-seed-derived random generators, so which lane runs it, and when, does not change its result.
+size), so a job of many small planes or tiles run one fit at a time leaves cores idle.
+:class:`Lanes` runs up to ``n`` of a job's units (plane, tile) at once, each in its own Python
+thread on one intra-op thread (torch releases the GIL inside its operators), and hands their
+results to the job in the job's order.  Only fits that run on one thread anyway get lanes: a
+fit's result depends on its thread count (the order of its parallel reductions), and this way
+every fit computes exactly what it computes alone, so the output is the one the same fits give
+one after the other (and a plane of a stack run plane by plane equals the whole-stack run).
+Every unit has its own seed-derived random generators, so which lane runs it, and when, does
+not change its result.
 
 :func:`choose_lanes` decides how many lanes a job gets (CPU only; bounded by the cores torch
 uses, the units and the memory left); ``NAPARI_DEEP_PRIOR_LANES=1`` turns lanes off.
@@ -28,19 +31,27 @@ LANES_ENV = "NAPARI_DEEP_PRIOR_LANES"
 _JOIN_TIMEOUT_S = 120.0
 
 
-def choose_lanes(device, n_units: int, unit_bytes: int | None, available_bytes: int | None) -> tuple[int, int]:
+def choose_lanes(
+    device, n_units: int, unit_bytes: int | None, available_bytes: int | None, unit_pixels: int = 0
+) -> tuple[int, int]:
     """``(lanes, threads per lane)`` for a job of ``n_units`` fits on ``device``.
 
-    On the CPU: as many lanes as torch's intra-op threads and the units allow, fewer when
+    On the CPU, for fits that run on one thread anyway (``unit_pixels``, the padded area of the
+    largest fit times its ensemble, at most :data:`~..device.SMALL_FIT_PIXELS`, with the thread
+    policy on): as many lanes as torch's intra-op threads and the units allow, fewer when
     ``lanes`` fits of ``unit_bytes`` each would not fit in ``available_bytes`` (with a quarter
-    kept free); the threads are shared out among them.  Elsewhere (a GPU runs one fit's kernels
-    across the whole device) and for a single unit: ``(1, 0)`` (0: leave the threads as they are).
-    :data:`LANES_ENV` overrides the count (still at most ``n_units``).
+    kept free), one thread each.  Otherwise (larger fits, a GPU, a single unit): ``(1, 0)``
+    (0: leave the threads as they are).  :data:`LANES_ENV` overrides the count (still at most
+    ``n_units``, still only for such fits).
     """
     import torch
 
+    from ..device import SMALL_FIT_PIXELS
+
     if getattr(device, "type", str(device)) != "cpu" or n_units < 2:
         return 1, 0
+    if unit_pixels > SMALL_FIT_PIXELS or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
+        return 1, 0  # such a fit runs on all the threads alone: in a lane it would compute otherwise
     threads = max(1, torch.get_num_threads())
     env = os.environ.get(LANES_ENV, "").strip()
     if env:
@@ -57,7 +68,7 @@ def choose_lanes(device, n_units: int, unit_bytes: int | None, available_bytes: 
         lanes = min(lanes, max(1, int(0.75 * available_bytes) // max(int(unit_bytes), 1)))
     if lanes < 2:
         return 1, 0
-    return lanes, max(1, threads // lanes)
+    return lanes, 1
 
 
 class Lanes:
