@@ -471,7 +471,7 @@ def _plan_tiles(
         notes.append(
             f"fitted in {len(tiles)} overlapping tiles of {tile}x{tile} pixels: this preset's network "
             f"restores planes of {h}x{w} pixels better in tiles of at most {params.tile_capacity} "
-            "(and faster on a CPU); a tile size of 0 (tile_size=0, --tile 0) fits each plane whole"
+            "(in about the same time on a CPU); a tile size of 0 (tile_size=0, --tile 0) fits each plane whole"
         )
     if n_frames and not keep_hist:
         notes.append(
