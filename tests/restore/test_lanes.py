@@ -142,15 +142,15 @@ def test_an_error_in_a_lane_is_raised_and_stops_the_others(monkeypatch, tiny_par
 
 def test_choose_lanes():
     n = torch.get_num_threads()
-    assert choose_lanes(torch.device("meta"), 8, None, None) == (1, 0)  # not the CPU
-    assert choose_lanes(CPU, 1, None, None) == (1, 0)  # one unit
+    assert choose_lanes(torch.device("meta"), 8, None, None) == 1  # not the CPU
+    assert choose_lanes(CPU, 1, None, None) == 1  # one unit
     torch.set_num_threads(4)
     try:
-        assert choose_lanes(CPU, 8, None, None) == (4, 1)
-        assert choose_lanes(CPU, 2, None, None) == (2, 1)  # one thread a fit, as alone
+        assert choose_lanes(CPU, 8, None, None) == 4
+        assert choose_lanes(CPU, 2, None, None) == 2
         # memory for three fits of 100 MB (a quarter kept free): three lanes
-        assert choose_lanes(CPU, 8, 100 * 2**20, 400 * 2**20) == (3, 1)
-        assert choose_lanes(CPU, 8, 100 * 2**20, 150 * 2**20) == (1, 0)
+        assert choose_lanes(CPU, 8, 100 * 2**20, 400 * 2**20) == 3
+        assert choose_lanes(CPU, 8, 100 * 2**20, 150 * 2**20) == 1
     finally:
         torch.set_num_threads(n)
 
@@ -163,10 +163,10 @@ def test_only_fits_that_run_on_one_thread_alone_get_lanes(monkeypatch, tiny_para
     n = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert choose_lanes(CPU, 8, None, None, unit_pixels=SMALL_FIT_PIXELS) == (2, 1)
-        assert choose_lanes(CPU, 8, None, None, unit_pixels=SMALL_FIT_PIXELS + 1) == (1, 0)
+        assert choose_lanes(CPU, 8, None, None, unit_pixels=SMALL_FIT_PIXELS) == 2
+        assert choose_lanes(CPU, 8, None, None, unit_pixels=SMALL_FIT_PIXELS + 1) == 1
         monkeypatch.setenv("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY", "1")  # small fits use every thread too
-        assert choose_lanes(CPU, 8, None, None) == (1, 0)
+        assert choose_lanes(CPU, 8, None, None) == 1
         monkeypatch.delenv("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY")
         monkeypatch.setenv(LANES_ENV, "2")
         job = prepare_denoise(_stack(n=2, h=200, w=200), params=tiny_params.replace(iterations=2), seed=0, device="cpu")
@@ -178,10 +178,10 @@ def test_only_fits_that_run_on_one_thread_alone_get_lanes(monkeypatch, tiny_para
 
 def test_the_lanes_variable(monkeypatch):
     monkeypatch.setenv(LANES_ENV, "3")
-    assert choose_lanes(CPU, 8, None, None)[0] == 3
-    assert choose_lanes(CPU, 2, None, None)[0] == 2  # never more than the units
+    assert choose_lanes(CPU, 8, None, None) == 3
+    assert choose_lanes(CPU, 2, None, None) == 2  # never more than the units
     monkeypatch.setenv(LANES_ENV, "1")
-    assert choose_lanes(CPU, 8, None, None) == (1, 0)
+    assert choose_lanes(CPU, 8, None, None) == 1
     for bad in ("two", "0"):
         monkeypatch.setenv(LANES_ENV, bad)
         with pytest.raises(ValueError, match=LANES_ENV):
@@ -201,13 +201,15 @@ def test_finished_units_waiting_for_an_earlier_one_are_bounded():
             self.unit = (i, k)
 
         def steps(self):
+            threads[self.unit] = torch.get_num_threads()  # one thread a fit, as alone
             if self.unit == (0, None):
                 assert gate.wait(30), "the test did not release the first unit"
             yield SimpleNamespace(unit=self.unit)
             return SimpleNamespace(unit=self.unit, state_dict=None)
 
     units = [(i, None) for i in range(6)]
-    lanes = Lanes(units, Fit, 2, 1)
+    threads = {}
+    lanes = Lanes(units, Fit, 2)
     seen = {}
 
     def release():
@@ -232,4 +234,5 @@ def test_finished_units_waiting_for_an_earlier_one_are_bounded():
         lanes.close()
     assert seen == {"done": [(1, None), (2, None)], "started": 3}  # units 3-5 waited
     assert got == units
+    assert threads == {u: 1 for u in units}
     assert not _lane_threads()

@@ -333,7 +333,7 @@ class DIPJob:
 
         h, w = self._unit_size()
         hp, wp = padded_shape(self.fit_params.net, h, w)
-        n, threads = choose_lanes(
+        n = choose_lanes(
             self.device,
             len(units),
             estimate_fit_bytes(self.fit_params, h, w, self.planes.shape[-1]),
@@ -346,7 +346,7 @@ class DIPJob:
 
         self._threads_before = torch.get_num_threads()
         self.lanes = n
-        return Lanes(units, self.unit_fit, n, threads, warm_start=self.warm_start, init_state=self.init_state)
+        return Lanes(units, self.unit_fit, n, warm_start=self.warm_start, init_state=self.init_state)
 
     def _stop_lanes(self) -> None:
         if self._lanes is None:

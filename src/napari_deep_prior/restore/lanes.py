@@ -33,26 +33,24 @@ _JOIN_TIMEOUT_S = 120.0
 
 def choose_lanes(
     device, n_units: int, unit_bytes: int | None, available_bytes: int | None, unit_pixels: int = 0
-) -> tuple[int, int]:
-    """``(lanes, threads per lane)`` for a job of ``n_units`` fits on ``device``.
+) -> int:
+    """How many fits of a job of ``n_units`` on ``device`` run at once (1: one after the other).
 
     On the CPU, for fits that run on one thread anyway (``unit_pixels``, the padded area of the
     largest fit times its ensemble, at most :data:`~..device.SMALL_FIT_PIXELS`, with the thread
     policy on): as many lanes as torch's intra-op threads and the units allow, fewer when
     ``lanes`` fits of ``unit_bytes`` each would not fit in ``available_bytes`` (with a quarter
-    kept free), one thread each.  Otherwise (larger fits, a GPU, a single unit): ``(1, 0)``
-    (0: leave the threads as they are).  :data:`LANES_ENV` overrides the count (still at most
-    ``n_units``, still only for such fits).
+    kept free), each lane on one thread.  Otherwise (larger fits, a GPU, a single unit): 1.
+    :data:`LANES_ENV` overrides the count (still at most ``n_units``, still only for such fits).
     """
     import torch
 
     from ..device import SMALL_FIT_PIXELS
 
     if getattr(device, "type", str(device)) != "cpu" or n_units < 2:
-        return 1, 0
+        return 1
     if unit_pixels > SMALL_FIT_PIXELS or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
-        return 1, 0  # such a fit runs on all the threads alone: in a lane it would compute otherwise
-    threads = max(1, torch.get_num_threads())
+        return 1  # such a fit runs on all the threads alone: in a lane it would compute otherwise
     env = os.environ.get(LANES_ENV, "").strip()
     if env:
         try:
@@ -62,17 +60,16 @@ def choose_lanes(
         if lanes < 1:
             raise ValueError(f"{LANES_ENV} must be >= 1 (1 turns lanes off), got {lanes}")
     else:
-        lanes = threads
+        lanes = max(1, torch.get_num_threads())
     lanes = min(lanes, n_units)
     if unit_bytes and available_bytes is not None:
         lanes = min(lanes, max(1, int(0.75 * available_bytes) // max(int(unit_bytes), 1)))
-    if lanes < 2:
-        return 1, 0
-    return lanes, 1
+    return lanes
 
 
 class Lanes:
-    """Runs a job's units in up to ``n`` threads at once; results are taken in the job's order.
+    """Runs a job's units in up to ``n`` threads at once, one intra-op thread each; results are
+    taken in the job's order.
 
     Parameters
     ----------
@@ -80,16 +77,16 @@ class Lanes:
         The job's units in its order (:meth:`~.job.DIPJob.units`).
     make_fit : callable (plane, tile, init_state) -> DIPFit
         Builds a unit's fit (on the caller's thread).
-    n, threads : int
-        Lanes, and intra-op threads of each.
+    n : int
+        Lanes.
     warm_start : bool
         The units after the first start from the first unit's final weights (the job's warm
         start): the first runs alone, the others once it has finished.
     init_state : dict, optional
         Weights every unit starts from (a warm start given from outside: no wait).
 
-    Use :meth:`result` (a generator yielding the Steps of every running unit, returning the
-    awaited unit's FitResult) in the job's order, and :meth:`close` at the end or on a cancel.
+    Use :meth:`fit` and :meth:`result` (a generator yielding the awaited unit's Steps, returning
+    its FitResult) for each unit in the job's order, and :meth:`close` at the end or on a cancel.
     """
 
     def __init__(
@@ -97,7 +94,6 @@ class Lanes:
         units,
         make_fit: Callable,
         n: int,
-        threads: int,
         *,
         warm_start: bool = False,
         init_state: dict | None = None,
@@ -105,7 +101,6 @@ class Lanes:
         self.units = list(units)
         self.make_fit = make_fit
         self.n = int(n)
-        self.threads = int(threads)
         self.warm_start = bool(warm_start)
         self.state = init_state
         self._next = 0  # index in units of the next unit to start
@@ -141,7 +136,7 @@ class Lanes:
         import torch
 
         try:
-            torch.set_num_threads(self.threads)  # this thread's intra-op threads
+            torch.set_num_threads(1)  # this thread's intra-op threads: as the fit alone (choose_lanes)
             gen = fit.steps()
             while True:
                 if self._stop.is_set():
@@ -160,7 +155,7 @@ class Lanes:
     # -- the job's side ------------------------------------------------------------------
     def fit(self, unit):
         """The fit of ``unit``, started now if it has not been (the job is waiting for it)."""
-        if unit not in self.fits and unit not in self._done:
+        if unit not in self.fits:
             self._fill()
         if unit not in self.fits:  # the lanes are full of later units: cannot happen in order
             raise RuntimeError(f"unit {unit} cannot start: the lanes are running {list(self._running)}")
