@@ -221,7 +221,7 @@ def test_finished_units_waiting_for_an_earlier_one_are_bounded():
     try:
         got = []
         for u in units:
-            gen = lanes.result(u, lambda _u, s: s)
+            gen = lanes.result(u, lambda s: s)
             while True:
                 try:
                     next(gen)

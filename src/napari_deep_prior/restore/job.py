@@ -85,22 +85,25 @@ class DIPOutput:
     lanes: int = 1
 
 
-def _relay(fit, *, preview: Callable | None = None, **fields):
-    """Yield the Steps of one fit with ``fields`` (plane, tile...) set; return its FitResult.
+def _label(step: Step, preview: Callable | None, fields: dict) -> Step:
+    """``step`` with ``fields`` (plane, tile...) set and its preview mapped by ``preview``
+    (a tiled plane shows the whole plane blended)."""
+    for name, value in fields.items():
+        setattr(step, name, value)
+    if preview is not None and step.preview is not None:
+        step.preview = preview(step.preview)
+    return step
 
-    ``preview`` maps a Step's preview image (a tiled plane shows the whole plane blended).
-    """
+
+def _relay(fit, *, preview: Callable | None = None, **fields):
+    """Yield the Steps of one fit, labelled by :func:`_label`; return its FitResult."""
     gen = fit.steps()
     while True:
         try:
             step = next(gen)
         except StopIteration as stop:
             return stop.value
-        for name, value in fields.items():
-            setattr(step, name, value)
-        if preview is not None and step.preview is not None:
-            step.preview = preview(step.preview)
-        yield step
+        yield _label(step, preview, fields)
 
 
 class DIPJob:
@@ -205,7 +208,6 @@ class DIPJob:
         self._hist_len = np.zeros(self.n_planes, dtype=np.int64)
         self._done: dict | None = None  # unit results computed elsewhere (assemble)
         self._lanes: Lanes | None = None  # while steps() runs several fits at once
-        self._blend_initial: np.ndarray | None = None  # the running tiled plane's stand-in
         self.lanes = 1  # fits run at once by the last steps() (see lanes.choose_lanes)
         # planes whose known pixels are all equal: nothing to fit, the result is that constant
         self._constant: dict[int, np.ndarray] = {}
@@ -285,13 +287,10 @@ class DIPJob:
                 if self._done is not None:  # computed elsewhere (assemble): no fit here
                     self.fits.append(None)
                     res = self._done.pop((i, None))
-                elif self._lanes is not None:  # started by the lanes, maybe already finished
-                    self.fits.append(self._lanes.fit((i, None)))
-                    res = yield from self._lanes.result((i, None), self._lane_step)
                 else:
-                    fit = self.unit_fit(i, None, state if self.warm_start else None)
+                    fit = self._start_unit(i, None, state)
                     self.fits.append(fit)
-                    res = yield from _relay(fit, plane=i, n_planes=self.n_planes)
+                    res = yield from self._run_unit(fit, i, None, plane=i, n_planes=self.n_planes)
                 self.results.append(res)
                 if state is None:
                     # The warm start of every later plane: the first fitted plane's weights at
@@ -357,17 +356,20 @@ class DIPJob:
         self._lanes = None
         torch.set_num_threads(self._threads_before)  # the lanes set their own count
 
-    def _lane_step(self, unit, step: Step) -> Step:
-        """A Step of the awaited unit, labelled with its plane and tile as :func:`_relay` does
-        (a tile's preview shows its plane blended so far)."""
-        i, k = unit
-        step.plane, step.n_planes = i, self.n_planes
-        if k is not None:
-            step.tile, step.n_tiles = k, len(self.tiles)
-            step.tile_kind = "region" if self.regions else "tile"
-            if step.preview is not None:
-                step.preview = self._blender.image(self._blend_initial, extra=(k, step.preview))
-        return step
+    def _start_unit(self, i: int, k: int | None, state) -> DIPFit:
+        """Unit ``(i, k)``'s fit: the lanes' (started there, maybe finished) or a new one to run here."""
+        if self._lanes is not None:
+            return self._lanes.fit((i, k))
+        return self.unit_fit(i, k, state if self.warm_start else None)
+
+    def _run_unit(self, fit: DIPFit, i: int, k: int | None, *, preview: Callable | None = None, **fields):
+        """Yield ``fit``'s Steps labelled with ``fields`` (:func:`_label`); return its FitResult.
+
+        In lanes the fit runs in its own thread and only its Steps are relayed here.
+        """
+        if self._lanes is not None:
+            return (yield from self._lanes.result((i, k), lambda step: _label(step, preview, fields)))
+        return (yield from _relay(fit, preview=preview, **fields))
 
     # -- units of work: one fit per plane (or per tile of a plane) ------------------------
 
@@ -472,21 +474,18 @@ class DIPJob:
         last = None
         n_tiles = len(self.tiles)
         initial = deg.initial(self.planes[i])
-        self._blend_initial = initial
         for k, box in enumerate(self.tiles):
             if deg.skip(i, box):
                 continue  # nothing to restore in this tile (no hole): it keeps its input values
             if self._done is not None:  # computed elsewhere (assemble): no fit here
                 fit, res = None, self._done.pop((i, k))
-            elif self._lanes is not None:  # started by the lanes, maybe already finished
-                fit = self._lanes.fit((i, k))
-                self.fits[i], self._tile = fit, k
-                res = yield from self._lanes.result((i, k), self._lane_step)
             else:
-                fit = self.unit_fit(i, k, state if self.warm_start else None)
+                fit = self._start_unit(i, k, state)
                 self.fits[i], self._tile = fit, k
-                res = yield from _relay(
+                res = yield from self._run_unit(
                     fit,
+                    i,
+                    k,
                     plane=i,
                     n_planes=self.n_planes,
                     tile=k,
@@ -514,7 +513,6 @@ class DIPJob:
         self._tiled_images[i] = blender.image(initial)
         blender.finalise_frames(initial)
         self._blender, self._blend_plane, self._tile = None, -1, -1
-        self._blend_initial = None
         self.results.append(last)
         return state
 

@@ -162,7 +162,7 @@ class Lanes:
         return self.fits[unit]
 
     def result(self, unit, label: Callable) -> Generator:
-        """Yield the Steps of ``unit`` (through ``label(unit, step)``) until it has finished;
+        """Yield the Steps of ``unit`` (through ``label(step)``) until it has finished;
         return its FitResult.
 
         Only the awaited unit reports progress (the others run on, silently): progress,
@@ -173,7 +173,7 @@ class Lanes:
             kind, u, payload = self._q.get()
             if kind == "step":
                 if u == unit:
-                    yield label(u, payload)
+                    yield label(payload)
                 continue
             self._running.pop(u, None)
             if kind == "error":
