@@ -18,6 +18,7 @@ from napari_deep_prior.restore.api import (
     prepare_denoise,
     prepare_inpaint,
 )
+from napari_deep_prior.restore.lanes import LANES_ENV
 from napari_deep_prior.restore.planning import choose_tile_size, estimate_fit_bytes
 from napari_deep_prior.restore.tiles import (
     MIN_TILE,
@@ -338,7 +339,9 @@ def test_warm_start_across_tiles(fast):
     assert not np.array_equal(cold[:, 64:], warm[:, 64:])
 
 
-def test_cancel_mid_tile_keeps_what_was_done(tiny_params):
+def test_cancel_mid_tile_keeps_what_was_done(tiny_params, monkeypatch):
+    # the tiles one after another, as counted below (a cancel in lanes: tests/restore/test_lanes.py)
+    monkeypatch.setenv(LANES_ENV, "1")
     p = tiny_params.replace(iterations=20, early_stop=False)
     img = (np.random.default_rng(0).random((112, 112)) * 255).astype(np.uint8)
     job = prepare_denoise(img, params=p, tile_size=64, seed=0)

@@ -107,6 +107,7 @@ class Lanes:
         self._running: dict = {}  # unit -> (DIPFit, thread)
         self._done: dict = {}  # unit -> FitResult, not yet taken
         self.fits: dict = {}  # unit -> DIPFit, started and not yet taken
+        self._last_step: dict = {}  # unit -> its latest Step, while another unit is awaited
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
 
@@ -167,13 +168,19 @@ class Lanes:
 
         Only the awaited unit reports progress (the others run on, silently): progress,
         loss plot and preview follow one fit at a time, in the job's order, as without lanes.
+        A unit that ran while an earlier one was awaited first reports its latest Step, so
+        every unit with Steps is reported, even one that finished before its turn.
         """
         self._fill()
+        if unit in self._last_step:
+            yield label(self._last_step.pop(unit))
         while unit not in self._done:
             kind, u, payload = self._q.get()
             if kind == "step":
                 if u == unit:
                     yield label(payload)
+                else:
+                    self._last_step[u] = payload
                 continue
             self._running.pop(u, None)
             if kind == "error":
@@ -193,3 +200,4 @@ class Lanes:
             t.join(_JOIN_TIMEOUT_S)
         self._running.clear()
         self._done.clear()
+        self._last_step.clear()
