@@ -442,9 +442,9 @@ def _plan_tiles(
                 f"{out_bytes / 2**30:.2f} GiB); crop or downscale the image, choose a lighter "
                 "preset or use a device with more memory"
             ) from None
-        cap = params.tile_capacity
-        if cap and getattr(device, "type", str(device)) == "cpu" and tile > cap:
-            tile = max(min_tile, cap // mult * mult)  # memory allows larger tiles than the network fits well
+        cap = _capacity_side(params, device, min_tile, mult)
+        if cap is not None:  # memory may allow larger tiles than the network fits well
+            tile = min(tile, cap)
     else:
         tile = tile_size or capacity
         keep_hist = n_frames > 0
@@ -490,6 +490,15 @@ CAPACITY_MIN_SIDE = 1.5
 CAPACITY_MAX_AREA = 1.4
 
 
+def _capacity_side(params: DIPParams, device, min_tile: int, mult: int) -> int | None:
+    """The largest tile side the preset's ``tile_capacity`` allows on ``device`` (a multiple of
+    ``mult``, at least ``min_tile``), or None: no capacity, or not a CPU."""
+    cap = params.tile_capacity
+    if not cap or getattr(device, "type", str(device)) != "cpu":
+        return None
+    return max(min_tile, cap // mult * mult)
+
+
 def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult: int, overlap: int | None):
     """The tile side the capacity rule gives a ``h`` x ``w`` plane, or None (fit it whole).
 
@@ -503,11 +512,10 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
     430-1890 steps each in less or the same time.  GPUs fit planes whole (not measured there:
     the tiles would run one after another).
     """
-    cap = int(getattr(params, "tile_capacity", 0) or 0)
-    if not cap or getattr(device, "type", str(device)) != "cpu" or max(h, w) < CAPACITY_MIN_SIDE * cap:
+    cap = _capacity_side(params, device, min_tile, mult)
+    if cap is None or max(h, w) < CAPACITY_MIN_SIDE * params.tile_capacity:
         return None
-    t = max(min_tile, cap // mult * mult)
-    t = _shrink_tile(t, h, w, min_tile, mult, overlap)
+    t = _shrink_tile(cap, h, w, min_tile, mult, overlap)
     ov = default_overlap(t) if overlap is None else overlap
     if ov >= t:
         return None

@@ -363,10 +363,11 @@ PRESETS: dict[str, DIPParams] = {
 # 940 with patience 300), so it stays only as a safety net (patience 600) for inputs whose
 # noise level is underestimated.  Inputs without a noise estimate (masks, Poisson loss) use it.
 # Capacity: at 512 px the whole-plane fit had not reached the noise level after 1600-2400 steps
-# (F16, Lena, the astronaut; kodim02 stopped at ~950) and came out 0.31-0.72 dB below the same
-# net in 4 overlapping tiles of 288 px, which stopped on their own in less time (one thread,
-# benchmarks/dip_tiles.py --compare; no seam: the error's change across the overlaps was no
-# larger than the whole-plane result's on the same rows and columns): tile_capacity=288.
+# (F16, Lena, the astronaut; kodim02 and Baboon stopped at ~950 and 1140) and came out 0.31-0.73 dB
+# below the same net in 4 overlapping tiles of 288 px, which stopped on their own in less or the
+# same time (one thread, benchmarks/dip_tiles.py --compare; no seam: the error's change across the
+# overlaps was no larger than the whole-plane result's on the same rows and columns):
+# tile_capacity=288.
 _TAPER = (16, 32, 32, 32, 32)
 PRESETS["denoise"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
