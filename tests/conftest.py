@@ -39,3 +39,11 @@ def smooth_image():
     """A smooth 32x32 grey test image in [0.1, 0.9]."""
     y, x = np.mgrid[0:32, 0:32] / 31.0
     return (0.5 + 0.4 * np.sin(3 * x) * np.cos(2 * y)).astype(np.float64)
+
+
+@pytest.fixture
+def lane_threads():
+    """A callable returning the lane threads (``restore.lanes``) still alive."""
+    import threading
+
+    return lambda: [t for t in threading.enumerate() if t.name.startswith("dip-lane") and t.is_alive()]

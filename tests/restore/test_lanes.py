@@ -40,12 +40,8 @@ def _same(a, b):
         np.testing.assert_array_equal(a.history_losses, b.history_losses)
 
 
-def _lane_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("dip-lane") and t.is_alive()]
-
-
 @pytest.mark.parametrize("warm_start", [False, True])
-def test_a_stack_in_two_lanes_equals_one_plane_at_a_time(monkeypatch, tiny_params, warm_start):
+def test_a_stack_in_two_lanes_equals_one_plane_at_a_time(monkeypatch, tiny_params, warm_start, lane_threads):
     img = _stack()
     p = tiny_params.replace(iterations=40)
 
@@ -60,7 +56,7 @@ def test_a_stack_in_two_lanes_equals_one_plane_at_a_time(monkeypatch, tiny_param
     # one ran reports its latest Step), labelled with its plane
     planes = [s.plane for s in steps]
     assert planes == sorted(planes) and set(planes) == set(range(5)) and all(s.n_planes == 5 for s in steps)
-    assert not _lane_threads()
+    assert not lane_threads()
 
 
 def test_tiles_in_lanes_equal_tiles_one_by_one(monkeypatch, tiny_params):
@@ -97,7 +93,7 @@ def test_inpaint_regions_in_lanes(monkeypatch, tiny_params):
     _same(one, two)
 
 
-def test_a_cancel_stops_every_lane_and_keeps_what_was_done(monkeypatch, tiny_params):
+def test_a_cancel_stops_every_lane_and_keeps_what_was_done(monkeypatch, tiny_params, lane_threads):
     monkeypatch.setenv(LANES_ENV, "2")
     img = _stack(n=6)
     job = prepare_denoise(img, params=tiny_params.replace(iterations=400, early_stop=False), seed=0, device="cpu")
@@ -108,7 +104,7 @@ def test_a_cancel_stops_every_lane_and_keeps_what_was_done(monkeypatch, tiny_par
         if step.plane >= 2:  # the third plane is running: planes 0 and 1 are done
             break
     gen.close()  # the napari worker's quit()
-    assert not _lane_threads()
+    assert not lane_threads()
     out = job.result()
     assert job.lanes == 2
     assert out.planes_done >= 2 and out.planes_done < 6
@@ -118,7 +114,7 @@ def test_a_cancel_stops_every_lane_and_keeps_what_was_done(monkeypatch, tiny_par
     assert torch.get_num_threads() >= 1
 
 
-def test_an_error_in_a_lane_is_raised_and_stops_the_others(monkeypatch, tiny_params):
+def test_an_error_in_a_lane_is_raised_and_stops_the_others(monkeypatch, tiny_params, lane_threads):
     from napari_deep_prior.restore import fit as fit_module
 
     monkeypatch.setenv(LANES_ENV, "2")
@@ -136,7 +132,7 @@ def test_an_error_in_a_lane_is_raised_and_stops_the_others(monkeypatch, tiny_par
     job = prepare_denoise(img, params=tiny_params.replace(iterations=200, early_stop=False), seed=0, device="cpu")
     with pytest.raises(RuntimeError, match="lane failure for the test"):
         drive(job.steps())
-    assert not _lane_threads()
+    assert not lane_threads()
     assert len(started) == 2  # the first fit was stopped, no later one started
 
 
@@ -188,7 +184,7 @@ def test_the_lanes_variable(monkeypatch):
             choose_lanes(CPU, 8, None, None)
 
 
-def test_finished_units_waiting_for_an_earlier_one_are_bounded():
+def test_finished_units_waiting_for_an_earlier_one_are_bounded(lane_threads):
     """While the awaited unit runs on, at most n later results wait (memory); then it is taken first."""
     from types import SimpleNamespace
 
@@ -235,4 +231,4 @@ def test_finished_units_waiting_for_an_earlier_one_are_bounded():
     assert seen == {"done": [(1, None), (2, None)], "started": 3}  # units 3-5 waited
     assert got == units
     assert threads == {u: 1 for u in units}
-    assert not _lane_threads()
+    assert not lane_threads()

@@ -9,6 +9,7 @@ import pytest
 from napari_deep_prior.arrays import drive
 from napari_deep_prior.restore.api import prepare
 from napari_deep_prior.restore.degradations import Downsample, Identity, Mask
+from napari_deep_prior.restore.lanes import LANES_ENV
 from napari_deep_prior.restore.stream import Scan, StackJob
 
 
@@ -122,8 +123,10 @@ def test_warm_start_takes_the_first_plane_with_holes(tiny_params):
 
 
 @pytest.mark.parametrize("tile_size", [None, 0])
-def test_inpaint_3d_mask_with_an_empty_plane_equals_the_whole_stack_job(tiny_params, tile_size):
-    """Regions around the holes of every plane (tile_size None) and whole planes; a plane without holes."""
+def test_inpaint_3d_mask_with_an_empty_plane_equals_the_whole_stack_job(monkeypatch, tiny_params, tile_size):
+    """Regions around the holes of every plane (tile_size None) and whole planes (in two lanes);
+    a plane without holes."""
+    monkeypatch.setenv(LANES_ENV, "2")
     stack = _stack(n=3, size=64).astype(np.float32)
     mask = np.zeros((3, 64, 64), np.uint8)
     mask[0, 4:8, 4:10] = 1
@@ -136,6 +139,7 @@ def test_inpaint_3d_mask_with_an_empty_plane_equals_the_whole_stack_job(tiny_par
         np.testing.assert_array_equal(out.image, whole.image)
         np.testing.assert_array_equal(out.history, whole.history)
         assert out.regions == whole.regions and out.tiles == whole.tiles
+        assert out.lanes == (1 if out.regions else 2)  # regions are several fits per plane: no plane lanes
         assert out.fits[1] is None  # the plane without holes is returned as it is
         np.testing.assert_array_equal(out.image[1], stack[1])
 
@@ -158,7 +162,9 @@ def test_channels_first_multichannel_stack(tiny_params):
     np.testing.assert_array_equal(out.image, whole.image)
 
 
-def test_cancel_keeps_finished_planes_and_the_running_plane_estimate(tiny_params):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_cancel_keeps_finished_planes_and_the_running_plane_estimate(monkeypatch, tiny_params, lanes, lane_threads):
+    monkeypatch.setenv(LANES_ENV, str(lanes))
     stack = _stack(n=4)
     params = tiny_params.replace(iterations=10, history_every=0, yield_every=5)
     job = StackJob(Identity, CountingArray(stack), params=params, seed=5, device="cpu")
@@ -166,9 +172,10 @@ def test_cancel_keeps_finished_planes_and_the_running_plane_estimate(tiny_params
     for item in gen:
         if not isinstance(item, Scan) and item.plane == 2 and item.iteration >= 5:
             break
+    gen.close()  # the cancel (the widget closes the generator, then reads the result)
+    assert not lane_threads()
     out = job.result()
-    gen.close()
-    assert out.planes_done == 2
+    assert out.planes_done == 2 and out.lanes == lanes
     whole = _whole(Identity(), stack, params)
     np.testing.assert_array_equal(out.image[:2], whole.image[:2])
     assert out.image[2].any() and not out.image[3].any()  # running plane written, the last not reached
@@ -229,3 +236,71 @@ def test_a_plane_error_names_the_plane(tiny_params):
     job = StackJob(Identity, stack, params=tiny_params.replace(iterations=4), data_range=(0.0, 2000.0))
     with pytest.raises(ValueError, match="plane 2 of 3: image contains 1 NaN"):
         drive(job.steps())
+
+
+# --- several small planes at once (lanes) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_small_planes_in_lanes_give_the_result_of_one_plane_at_a_time(
+    monkeypatch, tiny_params, warm_start, lane_threads
+):
+    stack = _stack(n=5)
+    params = tiny_params.replace(iterations=12, history_every=4)
+    monkeypatch.setenv(LANES_ENV, "1")
+    one, _src, _items = _lazy(Identity, stack, params, warm_start=warm_start)
+    monkeypatch.setenv(LANES_ENV, "2")
+    out, src, items = _lazy(Identity, stack, params, warm_start=warm_start)
+    whole = _whole(Identity(), stack, params, warm_start=warm_start)
+    assert one.lanes == 1 and out.lanes == 2 and whole.lanes == 2
+    for ref in (one, whole):
+        np.testing.assert_array_equal(out.image, ref.image)
+        np.testing.assert_array_equal(out.history, ref.history)
+        np.testing.assert_array_equal(out.history_losses, ref.history_losses)
+        assert out.stop_iterations == ref.stop_iterations and out.iterations_run == ref.iterations_run
+    if warm_start:
+        cold = _whole(Identity(), stack, params)
+        assert not np.array_equal(out.image[1:], cold.image[1:])  # the warm start reached the lanes
+    # the scan, then every plane read once more, in order (plane 0 kept from the scan)
+    assert src.reads == [4, 3, 2, 1, 0, 1, 2, 3, 4]
+    # progress follows one plane at a time, in order, and reports every plane
+    planes = [i.plane for i in items if not isinstance(i, Scan)]
+    assert planes == sorted(planes) and set(planes) == set(range(5))
+    assert not lane_threads()
+
+
+def test_an_error_in_a_lane_is_raised_at_its_plane_after_the_planes_before_it(monkeypatch, tiny_params, lane_threads):
+    """Plane 2's fit fails while plane 1 still runs: planes 0 and 1 are written first, and the
+    other lanes are stopped."""
+    from napari_deep_prior.restore import fit as fit_module
+
+    monkeypatch.setenv(LANES_ENV, "2")
+    real = fit_module.DIPFit._steps
+    started = []
+
+    def failing(self):
+        started.append(self)
+        if len(started) == 3:  # fits start in plane order: the third is plane 2's
+            raise RuntimeError("lane failure for the test")
+        return (yield from real(self))
+
+    monkeypatch.setattr(fit_module.DIPFit, "_steps", failing)
+    stack = _stack(n=5)
+    params = tiny_params.replace(iterations=60, early_stop=False, history_every=0)
+    job = StackJob(Identity, stack, params=params, seed=5, device="cpu")
+    with pytest.raises(RuntimeError, match="lane failure for the test"):
+        drive(job.steps())
+    assert job.lanes == 2 and job.planes_written == 2 and job._written == [True, True, False, False, False]
+    assert not lane_threads()
+
+
+def test_a_plane_error_in_lanes_names_the_plane_after_the_planes_before_it(monkeypatch, tiny_params, lane_threads):
+    monkeypatch.setenv(LANES_ENV, "2")
+    stack = _stack(n=4).astype(np.float32)
+    stack[3, 3, 3] = np.nan
+    params = tiny_params.replace(iterations=30, early_stop=False, history_every=0)
+    job = StackJob(Identity, stack, params=params, data_range=(0.0, 2000.0), seed=5, device="cpu")
+    with pytest.raises(ValueError, match="plane 3 of 4: image contains 1 NaN"):
+        drive(job.steps())
+    assert job.lanes == 2 and job.planes_written == 3
+    assert not lane_threads()

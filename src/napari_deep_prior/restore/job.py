@@ -320,6 +320,13 @@ class DIPJob:
         boxes = [self.degradation.output_box(b) for b in self.tiles]
         return max(b[1] - b[0] for b in boxes), max(b[3] - b[2] for b in boxes)
 
+    def lane_size(self) -> tuple[int, int]:
+        """(bytes, pixels) of this job's largest fit, as :func:`~.lanes.choose_lanes` takes them:
+        its memory estimate, and its padded area times its ensemble."""
+        h, w = self._unit_size()
+        hp, wp = padded_shape(self.fit_params.net, h, w)
+        return estimate_fit_bytes(self.fit_params, h, w, self.planes.shape[-1]), hp * wp * self.fit_params.ensemble
+
     def _start_lanes(self) -> Lanes | None:
         """The lanes of this run (None: one fit at a time), chosen by :func:`~.lanes.choose_lanes`."""
         self.lanes = 1
@@ -330,15 +337,8 @@ class DIPJob:
             return None
         from ..device import available_memory
 
-        h, w = self._unit_size()
-        hp, wp = padded_shape(self.fit_params.net, h, w)
-        n = choose_lanes(
-            self.device,
-            len(units),
-            estimate_fit_bytes(self.fit_params, h, w, self.planes.shape[-1]),
-            available_memory(self.device),
-            unit_pixels=hp * wp * self.fit_params.ensemble,
-        )
+        unit_bytes, unit_pixels = self.lane_size()
+        n = choose_lanes(self.device, len(units), unit_bytes, available_memory(self.device), unit_pixels=unit_pixels)
         if n < 2:
             return None
         import torch

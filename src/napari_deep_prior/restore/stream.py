@@ -21,6 +21,12 @@ from the first fitted plane's weights, passed from job to job), except that a pl
 whole-stack job makes from its total size (tiles forced by memory, a history dropped from
 memory) is made for one plane.  Memory holds one plane at a time: its input, mask, normalised copy, fit and result.
 
+On a multi-core CPU, planes small enough to be fitted on one thread (:mod:`.lanes`) run
+several at once, as a whole-stack job runs them: each plane's job in its own lane thread, the
+planes read, prepared and written in order on the caller's thread (with a warm start, once the
+first fitted plane has given its weights).  The result is the same; memory then holds up to
+twice as many planes as there are lanes.
+
 Examples
 --------
 >>> import numpy as np
@@ -57,6 +63,7 @@ from .camera import CameraModel
 from .degradations import Degradation
 from .fit import Step
 from .job import DIPOutput
+from .lanes import Lanes, choose_lanes
 
 __all__ = ["Scan", "StackJob", "memory_store"]
 
@@ -307,6 +314,7 @@ class StackJob:
         self._kept: tuple | None = None  # (plane, image, masks) read by the scan for the fit
         self._flat: dict[str, np.ndarray] = {}  # 2D masks, read once
         self._job = None  # the running plane's DIPJob
+        self.lanes = 1  # planes fitted at once (lanes: small planes on a multi-core CPU)
         self._plane = -1
         self._recent_layouts: dict[int, Any] = {}
         self.layout = None
@@ -419,15 +427,34 @@ class StackJob:
             yield from self._scan()
         else:
             self._check_plane_masks()
+        decided = False
         for p in range(self.n_planes):
-            if self._kept is not None and self._kept[0] == p:
-                _p, plane, masks = self._kept
-                self._kept = None
-            else:
-                plane, masks = self._read(p), self._masks(p)
-            yield from self._fit_plane(p, plane, masks)
+            plane, masks = self._take(p)
+            self._started[p] = True
+            job = self._prepare_plane(p, plane, masks, self._warm_state)
+            if job is None:
+                self._write_as_is(p, plane)
+                continue
             del plane, masks
+            if not decided and (not self.warm_start or self._warm_state is not None):
+                # the first plane to fit (after the warm start's first plane) decides whether
+                # the planes run in lanes: all planes have its size, network and plan
+                decided = True
+                n = self._choose_lanes(job, self.n_planes - p)
+                if n > 1:
+                    yield from self._fit_in_lanes(p, job, n)
+                    break
+            yield from self._fit_job(p, job)
+            del job
         return self.result()
+
+    def _take(self, p: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Plane ``p`` and its masks (the first plane is kept from the scan: read once)."""
+        if self._kept is not None and self._kept[0] == p:
+            _p, plane, masks = self._kept
+            self._kept = None
+            return plane, masks
+        return self._read(p), self._masks(p)
 
     def _no_holes(self) -> ParameterError:
         names = " / ".join(f"{{{n}}}" for n in self._mask_names)
@@ -467,32 +494,48 @@ class StackJob:
                 raise ParameterError("image has no finite value in any plane; nothing to restore")
             self.data_range = (lo, hi)
 
-    def _fit_plane(self, p: int, plane: np.ndarray, masks: dict[str, np.ndarray]):
-        self._started[p] = True
+    def _prepare_plane(self, p: int, plane: np.ndarray, masks: dict[str, np.ndarray], init_state):
+        """Plane ``p``'s :class:`~.job.DIPJob` (None: nothing to restore in it); errors name the plane."""
         if any(not m.any() for m in masks.values()):
-            # nothing to restore in this plane: its result is its input, as in a whole-stack job
-            self._write(p, plane.astype(self.result_dtype), None)
-            self._done[p] = True
-            return
+            return None  # its result is its input, as in a whole-stack job
         deg = self._cls(**{**self._fields, **masks})
         deg.stack_holes = self._holes
         try:
-            job = prepare(
+            return prepare(
                 deg,
                 plane,
                 data_range=self.data_range,
                 warm_start=self.warm_start,
-                init_state=self._warm_state,
+                init_state=init_state,
                 **self._kwargs,
             )
         except (ValueError, TypeError) as exc:
             _reraise_in_plane(exc, p, self.n_planes)
+
+    def _write_as_is(self, p: int, plane: np.ndarray) -> None:
+        self._write(p, plane.astype(self.result_dtype), None)
+        self._done[p] = True
+
+    def _begin(self, p: int, job) -> None:
+        """Plane ``p``'s job is the one running (progress, preview's layout, a cancel's estimate)."""
         self._job, self._plane = job, p
         self.layout = job.layout
         self._recent_layouts = {k: v for k, v in self._recent_layouts.items() if k == p - 1}
         self._recent_layouts[p] = job.layout
         if self.tiles is None and job.tiles is not None:
             self.tiles, self.regions = list(job.tiles), bool(job.regions)
+
+    def _finish(self, p: int, job, output: DIPOutput) -> None:
+        if self.warm_start and self._warm_state is None:
+            # every later plane starts from the first fitted plane's weights, as in a whole-stack job
+            self._warm_state = job.warm_state
+        self._write(p, output.image, output)
+        self._done[p] = True
+        self._job, self._plane = None, -1
+
+    def _fit_job(self, p: int, job):
+        """Run plane ``p``'s job here, relaying its Steps."""
+        self._begin(p, job)
         gen = job.steps()
         try:
             while True:
@@ -507,13 +550,69 @@ class StackJob:
             _reraise_in_plane(exc, p, self.n_planes)
         finally:
             gen.close()
-        if self.warm_start and self._warm_state is None:
-            # every later plane starts from the first fitted plane's weights, as in a whole-stack job
-            self._warm_state = job.warm_state
-        self._write(p, output.image, output)
-        self._done[p] = True
-        self._job, self._plane = None, -1
-        del output, job, gen
+        self._finish(p, job, output)
+
+    # ------------------------------------------------------------------ several planes at once
+    def _choose_lanes(self, job, n_planes: int) -> int:
+        """Lanes for the planes left (1: one plane at a time): small whole-plane fits on a
+        multi-core CPU only (:func:`~.lanes.choose_lanes`), as a whole-stack job runs them."""
+        if job.device.type != "cpu" or not _lane_job(job):
+            return 1
+        from ..device import available_memory
+
+        unit_bytes, unit_pixels = job.lane_size()
+        return choose_lanes(job.device, n_planes, unit_bytes, available_memory(job.device), unit_pixels=unit_pixels)
+
+    def _fit_in_lanes(self, p0: int, job0, n: int):
+        """Planes ``p0``... with up to ``n`` fitted at once, each plane's job in a lane thread.
+
+        Planes are read and prepared in order on this thread when a lane is free, and their
+        results are written in order: the output, history and warm start are those of one
+        plane at a time (each fit runs on one thread either way).  Only the awaited plane's
+        Steps are yielded.  A plane that cannot run in a lane (a plan with tiles) is fitted
+        here at its turn; an error is raised at its plane's turn, naming the plane.
+        """
+        import torch
+
+        first = {p0: job0}
+
+        def make_run(p: int, _tile, state) -> _PlaneRun:
+            if p in first:
+                return _PlaneRun(job=first.pop(p))
+            try:
+                plane, masks = self._take(p)
+                job = self._prepare_plane(p, plane, masks, state if self.warm_start else None)
+            except Exception as exc:  # raised at its turn, after the planes before it
+                return _PlaneRun(error=exc)
+            if job is None:
+                return _PlaneRun(plane=plane)
+            return _PlaneRun(job=job, here=not _lane_job(job))
+
+        units = [(p, None) for p in range(p0, self.n_planes)]
+        threads_before = torch.get_num_threads()
+        lanes = Lanes(units, make_run, n, warm_start=self.warm_start, init_state=self._warm_state)
+        self.lanes = n
+        try:
+            for p, _tile in units:
+                run = lanes.fit((p, None))
+                self._started[p] = True
+                if run.job is not None and not run.here:
+                    self._begin(p, run.job)
+                run = yield from lanes.result((p, None), lambda step, p=p: _plane_step(step, p, self.n_planes))
+                if run.error is not None:
+                    if isinstance(run.error, (ValueError, TypeError)) and run.job is not None:
+                        _reraise_in_plane(run.error, p, self.n_planes)
+                    raise run.error
+                if run.job is None:
+                    self._write_as_is(p, run.plane)
+                elif run.here:
+                    yield from self._fit_job(p, run.job)
+                else:
+                    self._finish(p, run.job, run.output)
+                del run
+        finally:
+            lanes.close()
+            torch.set_num_threads(threads_before)  # the lanes set their own count
 
     # ------------------------------------------------------------------ writing
     def _out_index(self, p: int) -> tuple:
@@ -618,8 +717,39 @@ class StackJob:
             tile_stop_iterations=[list(s) for s in self._tile_stops] if tiled else [],
             tile_iterations_run=[list(r) for r in self._tile_runs] if tiled else [],
             regions=self.regions,
+            lanes=self.lanes,
         )
 
 
 def _is_plane_mask(value, hw: tuple[int, ...]) -> bool:
     return not callable(value) and tuple(getattr(value, "shape", np.shape(value))) == tuple(hw)
+
+
+def _lane_job(job) -> bool:
+    """Whether ``job`` (one plane) is one small whole-plane fit, which runs in a lane."""
+    from ..device import SMALL_FIT_PIXELS
+
+    return job.tiles is None and len(job.units()) <= 1 and job.lane_size()[1] <= SMALL_FIT_PIXELS
+
+
+def _plane_step(step: Step, plane: int, n_planes: int) -> Step:
+    step.plane, step.n_planes = plane, n_planes
+    return step
+
+
+class _PlaneRun:
+    """A plane's work in :meth:`StackJob._fit_in_lanes`: its job (run in a lane, or ``here``
+    at its turn), or its input (nothing to restore), or the error its reading or fit raised."""
+
+    def __init__(self, job=None, plane=None, error: BaseException | None = None, here: bool = False):
+        self.job, self.plane, self.error, self.here = job, plane, error, here
+        self.output: DIPOutput | None = None
+
+    def steps(self):
+        if self.job is None or self.error is not None or self.here:
+            return self
+        try:
+            self.output = yield from self.job.steps()
+        except Exception as exc:  # raised at its plane's turn (an earlier plane may still be running)
+            self.error = exc
+        return self
