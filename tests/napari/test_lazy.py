@@ -20,6 +20,7 @@ from widget_helpers import run_widget as _run
 from napari_deep_prior._napari.restore.stores import STORE_KEY
 from napari_deep_prior._napari.widgets import DenoiseWidget, InpaintWidget
 from napari_deep_prior.provenance import LAYER_KEY
+from napari_deep_prior.restore.lanes import LANES_ENV
 
 da = pytest.importorskip("dask.array")
 zarr = pytest.importorskip("zarr")
@@ -417,7 +418,10 @@ def test_new_mask_of_a_stack_is_chunked_paintable_and_inpaints_lazily(make_napar
     assert isinstance(src.data, da.Array)
 
 
-def test_cancel_keeps_finished_planes_and_earlier_layers(make_napari_viewer, qtbot, small, notes):
+def test_cancel_keeps_finished_planes_and_earlier_layers(
+    make_napari_viewer, qtbot, small, notes, monkeypatch, lane_threads
+):
+    monkeypatch.setenv(LANES_ENV, "2")  # planes fitted two at a time: the cancel stops both lanes
     viewer = make_napari_viewer()
     viewer.add_image(dask_stack(ReadLog()), name="big", contrast_limits=(0, 1500))
     w = _widget(DenoiseWidget, viewer, small, first_plane=0, last_plane=1, history_every=0)
@@ -425,17 +429,22 @@ def test_cancel_keeps_finished_planes_and_earlier_layers(make_napari_viewer, qtb
     first = viewer.layers["big [DIP denoised]"]
     before = np.asarray(first.data).copy()
     w.last_plane.value = -1
+    w.iterations.value = 60  # fits still running in their lanes when the cancel is handled
     worker = w.run(start=False)
 
     def on_yield(step):
         if getattr(step, "iteration", 0) and step.plane >= 3:  # a fit's Step, not a Scan record
             w.cancel()
 
+    lanes_after_abort = []
     worker.yielded.connect(on_yield)
+    # connected after the widget's own handler: runs once the widget has read the estimate
+    worker.aborted.connect(lambda: lanes_after_abort.append(lane_threads()))
     with qtbot.waitSignal(worker.finished, timeout=RUN_TIMEOUT_MS):
         worker.start()
     qtbot.wait(20)
     assert not notes["error"], notes
+    assert lanes_after_abort == [[]]  # no fit ran on in a lane while the estimate was read
     results = [lyr for lyr in viewer.layers if lyr.metadata.get("dip_role") == "result"]
     assert len(results) == 2
     cancelled = results[-1]

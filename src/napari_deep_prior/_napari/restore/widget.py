@@ -940,6 +940,13 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
         if run is None:
             return
         run.cancelled = True
+        # the worker stopped between two steps without closing the core's generator: close it,
+        # so fits running in lane threads stop now and the running fit's estimate is read after
+        # its last step, not while a lane thread takes the next
+        try:
+            run.steps.close()
+        except ValueError:  # pragma: no cover - still executing: the worker never stops mid-step
+            pass
         if not self._alive():
             return
         started = run.job.started if run.store is not None else bool(run.job.fits)
