@@ -8,12 +8,15 @@ A stack of ``--planes`` (default 8) grey planes of ``--size`` px (default 128): 
 scikit-image's bundled images with Gaussian noise of sigma 25 (seed 0), denoised with the
 default preset (``--iterations`` steps each, default 200, the early stop off so that every
 plane costs the same and the runs are comparable; ``--early-stop`` keeps the preset's stops).
-Four ways, in this order, each timed from submission to the assembled output:
+Six ways, in this order, each timed from submission to the assembled output:
 
 - ``in-process, one at a time``: ``denoise(stack)`` here with ``NAPARI_DEEP_PRIOR_LANES=1``
   (a 128 px fit runs on one thread: the thread policy);
 - ``in-process, lanes``: ``denoise(stack)`` here as shipped: as many fits at once as torch has
   threads (``restore/lanes.py``);
+- ``plane by plane, one at a time`` and ``plane by plane, lanes``: the stack read and written
+  one plane at a time (``restore.stream.StackJob``: how the widget runs a dask / zarr layer and
+  the command line an OME-Zarr), with lanes off and as shipped;
 - ``1 worker``: ``denoise(stack, client=...)`` on a LocalCluster of one worker process with
   all the cores (its fits one at a time);
 - ``N workers``: a LocalCluster of ``--workers`` (default 2) processes of cores / N threads.
@@ -69,7 +72,19 @@ def warm_up() -> None:
     denoise(np.random.default_rng(0).random((64, 64)), iterations=5, seed=0, device="cpu")
 
 
-def timed(stack: np.ndarray, kw: dict, client=None, lanes: int | None = None) -> tuple[float, np.ndarray]:
+def plane_by_plane(stack: np.ndarray, kw: dict) -> np.ndarray:
+    """The stack through :class:`~napari_deep_prior.restore.stream.StackJob` (read and written
+    one plane at a time)."""
+    from napari_deep_prior.arrays import drive
+    from napari_deep_prior.restore.degradations import Identity
+    from napari_deep_prior.restore.stream import StackJob
+
+    return np.asarray(drive(StackJob(Identity, stack, **kw).steps()).image)
+
+
+def timed(
+    stack: np.ndarray, kw: dict, client=None, lanes: int | None = None, stream: bool = False
+) -> tuple[float, np.ndarray]:
     from napari_deep_prior import denoise
     from napari_deep_prior.restore.lanes import LANES_ENV
 
@@ -81,7 +96,7 @@ def timed(stack: np.ndarray, kw: dict, client=None, lanes: int | None = None) ->
         os.environ[LANES_ENV] = str(lanes)
     try:
         t0 = time.perf_counter()
-        out = denoise(stack, client=client, **kw)
+        out = plane_by_plane(stack, kw) if stream else denoise(stack, client=client, **kw)
         return time.perf_counter() - t0, out
     finally:
         os.environ.pop(LANES_ENV, None)
@@ -107,20 +122,26 @@ def main(argv=None) -> int:
         iterations=args.iterations, early_stop=None if args.early_stop else False, seed=0, device="cpu", history_every=0
     )
     cores = os.cpu_count() or 1
-    ways = ["in-process, one at a time", "in-process, lanes"] + [
+    local = [
+        ("in-process, one at a time", 1, False),
+        ("in-process, lanes", None, False),
+        ("plane by plane, one at a time", 1, True),
+        ("plane by plane, lanes", None, True),
+    ]
+    ways = [w for w, _lanes, _stream in local] + [
         f"{n} worker{'s' if n > 1 else ''} ({max(1, cores // n)} threads each)" for n in (1, args.workers)
     ]
     times: dict[str, list[float]] = {w: [] for w in ways}
     identical = {w: True for w in ways}
     ref = None
     for rep in range(args.repeats):  # the ways in turn, so that a slow spell of the machine hits all
-        for way, lanes in zip(ways[:2], (1, None), strict=True):
-            t, out = timed(stack, kw, lanes=lanes)
+        for way, lanes, stream in local:
+            t, out = timed(stack, kw, lanes=lanes, stream=stream)
             ref = out if ref is None else ref
             times[way].append(t)
             identical[way] &= bool(np.array_equal(out, ref))
             print(f"[{rep + 1}] {way}: {t:.1f} s", flush=True)
-        for way, n in zip(ways[2:], (1, args.workers), strict=True):
+        for way, n in zip(ways[len(local) :], (1, args.workers), strict=True):
             client = start_client(workers=n)
             try:
                 t, out = timed(stack, kw, client)
@@ -146,7 +167,7 @@ def main(argv=None) -> int:
             f"| {r['way']} | {r['wall_s']:.1f} | {r['planes_per_min']:.2f} | {r['speedup']:.2f} | "
             f"{'yes' if r['identical'] else 'NO'} |"
         )
-    overhead = rows[2]["wall_s"] / base - 1
+    overhead = rows[len(local)]["wall_s"] / base - 1
     print(f"\noverhead of the distributed path on 1 worker: {100 * overhead:+.1f} %")
     if args.out:
         record = {

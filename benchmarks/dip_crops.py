@@ -7,8 +7,9 @@ Usage::
 
 Each Set9 image (centred crop of ``--size``, sigma 25, numpy seed 0 as in ``dip_speed.py``) is
 denoised with the default preset and with each ``--variant`` (``default`` or ``key=value``
-overrides of the preset's network: ``upsample=nearest``, ``upsample=mixed``, ...), each run to
-its own stop.  A ``--zoom``-times enlarged (nearest-neighbour, so every pixel is a block) window
+overrides of the preset's network: ``upsample=nearest``, ``upsample=mixed``, ..., or
+``tile_size=N``: the default with that tile size, 0 for one whole-plane fit), each run to its
+own stop.  A ``--zoom``-times enlarged (nearest-neighbour, so every pixel is a block) window
 of ``--window`` pixels at the crop's centre is cut from the noisy input, every result and the
 clean image, and the rows (one per image) are written as one PNG with a label strip; PSNR and
 stop of every result are printed, with its 2x2-block ratio (:func:`block_ratio`: 1 = no grid;
@@ -66,7 +67,13 @@ def main(argv=None) -> None:
     ap.add_argument("--window", type=int, default=48, help="side of the zoomed window in pixels")
     ap.add_argument("--zoom", type=int, default=4)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--save", type=Path, help="folder for every result (full size, float32 .npy)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     import imageio.v3 as iio
 
@@ -82,18 +89,29 @@ def main(argv=None) -> None:
         tiles = [("noisy", noisy)]
         for v in variants:
             params = get_preset("denoise")
+            job = {}
             if v != "default":
                 key, _, val = v.partition("=")
-                params = params.replace(net=replace(params.net, **{key: val}))
+                if key == "tile_size":
+                    job["tile_size"] = int(val)
+                else:
+                    params = params.replace(net=replace(params.net, **{key: val}))
             t0 = time.perf_counter()
-            out, res = denoise(noisy, channel_axis=-1, params=params, seed=0, return_history=True)
+            out, res = denoise(noisy, channel_axis=-1, params=params, seed=0, return_history=True, **job)
             fit = res.fits[0]
+            stops = f"tiles {res.tile_stop_iterations[0]}" if res.tiles else f"stop {fit.iteration} ({fit.stop_reason})"
             print(
-                f"{name} {v}: {psnr(gt, out):.2f} dB, stop {fit.iteration} ({fit.stop_reason}), "
+                f"{name} {v}: {psnr(gt, out):.2f} dB, {stops}, "
                 f"{time.perf_counter() - t0:.0f} s, block ratio {block_ratio(out):.3f} "
                 f"(clean {block_ratio(gt):.3f}, noisy {block_ratio(noisy):.3f})",
                 flush=True,
             )
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                tag = v.replace("=", "-")
+                np.save(args.save / f"{name}-{tag}.npy", np.asarray(out, np.float32))
+                if v == variants[0]:
+                    np.save(args.save / f"{name}-noisy.npy", noisy)
             tiles.append((f"{v.split('=')[-1]} {psnr(gt, out):.2f} dB", out))
         tiles.append(("clean", gt))
         c, w = args.size // 2, args.window // 2
