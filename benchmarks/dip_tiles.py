@@ -7,9 +7,12 @@ Usage::
     python benchmarks/dip_tiles.py --data PATH --size 512 --tile 288 --compare --images F16,kodim02
 
 Without ``--data`` the image is scikit-image's astronaut, resized to ``--size`` squared; with
-``--data`` the centred ``--size`` crops of the Set9 images (``--images``).  Gaussian noise,
-sigma = 25, seed 0.  ``denoise`` runs with the default preset and automatic tiling (or
-``--tile``); ``--compare`` also runs the same image as one whole-image fit (the control).
+``--data`` the centred ``--size`` crops of the Set9 images (``--images``; ``--set12``: of the
+Set12 images, grey).  Gaussian noise, sigma = 25, seed 0; or with ``--poisson PEAK`` photon
+counts (the clean image times PEAK, Poisson-drawn, seed 0) denoised with ``loss="poisson"``
+(PSNR of the returned rate divided by PEAK).  ``denoise`` runs with the default preset and
+automatic tiling (or ``--tile``); ``--compare`` also runs the same image as one whole-image
+fit (``tile_size=0``, the control).
 Reported per image: the memory a single fit would need (the estimate that triggers tiling),
 the tiles, wall time, steps (per tile), peak memory growth of the process, PSNR, and the
 **seam test**: the mean absolute difference between neighbouring pixels of (output - clean) —
@@ -70,13 +73,17 @@ def inputs(args):
         items = [("astronaut", clean)]
     else:
         names = args.images.split(",")
-        items = [(n, crop(load(Path(args.data) / "set9" / f"{n}.png"), args.size)) for n in names]
+        folder = "set12" if args.set12 else "set9"
+        items = [(n, crop(load(Path(args.data) / folder / f"{n}.png"), args.size)) for n in names]
     for name, clean in items:
         if args.grey and clean.ndim == 3:
             clean = clean.mean(-1)
         clean = clean.astype(np.float32)
         rng = np.random.default_rng(0)
-        noisy = np.clip(clean + rng.normal(0, SIGMA, clean.shape), 0, 1).astype(np.float32)
+        if args.poisson:
+            noisy = rng.poisson(clean * args.poisson).astype(np.float32)
+        else:
+            noisy = np.clip(clean + rng.normal(0, SIGMA, clean.shape), 0, 1).astype(np.float32)
         yield name, clean, noisy
 
 
@@ -102,6 +109,7 @@ def run(noisy, args, tile_size):
             channel_axis=None if noisy.ndim == 2 else -1,
             seed=args.seed,
             iterations=args.iterations,
+            loss="poisson" if args.poisson else None,
             tile_size=tile_size,
             history_every=0,
             return_history=True,
@@ -121,6 +129,8 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=None, help="folder with set9/ (default: the astronaut)")
     ap.add_argument("--images", default="F16,kodim02", help="Set9 images, comma-separated (with --data)")
     ap.add_argument("--grey", action="store_true", help="grey instead of RGB")
+    ap.add_argument("--set12", action="store_true", help="--images are Set12 images (grey)")
+    ap.add_argument("--poisson", type=float, default=None, help="photon counts of this peak instead of sigma 25")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lanes", type=int, default=None, help="fits at once (default: automatic; 1: one at a time)")
     ap.add_argument("--out", type=Path, default=None)
@@ -141,9 +151,12 @@ def main(argv=None):
     for name, clean, noisy in inputs(args):
         h, w = clean.shape[:2]
         c = 1 if clean.ndim == 2 else clean.shape[-1]
-        need = estimate_fit_bytes(get_preset("denoise"), h, w, c)
+        preset = get_preset("denoise-poisson" if args.poisson else "denoise")
+        need = estimate_fit_bytes(preset, h, w, c)
         print(f"{name} {h}x{w}x{c}: one fit would need about {need / 2**30:.2f} GiB", flush=True)
         out, full, wall, peak = run(noisy, args, args.tile)
+        scale = args.poisson or 1.0  # counts -> the clean image's range
+        out, noisy = out / scale, noisy / scale
         tiles = full.tiles or [(0, h, 0, w)]
         side = tiles[0][1] - tiles[0][0]
         rec = {
@@ -153,7 +166,7 @@ def main(argv=None):
             "single_fit_estimate_gib": need / 2**30,
             "tiles": len(tiles),
             "tile_side": side,
-            "tile_estimate_gib": estimate_fit_bytes(get_preset("denoise"), side, side, c) / 2**30,
+            "tile_estimate_gib": estimate_fit_bytes(preset, side, side, c) / 2**30,
             "wall_s": wall,
             "peak_memory_gib": peak / 2**30,
             "input_psnr": psnr(clean, noisy),
@@ -170,7 +183,8 @@ def main(argv=None):
             flush=True,
         )
         if args.compare:
-            w_out, w_full, w_wall, w_peak = run(noisy, args, None)
+            w_out, w_full, w_wall, w_peak = run(noisy * scale, args, 0)
+            w_out = w_out / scale
             if w_full.tiles:
                 raise SystemExit(f"the control of {name} was tiled by the planner ({len(w_full.tiles)} tiles)")
             rec["whole"] = {
@@ -190,7 +204,8 @@ def main(argv=None):
         records.append(rec)
         meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "lanes": args.lanes}
         meta["machine"] = platform.processor() or platform.machine()
-        path.write_text(json.dumps({"meta": meta, "iterations": args.iterations, "images": records}, indent=1))
+        record = {"meta": meta, "iterations": args.iterations, "poisson_peak": args.poisson, "images": records}
+        path.write_text(json.dumps(record, indent=1))
     print(json.dumps(records, indent=1))
     print(f"wrote {path}")
 
