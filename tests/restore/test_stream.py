@@ -3,6 +3,8 @@ whole-stack job (prepare of the array in memory)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -304,3 +306,43 @@ def test_a_plane_error_in_lanes_names_the_plane_after_the_planes_before_it(monke
         drive(job.steps())
     assert job.lanes == 2 and job.planes_written == 3
     assert not lane_threads()
+
+
+def test_a_plane_that_cannot_run_in_a_lane_is_fitted_at_its_turn(monkeypatch, tiny_params, lane_threads):
+    """A plane whose plan is not one small fit (here: declared so) runs on the caller's thread
+    at its turn, while the lanes go on; the result is still that of one plane at a time."""
+    from napari_deep_prior.restore import stream
+
+    stack = _stack(n=5)
+    params = tiny_params.replace(iterations=12, history_every=4)
+    monkeypatch.setenv(LANES_ENV, "1")
+    one, _src, _items = _lazy(Identity, stack, params)
+    monkeypatch.setenv(LANES_ENV, "2")
+    real, calls, here = stream._lane_job, [], []
+
+    def lane_job(job):
+        calls.append(job)
+        if len(calls) == 3:  # the lanes' choice, then planes 1 and 2 as they are prepared
+            here.append(job)
+            return False
+        return real(job)
+
+    monkeypatch.setattr(stream, "_lane_job", lane_job)
+    threads = []
+    monkeypatch.setattr(stream.StackJob, "_fit_job", _recording(stream.StackJob._fit_job, threads))
+    out, _src, items = _lazy(Identity, stack, params)
+    assert out.lanes == 2 and len(here) == 1
+    assert threads == [(2, threading.get_ident())]  # plane 2 alone was fitted here, on this thread
+    np.testing.assert_array_equal(out.image, one.image)
+    np.testing.assert_array_equal(out.history, one.history)
+    planes = [i.plane for i in items if not isinstance(i, Scan)]
+    assert planes == sorted(planes) and set(planes) == set(range(5))
+    assert not lane_threads()
+
+
+def _recording(method, calls: list):
+    def wrapper(self, p, job):
+        calls.append((p, threading.get_ident()))
+        return (yield from method(self, p, job))
+
+    return wrapper
