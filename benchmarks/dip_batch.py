@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--early-stop", action="store_true", help="keep the preset's early stop")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="runs of each way, in turn; the fastest counts")
+    ap.add_argument("--no-cluster", action="store_true", help="only the ways in this process")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -128,8 +129,9 @@ def main(argv=None) -> int:
         ("plane by plane, one at a time", 1, True),
         ("plane by plane, lanes", None, True),
     ]
+    clusters = [] if args.no_cluster else [1, args.workers]
     ways = [w for w, _lanes, _stream in local] + [
-        f"{n} worker{'s' if n > 1 else ''} ({max(1, cores // n)} threads each)" for n in (1, args.workers)
+        f"{n} worker{'s' if n > 1 else ''} ({max(1, cores // n)} threads each)" for n in clusters
     ]
     times: dict[str, list[float]] = {w: [] for w in ways}
     identical = {w: True for w in ways}
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
             times[way].append(t)
             identical[way] &= bool(np.array_equal(out, ref))
             print(f"[{rep + 1}] {way}: {t:.1f} s", flush=True)
-        for way, n in zip(ways[len(local) :], (1, args.workers), strict=True):
+        for way, n in zip(ways[len(local) :], clusters, strict=True):
             client = start_client(workers=n)
             try:
                 t, out = timed(stack, kw, client)
@@ -167,8 +169,9 @@ def main(argv=None) -> int:
             f"| {r['way']} | {r['wall_s']:.1f} | {r['planes_per_min']:.2f} | {r['speedup']:.2f} | "
             f"{'yes' if r['identical'] else 'NO'} |"
         )
-    overhead = rows[len(local)]["wall_s"] / base - 1
-    print(f"\noverhead of the distributed path on 1 worker: {100 * overhead:+.1f} %")
+    overhead = rows[len(local)]["wall_s"] / base - 1 if clusters else None
+    if clusters:
+        print(f"\noverhead of the distributed path on 1 worker: {100 * overhead:+.1f} %")
     if args.out:
         record = {
             "args": vars(args) | {"out": str(args.out)},
