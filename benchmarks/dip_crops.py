@@ -112,7 +112,8 @@ def main(argv=None) -> None:
                 np.save(args.save / f"{name}-{tag}.npy", np.asarray(out, np.float32))
                 if v == variants[0]:
                     np.save(args.save / f"{name}-noisy.npy", noisy)
-            tiles.append((f"{v.split('=')[-1]} {psnr(gt, out):.2f} dB", out))
+            label = "whole plane" if v == "tile_size=0" else v.split("=")[-1]
+            tiles.append((f"{label} {psnr(gt, out):.2f} dB", out))
         tiles.append(("clean", gt))
         c, w = args.size // 2, args.window // 2
         row = []
