@@ -62,7 +62,7 @@ from .api import _check_noise_sigma, _resolve_params, prepare
 from .camera import CameraModel
 from .degradations import Degradation
 from .fit import Step
-from .job import DIPOutput
+from .job import DIPOutput, _label
 from .lanes import Lanes, choose_lanes
 
 __all__ = ["Scan", "StackJob", "memory_store"]
@@ -598,7 +598,8 @@ class StackJob:
                 self._started[p] = True
                 if run.job is not None and not run.here:
                     self._begin(p, run.job)
-                run = yield from lanes.result((p, None), lambda step, p=p: _plane_step(step, p, self.n_planes))
+                fields = {"plane": p, "n_planes": self.n_planes}
+                run = yield from lanes.result((p, None), lambda step, fields=fields: _label(step, None, fields))
                 if run.error is not None:
                     if isinstance(run.error, (ValueError, TypeError)) and run.job is not None:
                         _reraise_in_plane(run.error, p, self.n_planes)
@@ -730,11 +731,6 @@ def _lane_job(job) -> bool:
     from ..device import SMALL_FIT_PIXELS
 
     return job.tiles is None and len(job.units()) <= 1 and job.lane_size()[1] <= SMALL_FIT_PIXELS
-
-
-def _plane_step(step: Step, plane: int, n_planes: int) -> Step:
-    step.plane, step.n_planes = plane, n_planes
-    return step
 
 
 class _PlaneRun:
