@@ -5,6 +5,7 @@ Usage::
     python benchmarks/dip_tiles.py --size 4096 --iterations 30
     python benchmarks/dip_tiles.py --size 512 --tile 288 --compare            # seam check, with control
     python benchmarks/dip_tiles.py --data PATH --size 512 --tile 288 --compare --images F16,kodim02
+    python benchmarks/dip_tiles.py --data PATH --size 512 --warm-start      # tiles 2.. from tile 1
 
 Without ``--data`` the image is scikit-image's astronaut, resized to ``--size`` squared; with
 ``--data`` the centred ``--size`` crops of the Set9 images (``--images``; ``--set12``: of the
@@ -115,6 +116,7 @@ def run(noisy, args, tile_size):
             return_history=True,
             callback=progress,
             device="cpu",
+            warm_start=args.warm_start,
         )
         wall = time.perf_counter() - t0
     return out, full, wall, mem.peak
@@ -132,6 +134,9 @@ def main(argv=None):
     ap.add_argument("--set12", action="store_true", help="--images are Set12 images (grey)")
     ap.add_argument("--poisson", type=float, default=None, help="photon counts of this peak instead of sigma 25")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--warm-start", action="store_true", help="tiles after the first start from its weights (warm_start=True)"
+    )
     ap.add_argument("--lanes", type=int, default=None, help="fits at once (default: automatic; 1: one at a time)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -203,6 +208,7 @@ def main(argv=None):
             )
         records.append(rec)
         meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "lanes": args.lanes}
+        meta["warm_start"] = args.warm_start
         meta["machine"] = platform.processor() or platform.machine()
         record = {"meta": meta, "iterations": args.iterations, "poisson_peak": args.poisson, "images": records}
         path.write_text(json.dumps(record, indent=1))
