@@ -75,6 +75,13 @@ def _params(preset: str, sets: list[str], steps: int):
     )
 
 
+def noisy_crop(data: Path, name: str, size: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy): the centred ``size`` crop of a Set9 image and its Gaussian noise (seed 0), clipped."""
+    clean = crop(load(data / "set9" / f"{name}.png"), size)
+    rng = np.random.default_rng(0)
+    return clean, np.clip(clean + rng.normal(0.0, sigma, clean.shape), 0, 1).astype(np.float32)
+
+
 def record(args) -> None:
     import torch
 
@@ -94,9 +101,7 @@ def record(args) -> None:
         "images": [],
     }
     for name in names:
-        gt = crop(load(Path(args.data) / "set9" / f"{name}.png"), args.size)
-        rng = np.random.default_rng(0)
-        noisy = np.clip(gt + rng.normal(0.0, args.sigma / 255.0, gt.shape), 0, 1).astype(np.float32)
+        gt, noisy = noisy_crop(Path(args.data), name, args.size, args.sigma / 255.0)
         sigma_hat = estimate_noise_sigma(noisy)  # the estimate the noise-level stop uses
         t0 = time.perf_counter()
         fit = DIPFit(noisy, params=params, device=torch.device("cpu"), seed=args.seed)

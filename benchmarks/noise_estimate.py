@@ -38,8 +38,7 @@ import numpy as np
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dip_quality import crop, load
-from dip_stoprules import SET9, at, rule_es, rule_loss_discrepancy
+from dip_stoprules import SET9, at, noisy_crop, rule_es, rule_loss_discrepancy
 
 SIZES = (128, 256, 512)
 
@@ -66,13 +65,6 @@ def clip_corrected(noisy: np.ndarray, sigma_hat: float, k: int = 5) -> float:
     mean_clipped = grid * (norm.cdf(b) - norm.cdf(a)) + sigma_hat * (norm.pdf(a) - norm.pdf(b)) + norm.sf(b)
     mu = uniform_filter(noisy.astype(np.float64), (k, k, 1), mode="reflect")
     return clipped_noise_power(np.clip(np.interp(mu, mean_clipped, grid), 0, 1), sigma_hat)
-
-
-def noisy_crop(data: Path, name: str, size: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    clean = crop(load(data / "set9" / f"{name}.png"), size)
-    rng = np.random.default_rng(0)
-    noisy = np.clip(clean + rng.normal(0.0, sigma, clean.shape), 0, 1).astype(np.float32)
-    return clean, noisy
 
 
 def estimate_table(data: Path, sigmas: list[float]) -> None:
