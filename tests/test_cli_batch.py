@@ -6,7 +6,6 @@ Real files in tmp_path, tiny images and 3 iterations: every run is a real (short
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -19,14 +18,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from child_signals import SIGINT_DEFAULT
 from napari_deep_prior import cli
 from napari_deep_prior.io import read_history_tiff, read_image, read_image_meta, write_image
 
 FAST = ["--iterations", "3", "--history-every", "0", "-q"]
-
-# signal tests: the child's Ctrl-C as in a terminal, even when these tests run in the background
-# (a background shell job starts with SIGINT ignored, and Python keeps it ignored)
-_SIGINT_DEFAULT = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
 
 
 def _grey(seed: int, shape=(24, 24)) -> np.ndarray:
@@ -587,7 +583,7 @@ def _batch_process(d: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        preexec_fn=_SIGINT_DEFAULT,
+        preexec_fn=SIGINT_DEFAULT,
     )
 
 

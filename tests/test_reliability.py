@@ -8,7 +8,6 @@ fit never started.  Signals during a fit and during a write run the CLI in a rea
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import signal
 import struct
@@ -26,14 +25,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from child_signals import SIGINT_DEFAULT
 from napari_deep_prior import cli
 from napari_deep_prior.io import read_history_tiff
 
 FAST = ["--iterations", "20", "-q"]
-
-# signal tests: the child's Ctrl-C as in a terminal, even when these tests run in the background
-# (a background shell job starts with SIGINT ignored, and Python keeps it ignored)
-_SIGINT_DEFAULT = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -392,7 +388,7 @@ def test_signal_during_the_write_keeps_the_old_file(tmp_path, signum, rc):
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
-        preexec_fn=_SIGINT_DEFAULT,
+        preexec_fn=SIGINT_DEFAULT,
     )
     _wait_for(proc, "WRITING")
     proc.send_signal(signum)
@@ -413,7 +409,7 @@ def _fit_process(d: Path, extra=()):
         stderr=subprocess.STDOUT,
         text=True,
         env=_env(),
-        preexec_fn=_SIGINT_DEFAULT,
+        preexec_fn=SIGINT_DEFAULT,
     )
 
 
@@ -453,7 +449,7 @@ def test_second_ctrl_c_during_the_write_exits_without_writing(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
         env=_env(),
-        preexec_fn=_SIGINT_DEFAULT,
+        preexec_fn=SIGINT_DEFAULT,
     )
     _wait_for(proc, "it 1")
     proc.send_signal(signal.SIGINT)
