@@ -712,27 +712,3 @@ def test_noise_level_field(make_napari_viewer, tiny_params, grey_image):
     assert w.noise_sigma.enabled
     inpaint = InpaintWidget(viewer)
     assert not inpaint._has("noise_sigma")  # inpainting has no noise-level stop
-
-
-def test_inpaint_scattered_mask_runs_its_own_default_and_says_so(make_napari_viewer, qtbot, tiny_params, notes):
-    """With the "inpaint" preset chosen, half the pixels missing at random run "inpaint-scattered"
-    (the fields' and the test network's own settings kept): the status says so and the result's
-    provenance records it."""
-    from napari_deep_prior.provenance import LAYER_KEY
-
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:64, 0:64] / 63.0
-    img = (255 * (0.5 + 0.3 * np.sin(4 * x) * np.cos(3 * y))).astype(np.uint8)
-    mask = (rng.random(img.shape) < 0.5).astype(np.uint8)
-    viewer.add_image(np.where(mask > 0, 0, img).astype(np.uint8), name="sparse")
-    viewer.add_labels(mask, name="missing")
-    w = _widget(InpaintWidget, viewer, tiny_params)
-    assert w.preset.value == "inpaint"
-    _run(qtbot, w)
-    assert not notes["error"], notes
-    assert "scattered missing pixels: fitted with the inpaint-scattered preset" in w.status.value
-    prov = viewer.layers["sparse [DIP inpainted]"].metadata[LAYER_KEY]
-    assert prov["preset"] == "inpaint-scattered" and prov["params_changed"]["channels_down"] == [16] * 3
-    res = viewer.layers["sparse [DIP inpainted]"].data
-    np.testing.assert_array_equal(res[mask == 0], img[mask == 0])  # known pixels (held-out ones too) as given
