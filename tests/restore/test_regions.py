@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from napari_deep_prior.restore.api import inpaint, prepare_inpaint
-from napari_deep_prior.restore.presets import get_preset
-from napari_deep_prior.restore.regions import default_margin, plan_hole_regions, regions_cost, scattered_holes
+from napari_deep_prior.restore.regions import default_margin, plan_hole_regions, regions_cost
 from napari_deep_prior.restore.tiles import TileBlender
 
 
@@ -188,67 +187,3 @@ def test_hole_at_the_image_border_rgb(fast):
     assert y0 == 0 and x1 == 128
     assert out.image.dtype == np.uint8
     assert np.array_equal(out.image[~mask], u8[~mask])
-
-
-# -- scattered masks: their own default preset ------------------------------------------------
-
-
-def _text_like(h=256, w=256):
-    """Thin strokes (3 px) over a few % of the image, like text over a photograph."""
-    holes = np.zeros((h, w), bool)
-    for y in range(20, h - 20, 24):
-        holes[y : y + 3, 16 : w - 16 : 2] = True
-        holes[y - 6 : y + 3, 16 : w - 16 : 16] = True
-    return holes
-
-
-def test_scattered_holes_tells_missing_pixels_from_shapes():
-    rng = np.random.default_rng(0)
-    assert scattered_holes(rng.random((128, 128)) < 0.5)  # half the pixels missing at random
-    assert scattered_holes(rng.random((128, 128)) < 0.25)
-    assert scattered_holes(rng.random((3, 64, 64)) < 0.5)  # a stack's holes: any plane's
-    assert not scattered_holes(rng.random((128, 128)) < 0.1)  # too few to be "missing pixels"
-    text = _text_like()
-    assert 0.02 < text.mean() < 0.2 and not scattered_holes(text)
-    block = np.zeros((128, 128), bool)
-    block[16:112, 16:112] = True  # 56 % of the image, one big hole
-    assert not scattered_holes(block)
-    assert not scattered_holes(np.zeros((32, 32), bool)) and not scattered_holes(np.ones((32, 32), bool))
-    with pytest.raises(ValueError, match="holes must be"):
-        scattered_holes(np.zeros(10, bool))
-
-
-def test_a_scattered_mask_switches_the_default_to_the_held_out_stop(fast):
-    img = _image(64, 64)
-    mask = np.random.default_rng(0).random(img.shape) < 0.5
-    job = prepare_inpaint(img, mask, seed=0, device="cpu")
-    assert job.preset == "inpaint-scattered" and job.params == get_preset("inpaint-scattered")
-    assert job.params.es_holdout > 0 and job.notes[0].startswith("scattered missing pixels: fitted with")
-    # the run's own settings are kept, what it took from "inpaint" comes from "inpaint-scattered"
-    mine = get_preset("inpaint").replace(iterations=40, lr=0.02)
-    job = prepare_inpaint(img, mask, preset="inpaint", params=mine, seed=0, device="cpu")
-    assert job.params == get_preset("inpaint-scattered").replace(iterations=40, lr=0.02)
-    held = get_preset("inpaint").replace(es_holdout=0.2)
-    assert prepare_inpaint(img, mask, params=held, seed=0, device="cpu").params.es_holdout == 0.2
-    # another preset, or a mask of shapes: as asked
-    job = prepare_inpaint(img, mask, preset="restore-missing-pixels", seed=0, device="cpu")
-    assert job.preset == "restore-missing-pixels" and job.params == get_preset("restore-missing-pixels")
-    box = np.zeros(img.shape, bool)
-    box[20:30, 20:30] = True
-    job = prepare_inpaint(img, box, seed=0, device="cpu")
-    assert job.preset == "inpaint" and job.params == get_preset("inpaint") and not job.params.es_holdout
-
-
-def test_a_scattered_mask_is_stopped_by_its_held_out_pixels(tiny_params):
-    img = _image(64, 64)
-    mask = np.random.default_rng(0).random(img.shape) < 0.5
-    base = get_preset("inpaint")
-    # the tiny network, with the default's stop settings, left at "inpaint"'s values
-    params = base.replace(net=tiny_params.net, iterations=300, es_patience=60, es_start=20, history_every=0)
-    out, res = inpaint(img, mask, params=params, preset="inpaint", seed=0, device="cpu", return_history=True)
-    fit = res.fits[0]
-    assert res.notes[0].startswith("scattered missing pixels") and len(fit.holdout_mse)
-    # the estimate returned is the one with the least error on the held-out pixels
-    assert fit.iteration == fit.holdout_mse[np.argmin(fit.holdout_mse[:, 1]), 0]
-    assert fit.stop_reason in ("held-out minimum", None)
-    assert np.array_equal(out[~mask], img[~mask])  # known pixels (held-out ones too) as given

@@ -12,7 +12,6 @@ from napari_deep_prior.arrays import drive
 from napari_deep_prior.restore.api import prepare
 from napari_deep_prior.restore.degradations import Downsample, Identity, Mask
 from napari_deep_prior.restore.lanes import LANES_ENV
-from napari_deep_prior.restore.presets import get_preset
 from napari_deep_prior.restore.stream import Scan, StackJob
 
 
@@ -347,28 +346,3 @@ def _recording(method, calls: list):
         return (yield from method(self, p, job))
 
     return wrapper
-
-
-@pytest.mark.parametrize("shapes_in_plane_2", [False, True])
-def test_scattered_masks_choose_the_same_default_as_the_whole_stack_job(tiny_params, shapes_in_plane_2):
-    """The default preset follows every plane's holes (scattered missing pixels: "inpaint-scattered",
-    with its held-out stop), whether the stack is read plane by plane or whole."""
-    stack = _stack(n=3, size=64).astype(np.float32)
-    mask = np.random.default_rng(3).random((3, 64, 64)) < 0.5
-    mask[1] = False  # a plane without holes does not count
-    if shapes_in_plane_2:
-        mask[2] = False
-        mask[2, 20:40, 20:40] = True
-    params = tiny_params.replace(iterations=20, history_every=0)
-    job = prepare(Mask(mask), stack, params=params, seed=5, device="cpu")
-    assert job.preset == ("inpaint" if shapes_in_plane_2 else "inpaint-scattered")
-    assert job.params.es_holdout == (0.0 if shapes_in_plane_2 else get_preset("inpaint-scattered").es_holdout)
-    whole = drive(job.steps())
-    src = CountingArray(stack)
-    lazy = StackJob(Mask, src, fields={"mask": mask}, params=params, seed=5, device="cpu")
-    out = drive(lazy.steps())
-    np.testing.assert_array_equal(out.image, whole.image)
-    held = [f.holdout_mse is not None for f in out.fits if f is not None]
-    assert held == [not shapes_in_plane_2] * 2
-    assert (lazy.preset, lazy.params) == (job.preset, job.params)  # what the provenance records
-    assert out.notes == whole.notes

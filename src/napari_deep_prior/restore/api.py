@@ -21,7 +21,6 @@ The input array is never modified.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -93,22 +92,6 @@ def _resolve_params(
             raise ParameterError(f"{{iterations}} must be a positive integer, got {it}")
         changes["iterations"] = int(it)
     return (p.replace(**changes) if changes else p), name
-
-
-def _switch_preset(p: DIPParams, base: DIPParams, target: DIPParams) -> DIPParams:
-    """``p`` with every setting it leaves at ``base``'s value set to ``target``'s.
-
-    The run's own choices (the iterations, learning rate, network, ... given as options, in
-    ``params`` or in the widget's fields) are kept; what the run took from the default preset
-    comes from the data's own default instead
-    (:meth:`~.degradations.Degradation.bound_default_preset`).  The network is one setting.
-    """
-    changes = {
-        f.name: getattr(target, f.name)
-        for f in dataclasses.fields(p)
-        if getattr(p, f.name) == getattr(base, f.name) and getattr(base, f.name) != getattr(target, f.name)
-    }
-    return dataclasses.replace(p, **changes) if changes else p
 
 
 def _check_noise_sigma(noise_sigma, degradation: Degradation, p: DIPParams) -> float | None:
@@ -252,13 +235,6 @@ def prepare(
     c_fit = c - 1 if alpha else c
     n_planes = int(np.prod(arr.shape[:-3], dtype=np.int64))
     degradation.bind(image.shape, arr.shape[:-1], n_planes)
-    own_default = ""  # a note when the data chose the default preset
-    if preset_name == degradation.default_preset:
-        # the default for this data (scattered missing pixels: their own preset)
-        own, why = degradation.bound_default_preset()
-        if own != preset_name:
-            p, preset_name = _switch_preset(p, get_preset(preset_name), get_preset(own)), own
-            own_default = f"{why}: fitted with the {own} preset (the default for such data)"
     dev = resolve_device(device)
     tiles, overlap, fit_params, notes = plan_tiles_for(
         p, degradation, h, w, c_fit, n_planes, dev, tile_size, tile_overlap
@@ -270,8 +246,6 @@ def prepare(
     )
     if regions is not None:  # fit only the neighbourhoods of the holes
         tiles, overlap, notes = regions[0], None, regions[1] + notes
-    if own_default:
-        notes = [own_default] + notes
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera, data_range=data_range)
     else:

@@ -193,15 +193,6 @@ class Degradation:
     def default_preset(self) -> str:
         return self.presets[0]
 
-    def bound_default_preset(self) -> tuple[str, str]:
-        """The default preset for this bound degradation's own data (after :meth:`bind`), and why.
-
-        When a run asks for :attr:`default_preset`, :func:`~.api.prepare` takes the settings it
-        left at that preset's values from this one instead: a task whose best default depends
-        on its data (the mask of an inpainting) says so here, with a few words on the data.
-        """
-        return self.default_preset, ""
-
     @property
     def scale(self) -> int:
         """Side of the result per side of the input."""
@@ -277,7 +268,6 @@ class Mask(Degradation):
     summary = "fill the masked pixels of an image"
     presets = (
         "inpaint",
-        "inpaint-scattered",
         "paper",
         "inpaint-text",
         "inpaint-large-hole",
@@ -324,21 +314,6 @@ class Mask(Degradation):
         if known.strides[0] == 0:  # one 2D mask for every plane
             return ~known[0]
         return ~known.all(axis=0)
-
-    def scattered(self) -> bool:
-        """Whether the holes are scattered missing pixels in every plane that has holes
-        (:func:`~.regions.scattered_holes`), not shapes such as scratches, text or regions."""
-        from .regions import scattered_holes
-
-        known = self.known
-        return scattered_holes(~known[0] if known.strides[0] == 0 else ~known)
-
-    def bound_default_preset(self) -> tuple[str, str]:
-        """ "inpaint-scattered" for scattered missing pixels (:meth:`scattered`), whose fill is
-        judged best on known pixels held out of the fit; else "inpaint"."""
-        if self.scattered():
-            return "inpaint-scattered", "scattered missing pixels"
-        return self.default_preset, ""
 
     def check_tiles(self, tiles, tile) -> None:
         """Every tile that has a hole must also have known pixels to learn from."""

@@ -423,21 +423,6 @@ PRESETS["inpaint"] = DIPParams(
     es_start=200,
     es_hole_change=0.05,
 )
-# Scattered missing pixels (e.g. half of them missing at random; :func:`.regions.scattered_holes`
-# decides, and the "inpaint" default switches to this preset for such a mask).  The fill keeps
-# improving long after the hole-change stop, and known pixels held out of the fit at random look
-# like the holes: 5 % of them are held out and the estimate with the least error on them is
-# returned (ES-WMV's patience, 500 steps, past that minimum).  The held-out stop alone, on the
-# "inpaint" net, stopped early on some images (Peppers at step 270); on a net 32 wide at every
-# level with bilinear up-sampling at the finest level ("mixed") it found the late peak.  Set12 at
-# 128 px with 50 % missing (one thread, holes' PSNR, benchmarks/dip_inpaint_speed.py and the fit
-# as shipped; "inpaint" / held-out stop on the inpaint net / this preset):
-# House 32.94 / 33.50 / 33.10 dB, Monarch 25.25 / 25.51 / 26.85, C.man 22.99 / 22.33 / 23.45,
-# Peppers 28.84 / 28.00 / 29.42, in 43-67 s / 51-153 s / 147-264 s.  The same net stopped by the
-# hole change: House 32.70, Monarch 25.70.
-PRESETS["inpaint-scattered"] = PRESETS["inpaint"].replace(
-    channels_down=(32,) * 5, channels_up=(32,) * 5, upsample="mixed", es_holdout=0.05
-)
 # Super-resolution: the tapered net with bilinear up-sampling and output averaging, the paper's
 # jitter and step count, no early stop (the fit of a noise-free image keeps improving).
 # Set9 x4 (64 -> 256 px crops), PSNR at step 2000 (benchmarks/dip_upscale.py): this preset House
@@ -465,10 +450,6 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     ),
     "inpaint": (
         "Fast default: tapered 16/32-wide skip net, output averaging, stops when the fill of the holes has settled."
-    ),
-    "inpaint-scattered": (
-        "Default for scattered missing pixels: a 32-wide skip net, output averaging, stops at the least "
-        "error on 5 % of the known pixels held out of the fit."
     ),
     "paper": "The paper's settings for this task, fixed iterations, no early stop.",
     "denoise-paper": "Reference F16 recipe: 128-wide net, 1800 steps, output averaging.",

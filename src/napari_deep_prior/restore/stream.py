@@ -64,7 +64,6 @@ from .degradations import Degradation
 from .fit import Step
 from .job import DIPOutput, _label
 from .lanes import Lanes, choose_lanes
-from .regions import scattered_holes
 
 __all__ = ["Scan", "StackJob", "memory_store"]
 
@@ -138,15 +137,7 @@ def _plane_class(cls: type[Degradation]) -> type[Degradation]:
             stack = getattr(self, "stack_holes", None)
             return own if own is None or stack is None else stack
 
-        attrs = {"holes": holes, "__module__": cls.__module__}
-        if hasattr(cls, "scattered"):
-
-            def scattered(self):
-                stack = getattr(self, "stack_scattered", None)
-                return cls.scattered(self) if stack is None else stack
-
-            attrs["scattered"] = scattered  # and its default preset: the whole stack's
-        _PLANE_CLASSES[cls] = type(cls.__name__, (cls,), attrs)
+        _PLANE_CLASSES[cls] = type(cls.__name__, (cls,), {"holes": holes, "__module__": cls.__module__})
     return _PLANE_CLASSES[cls]
 
 
@@ -320,7 +311,6 @@ class StackJob:
         self.image_out = None
         self.history_out = None
         self._holes: np.ndarray | None = None
-        self._scattered: bool | None = None  # every plane's holes scattered (the stack's default preset)
         self._kept: tuple | None = None  # (plane, image, masks) read by the scan for the fit
         self._flat: dict[str, np.ndarray] = {}  # 2D masks, read once
         self._job = None  # the running plane's DIPJob
@@ -483,7 +473,6 @@ class StackJob:
         need_range = self.data_range is None
         lo = hi = None
         holes = None
-        scattered = []  # each plane's mask: scattered missing pixels?
         for k, p in enumerate(reversed(range(self.n_planes))):
             plane = self._read(p) if need_range else None
             masks = self._masks(p)
@@ -493,8 +482,6 @@ class StackJob:
                 hi = r[1] if hi is None else max(hi, r[1])
             for m in masks.values():
                 holes = (m != 0) if holes is None else holes | (m != 0)
-                if (m != 0).any():
-                    scattered.append(scattered_holes(m != 0))
             if p == 0 and plane is not None:
                 self._kept = (0, plane, masks)
             yield Scan(plane=p, done=k + 1, n_planes=self.n_planes)
@@ -502,7 +489,6 @@ class StackJob:
         if self._mask_names and (holes is None or not holes.any()):
             raise self._no_holes()
         self._holes = holes
-        self._scattered = all(scattered) if scattered else None
         if need_range:
             if lo is None:
                 raise ParameterError("image has no finite value in any plane; nothing to restore")
@@ -514,7 +500,6 @@ class StackJob:
             return None  # its result is its input, as in a whole-stack job
         deg = self._cls(**{**self._fields, **masks})
         deg.stack_holes = self._holes
-        deg.stack_scattered = self._scattered
         try:
             return prepare(
                 deg,
@@ -534,8 +519,6 @@ class StackJob:
     def _begin(self, p: int, job) -> None:
         """Plane ``p``'s job is the one running (progress, preview's layout, a cancel's estimate)."""
         self._job, self._plane = job, p
-        if job.preset != self.preset:  # the data's own default (every plane's: the stack's holes decide)
-            self.params, self.preset = job.params, job.preset
         self.layout = job.layout
         self._recent_layouts = {k: v for k, v in self._recent_layouts.items() if k == p - 1}
         self._recent_layouts[p] = job.layout
