@@ -6,6 +6,9 @@ Usage::
     python benchmarks/dip_inpaint_speed.py record --data ../shared/data --size 128 --steps 2000 \\
         --preset inpaint --out benchmarks/results/inpaint-traj-default.json
     python benchmarks/dip_inpaint_speed.py record ... --set channels=16,32,32,32,32 --set skip=4
+    # the default as shipped (its own stop), against the recipe rows
+    python benchmarks/dip_inpaint_speed.py shipped --data ../shared/data --size 128 --cases missing \\
+        --set12 01_C.man,03_Peppers --recipe benchmarks/results/inpaint-recipe-128-missing.json
     # replay the hole-change stop (and the oracle) on recordings, against recipe rows of dip_speed.py
     python benchmarks/dip_inpaint_speed.py analyse benchmarks/results/inpaint-traj-*.json \\
         [--recipe benchmarks/results/inpaint-recipe-128.json]
@@ -21,6 +24,12 @@ mean absolute change of that estimate over the holes since 50 and 100 steps befo
 1), which is what the hole-change stop reads; plus the measured seconds per step.  Replays are
 exact: a rule maps what the run had computed by a step to a stop step, and its quality is the
 recorded PSNR at that step.
+
+``shipped`` runs ``inpaint(damaged, holes, seed=...)`` exactly as a user calls it (the default
+preset as ``prepare`` resolves it, its own stop, known pixels returned as given) and reports the
+holes' PSNR of the result, the steps, the stop, the preset and the wall time of the call;
+``--set12 NAMES`` adds Set12 images with 50 % of their pixels missing (numpy seed 100 + their
+place in the list), ``--recipe`` files give the Δ and time-ratio columns.
 
 The recipe rows (``recipe`` mode) run the reference preset of each image (kate → inpaint-text,
 vase → inpaint-large-hole, library → inpaint-large-regions, 50 %-missing → restore-missing-pixels)
@@ -212,16 +221,7 @@ def at(row, t: int) -> float:
 
 
 def analyse(args) -> None:
-    recipe = {}
-    for p in args.recipe or []:
-        for r in json.loads(Path(p).read_text())["images"]:
-            k = int(np.argmax(r["psnr"]))
-            recipe[r["image"]] = {
-                "peak": r["psnr"][k],
-                "step": r["iterations"][k],
-                "time": r["startup_s"] + r["iterations"][k] * r["s_per_step"],
-                "steps": r["iterations"][-1],
-            }
+    recipe = _recipe_rows(args.recipe)
     for path in args.recordings:
         rec = json.loads(Path(path).read_text())
         rows = rec["images"]
@@ -256,6 +256,68 @@ def analyse(args) -> None:
         )
 
 
+def _recipe_rows(paths) -> dict:
+    """Per image of ``recipe`` recordings: the oracle (best) PSNR, its step, the time to it, steps run."""
+    rows = {}
+    for p in paths or []:
+        for r in json.loads(Path(p).read_text())["images"]:
+            k = int(np.argmax(r["psnr"]))
+            rows[r["image"]] = {
+                "peak": r["psnr"][k],
+                "step": r["iterations"][k],
+                "time": r["startup_s"] + r["iterations"][k] * r["s_per_step"],
+                "steps": r["iterations"][-1],
+            }
+    return rows
+
+
+def shipped(args) -> None:
+    import torch
+
+    from napari_deep_prior.arrays import drive
+    from napari_deep_prior.restore.api import prepare_inpaint
+
+    torch.set_num_threads(args.threads)
+    keep = set(args.cases.split(",")) if args.cases else set()
+    todo = list(cases(Path(args.data), args.size, keep, args.strokes_size)) if (keep or not args.set12) else []
+    for k, name in enumerate(n for n in args.set12.split(",") if n):
+        img = crop(load(Path(args.data) / "set12" / f"{name}.png", grey=True), args.size)
+        holes = np.random.default_rng(100 + k).random(img.shape[:2]) < 0.5
+        todo.append((f"{name} (50% missing)", img, holes, "restore-missing-pixels"))
+    recipe = _recipe_rows(args.recipe)
+    out = {"mode": "shipped", "size": args.size, "threads": args.threads, "torch": torch.__version__, "images": []}
+    print("| image | default: holes dB @ step (steps run, stop) | s | preset | recipe oracle dB | Δ dB | time ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for name, clean, holes, _ in todo:
+        img = clean[..., None] if clean.ndim == 2 else clean
+        hole_px = np.broadcast_to(holes[..., None], img.shape)
+        damaged = np.where(hole_px, 0.0, img).astype(np.float32)
+        t0 = time.perf_counter()  # as inpaint() runs it: prepare (the default's choice), then the fit
+        grey = clean.ndim == 2
+        image = damaged[..., 0] if grey else damaged
+        job = prepare_inpaint(image, holes, seed=args.seed, channel_axis=None if grey else -1)
+        o = drive(job.steps())
+        wall = time.perf_counter() - t0
+        result = o.image[..., None] if clean.ndim == 2 else o.image
+        q = _hole_psnr(result[hole_px], img[hole_px])
+        fit = o.fits[0]
+        preset = job.preset
+        row = {"image": name, "psnr": q, "iteration": fit.iteration, "steps": fit.iterations_run}
+        row.update(stop=fit.stop_reason, wall=wall, preset=preset, notes=list(o.notes))
+        out["images"].append(row)
+        r = recipe.get(name)
+        cells = ["–"] * 3
+        if r is not None:
+            cells = [f"{r['peak']:.2f}", f"{q - r['peak']:+.2f}", f"{wall / r['time']:.2f}"]
+        print(
+            f"| {name} | {q:.2f} @ {fit.iteration} ({fit.iterations_run}, {fit.stop_reason}) | {wall:.0f} | {preset} | "
+            + " | ".join(cells)
+            + " |",
+            flush=True,
+        )
+        Path(args.out).write_text(json.dumps(out))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -276,6 +338,16 @@ def main(argv=None) -> None:
         r.add_argument("--seed", type=int, default=0)
         r.add_argument("--threads", type=int, default=1)
         r.add_argument("--out", required=True)
+    sh = sub.add_parser("shipped")
+    sh.add_argument("--data", required=True)
+    sh.add_argument("--size", type=int, default=128)
+    sh.add_argument("--strokes-size", type=int, default=512)
+    sh.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
+    sh.add_argument("--set12", default="", help="more Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
+    sh.add_argument("--recipe", action="append", help="recipe-mode recordings for the Δ and ratio columns")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--threads", type=int, default=1)
+    sh.add_argument("--out", required=True)
     a = sub.add_parser("analyse")
     a.add_argument("recordings", nargs="+")
     a.add_argument("--recipe", action="append")
@@ -284,6 +356,8 @@ def main(argv=None) -> None:
         record(args)
     elif args.cmd == "recipe":
         record(args, recipe=True)
+    elif args.cmd == "shipped":
+        shipped(args)
     else:
         analyse(args)
 
