@@ -58,6 +58,19 @@ RECIPES = {"kate": "inpaint-text", "vase": "inpaint-large-hole", "library": "inp
 LAGS = (50, 100)
 
 
+def missing_case(data: Path, name: str, size: int, rng: np.random.Generator):
+    """A Set12 image's centred grey crop with 50 % of its pixels missing at random (drawn from ``rng``)."""
+    img = crop(load(data / "set12" / f"{name}.png", grey=True), size)
+    return f"{name} (50% missing)", img, rng.random(img.shape[:2]) < 0.5, "restore-missing-pixels"
+
+
+def damage(clean: np.ndarray, holes: np.ndarray):
+    """(image (H, W, C), hole mask broadcast to it, the damaged float32 image with 0 in the holes)."""
+    img = clean[..., None] if clean.ndim == 2 else clean
+    hole_px = np.broadcast_to(holes[..., None], img.shape)
+    return img, hole_px, np.where(hole_px, 0.0, img).astype(np.float32)
+
+
 def cases(data: Path, size: int, keep: set[str], strokes_size: int):
     for name in DIP_IMAGES:
         if keep and name not in keep:
@@ -67,10 +80,9 @@ def cases(data: Path, size: int, keep: set[str], strokes_size: int):
         yield name, img, ~known, RECIPES[name]
     rng = np.random.default_rng(1)
     for name in SET12:
-        img = crop(load(data / "set12" / f"{name}.png", grey=True), size)
-        holes = rng.random(img.shape[:2]) < 0.5
+        case = missing_case(data, name, size, rng)  # drawn whatever is kept: the masks stay the same
         if not keep or name in keep or "missing" in keep:
-            yield f"{name} (50% missing)", img, holes, "restore-missing-pixels"
+            yield case
     if not keep or "strokes" in keep:
         img = load_grey(data / "set12" / "10_Boat.png", strokes_size)
         yield f"10_Boat {strokes_size} strokes", img, stroke_mask(img.shape, 0.05, 0, 60.0), None
@@ -126,11 +138,8 @@ def run(name, clean, holes, params, seed: int) -> dict:
 
     from napari_deep_prior.restore.fit import DIPFit
 
-    grey = clean.ndim == 2
-    img = clean[..., None] if grey else clean
-    hole_px = np.broadcast_to(holes[..., None], img.shape)
-    damaged = np.where(hole_px, 0.0, img).astype(np.float32)
-    target = clean[..., None][hole_px] if grey else clean[hole_px]
+    img, hole_px, damaged = damage(clean, holes)
+    target = img[hole_px]
     fit = DIPFit(damaged, known=~holes, params=params, device=torch.device("cpu"), seed=seed)
     its, ps, changes = [], [], {lag: [] for lag in LAGS}
     past: deque = deque(maxlen=max(LAGS) // 10 + 1)
@@ -281,24 +290,21 @@ def shipped(args) -> None:
     keep = set(args.cases.split(",")) if args.cases else set()
     todo = list(cases(Path(args.data), args.size, keep, args.strokes_size)) if (keep or not args.set12) else []
     for k, name in enumerate(n for n in args.set12.split(",") if n):
-        img = crop(load(Path(args.data) / "set12" / f"{name}.png", grey=True), args.size)
-        holes = np.random.default_rng(100 + k).random(img.shape[:2]) < 0.5
-        todo.append((f"{name} (50% missing)", img, holes, "restore-missing-pixels"))
+        todo.append(missing_case(Path(args.data), name, args.size, np.random.default_rng(100 + k)))
     recipe = _recipe_rows(args.recipe)
     out = {"mode": "shipped", "size": args.size, "threads": args.threads, "torch": torch.__version__, "images": []}
     print("| image | default: holes dB @ step (steps run, stop) | s | preset | recipe oracle dB | Δ dB | time ratio |")
     print("|---|---|---|---|---|---|---|")
     for name, clean, holes, _ in todo:
-        img = clean[..., None] if clean.ndim == 2 else clean
-        hole_px = np.broadcast_to(holes[..., None], img.shape)
-        damaged = np.where(hole_px, 0.0, img).astype(np.float32)
-        t0 = time.perf_counter()  # as inpaint() runs it: prepare (the default's choice), then the fit
+        img, hole_px, damaged = damage(clean, holes)
         grey = clean.ndim == 2
-        image = damaged[..., 0] if grey else damaged
-        job = prepare_inpaint(image, holes, seed=args.seed, channel_axis=None if grey else -1)
+        t0 = time.perf_counter()  # as inpaint() runs it: prepare (the default's choice), then the fit
+        job = prepare_inpaint(
+            damaged[..., 0] if grey else damaged, holes, seed=args.seed, channel_axis=None if grey else -1
+        )
         o = drive(job.steps())
         wall = time.perf_counter() - t0
-        result = o.image[..., None] if clean.ndim == 2 else o.image
+        result = o.image[..., None] if grey else o.image
         q = _hole_psnr(result[hole_px], img[hole_px])
         fit = o.fits[0]
         preset = job.preset
