@@ -5,6 +5,10 @@ Usage::
     python benchmarks/dip_speed.py --data ../shared/data --size 128 --cases denoise
     python benchmarks/dip_speed.py --data ../shared/data --full --device cuda     # on a GPU
     python benchmarks/dip_speed.py --scaling 128,256,512,1024,2048 --scaling-steps 6
+    python benchmarks/dip_speed.py --data ../shared/data --full --device cuda --default-only --tile-size 288
+
+``--default-only`` runs (b) alone (``--paper-only`` (a) alone); ``--tile-size`` gives (b) a tile side
+(0: each plane whole; by default a CPU fits large planes in tiles, a GPU whole).
 
 Per image, in one process and on the same corrupted input:
 
