@@ -510,9 +510,9 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
     default network came out 0.31-0.73 dB below 4 tiles of 288 px (three of the five had not
     reached the noise-level stop after 1600-2400 steps), the tiles stopping on their own at
     430-1890 steps each in less or the same time.  GPUs fit planes whole: on an H200 the
-    whole-plane fits of full-size Set9 came out within 0.2 dB of the CPU's whole-plane fits
-    (mean 30.03 dB, 25-43 s an image), the tiles there are not measured yet (they would run one
-    after another; ``benchmarks/gpu_check.sh`` part 3).
+    whole-plane fits of Lena, Baboon, F16 and kodim02 at 512 px came out within 0.2 dB of the
+    CPU's (all nine full-size Set9 images: mean 30.03 dB, 25-43 s an image alone); tiles there
+    are not measured yet (they would run one after another; ``benchmarks/gpu_check.sh`` part 3).
     """
     cap = _capacity_side(params, device, min_tile, mult)
     if cap is None or max(h, w) < CAPACITY_MIN_SIDE * params.tile_capacity:
