@@ -541,6 +541,11 @@ def main(argv=None):
         return
     if args.data is None:
         ap.error("--data is required (the folder with set9/ and dip/)")
+    if args.default_only and device.type == "cuda":  # CUDA context, cuDNN and allocator start-up, once
+        from napari_deep_prior import denoise
+
+        denoise(np.zeros((64, 64), np.float32) + 0.5, iterations=5, device=device)
+        _sync(device)
     for case in args.cases.split(","):
         if case == "denoise":
             inputs = denoise_inputs(args.data, size, keep)
@@ -548,12 +553,6 @@ def main(argv=None):
             inputs = inpaint_inputs(args.data, size, keep)
         else:
             ap.error(f"unknown case {case!r}; use denoise and/or inpaint")
-
-        if args.default_only and device.type == "cuda":  # CUDA context, cuDNN and allocator start-up
-            from napari_deep_prior import denoise
-
-            denoise(np.zeros((64, 64), np.float32) + 0.5, iterations=5, device=device)
-            _sync(device)
 
         def partial(rows, case=case):
             result[case] = rows
