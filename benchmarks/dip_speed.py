@@ -121,8 +121,13 @@ def _sync(device):
 
 
 # --- (a) the reference loop ---------------------------------------------------------------
-def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log_every=0, max_seconds=0.0):
-    """The published optimisation loop, eager fp32, fixed iterations; PSNR every eval_every."""
+def run_paper(
+    gt, target, known, params, device, *, seed, eval_every, guard, log_every=0, max_seconds=0.0, keep_best=False
+):
+    """The published optimisation loop, eager fp32, fixed iterations; PSNR every eval_every.
+
+    ``keep_best``: also return the oracle-stopped estimate itself (``"best_image"``, H x W x C float32).
+    """
     import torch
 
     from napari_deep_prior.nets import SkipNet, make_input, padded_shape
@@ -141,7 +146,7 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
     opt = torch.optim.Adam(net.parameters(), lr=params.lr)
     avg = None
     train_s = time.perf_counter() - t_start
-    curve, best, best_it, best_t = [], -math.inf, 0, 0.0
+    curve, best, best_it, best_t, best_img = [], -math.inf, 0, 0.0, None
     last_good = None
     last_psnr_noisy = None
     truncated = False
@@ -176,6 +181,8 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
             curve.append((it, round(train_s, 3), round(q, 3)))
             if q > best:
                 best, best_it, best_t = q, it, train_s
+                if keep_best:
+                    best_img = np.asarray(img, np.float32).copy()
             if log_every and it % log_every == 0:
                 print(f"    paper step {it}: {q:.2f} dB (best {best:.2f} @ {best_it}) {train_s:.0f} s", flush=True)
             if guard and it - best_it >= guard and q <= best - 1.0:
@@ -183,7 +190,9 @@ def run_paper(gt, target, known, params, device, *, seed, eval_every, guard, log
             if max_seconds and train_s > max_seconds:
                 truncated = True
                 break
+    extra = {"best_image": best_img} if keep_best else {}
     return {
+        **extra,
         "steps": it,
         "truncated": truncated,
         "train_s": train_s,

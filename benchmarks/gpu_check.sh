@@ -23,6 +23,9 @@
 #   6. the paper recipe (oracle stop) on the full-size Set9 images not yet run, in three processes
 #   7. full-size inpainting set (vase, library): default vs recipe (recipe cut at 60 s)
 #   8. the paper's 50 %-missing-pixel protocol on the other four Table-1 images of Set12
+#   9. the zoomed crops of must-show 6 at full size: noisy / default / recipe (oracle stop, whole
+#      image, cut at 150 s) / clean, F16 and kodim02 in one process each (crops-*.png, the results
+#      as .npy in crops/)
 # CPU smoke run (tiny, to check the script itself): SMOKE=1 bash benchmarks/gpu_check.sh
 set -u
 DATA=${1:-../shared/data}
@@ -40,6 +43,7 @@ if [ "${SMOKE:-0}" = "1" ]; then
     QEXTRA="--size 48 --max-iterations 40"
     TIMED=F16; FULL_A=F16; FULL_B=House; FULL_C=Lena; R256=F16
     Q_A=01_C.man; Q_B=02_House; INP="--images vase"
+    CROPS="--size 96 --window 32 --recipe-iterations 30"; CROP_IMGS=F16
 else
     python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_check: no CUDA GPU visible to torch; nothing to check" >&2; exit 2; }
@@ -49,6 +53,7 @@ else
     TIMED=F16,kodim02; FULL_A=House,Lena; FULL_B=Baboon,kodim01; FULL_C=kodim03,kodim12
     R256=House,F16,kodim02
     Q_A=01_C.man,10_Boat; Q_B=11_Man,12_Couple; INP="--images vase,library"
+    CROPS="--size 0 --window 64 --recipe-max-seconds 150"; CROP_IMGS="F16 kodim02"
 fi
 
 {
@@ -91,6 +96,11 @@ fi
         --images $Q_A --out "$OUT/missing-a.json" >"$OUT/p2-missing-a.log" 2>&1 &
     OMP_NUM_THREADS=2 timeout "$T8" python "$here/dip_quality.py" --data "$DATA" --cases set12-50 $QEXTRA \
         --images $Q_B --out "$OUT/missing-b.json" >"$OUT/p2-missing-b.log" 2>&1 &
+    for img in $CROP_IMGS; do
+        OMP_NUM_THREADS=2 timeout "$T6" python "$here/dip_crops.py" --data "$DATA" $CROPS --device $DEV \
+            --images "$img" --variant default --variant recipe --save "$OUT/crops" --out "$OUT/crops-$img.png" \
+            >"$OUT/p2-crops-$img.log" 2>&1 &
+    done
     wait
     for f in "$OUT"/p2-*.log; do echo "--- $f"; grep -v '^ *step\|^  default' "$f" | tail -n 14; done
     date -u
