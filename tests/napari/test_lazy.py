@@ -95,41 +95,6 @@ def _reset_peak_rss() -> None:
         fh.write("5")
 
 
-def _measure_lazy_run(make_napari_viewer, qtbot, params, n: int, side: int) -> dict:
-    viewer = make_napari_viewer()
-    log = ReadLog()
-    viewer.add_image(dask_stack(log, n=n, h=side, w=side), name="big", contrast_limits=(0, 1500))
-    w = _widget(DenoiseWidget, viewer, params)
-    qtbot.wait(50)
-    log.clear()
-    rss0 = _proc_status("VmRSS")
-    marks: dict[int, tuple[int, int]] = {}  # plane -> (peak RSS, traced peak) when its first step arrived
-
-    def on_yield(step):
-        plane = getattr(step, "plane", None)
-        if getattr(step, "iteration", 0) and plane not in marks:
-            marks[plane] = (_proc_status("VmHWM"), tracemalloc.get_traced_memory()[1])
-
-    _reset_peak_rss()
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    _run(qtbot, w, on_yield)
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    hwm = _proc_status("VmHWM")
-    res = viewer.layers["big [DIP denoised]"]
-    assert res.metadata["planes_done"] == n
-    gui, other = log.by_thread(threading.get_ident())
-    return {
-        "rss_before": rss0,
-        "peak_rss_increase": hwm - rss0,
-        "traced_peak": traced_peak,
-        "marks": {k: (v[0] - rss0, v[1]) for k, v in sorted(marks.items())},
-        "gui": gui,
-        "other": other,
-    }
-
-
 # --- the must-show: a 20-plane dask stack ---------------------------------------------------
 
 
