@@ -109,11 +109,11 @@ def main(argv=None) -> None:
         ry, rx = (h - r) // 2, (w - r) // 2
         region = (slice(ry, ry + min(r, h)), slice(rx, rx + min(r, w))) if args.recipe_region else (slice(None),) * 2
         for v in variants:
+            t0 = time.perf_counter()
             if v == "recipe":
                 paper = get_preset("denoise-paper")
                 if args.recipe_iterations:
                     paper = paper.replace(iterations=args.recipe_iterations)
-                t0 = time.perf_counter()
                 a = run_paper(
                     gt[region],
                     noisy[region],
@@ -129,46 +129,44 @@ def main(argv=None) -> None:
                 out = noisy.copy()  # outside the region (when there is one) the panel shows the input
                 out[region] = a["best_image"]
                 where = f"on the centred {r} px" if args.recipe_region else "whole"
-                print(
-                    f"{name} recipe ({where}): {a['peak_psnr']:.2f} dB on its region at step "
-                    f"{a['peak_iteration']} of {a['steps']}{' (cut)' if a['truncated'] else ''}, "
-                    f"{time.perf_counter() - t0:.0f} s ({a['s_per_step']:.2f} s/step), block ratio "
-                    f"{block_ratio(a['best_image']):.3f} (clean {block_ratio(gt[region]):.3f})",
-                    flush=True,
+                desc = (
+                    f"recipe ({where}): {a['peak_psnr']:.2f} dB on its region at step {a['peak_iteration']} of "
+                    f"{a['steps']}{' (cut)' if a['truncated'] else ''} ({a['s_per_step']:.2f} s/step)"
                 )
-                if args.save:
-                    args.save.mkdir(parents=True, exist_ok=True)
-                    np.save(args.save / f"{name}-recipe.npy", a["best_image"])
-                tag = f"recipe ({r} px) " if args.recipe_region else "recipe "
-                tiles.append((f"{tag}{a['peak_psnr']:.2f} dB", out))
-                continue
-            params = get_preset("denoise")
-            job = {"device": args.device}
-            if v != "default":
-                key, _, val = v.partition("=")
-                if key == "tile_size":
-                    job["tile_size"] = int(val)
-                else:
-                    params = params.replace(net=replace(params.net, **{key: val}))
-            t0 = time.perf_counter()
-            out, res = denoise(noisy, channel_axis=-1, params=params, seed=0, return_history=True, **job)
-            fit = res.fits[0]
-            stops = f"tiles {res.tile_stop_iterations[0]}" if res.tiles else f"stop {fit.iteration} ({fit.stop_reason})"
-            on_region = f" ({psnr(gt[region], out[region]):.2f} dB on the centred {r} px)" if args.recipe_region else ""
+                label = f"recipe ({r} px) " if args.recipe_region else "recipe "
+                label += f"{a['peak_psnr']:.2f} dB"
+                kept, tag = a["best_image"], "recipe"
+            else:
+                params = get_preset("denoise")
+                job = {"device": args.device}
+                if v != "default":
+                    key, _, val = v.partition("=")
+                    if key == "tile_size":
+                        job["tile_size"] = int(val)
+                    else:
+                        params = params.replace(net=replace(params.net, **{key: val}))
+                out, res = denoise(noisy, channel_axis=-1, params=params, seed=0, return_history=True, **job)
+                fit = res.fits[0]
+                stops = (
+                    f"tiles {res.tile_stop_iterations[0]}" if res.tiles else f"stop {fit.iteration} ({fit.stop_reason})"
+                )
+                on_region = ""
+                if args.recipe_region:
+                    on_region = f" ({psnr(gt[region], out[region]):.2f} dB on the centred {r} px)"
+                desc = f"{v}: {psnr(gt, out):.2f} dB{on_region}, {stops}"
+                label = f"{'whole plane' if v == 'tile_size=0' else v.split('=')[-1]} {psnr(gt, out):.2f} dB"
+                kept, tag = np.asarray(out, np.float32), v.replace("=", "-")
             print(
-                f"{name} {v}: {psnr(gt, out):.2f} dB{on_region}, {stops}, "
-                f"{time.perf_counter() - t0:.0f} s, block ratio {block_ratio(out):.3f} "
-                f"(clean {block_ratio(gt):.3f}, noisy {block_ratio(noisy):.3f})",
+                f"{name} {desc}, {time.perf_counter() - t0:.0f} s, block ratio {block_ratio(kept):.3f} "
+                f"(clean {block_ratio(gt[region] if v == 'recipe' else gt):.3f}, noisy {block_ratio(noisy):.3f})",
                 flush=True,
             )
             if args.save:
                 args.save.mkdir(parents=True, exist_ok=True)
-                tag = v.replace("=", "-")
-                np.save(args.save / f"{name}-{tag}.npy", np.asarray(out, np.float32))
+                np.save(args.save / f"{name}-{tag}.npy", kept)
                 if v == variants[0]:
                     np.save(args.save / f"{name}-noisy.npy", noisy)
-            label = "whole plane" if v == "tile_size=0" else v.split("=")[-1]
-            tiles.append((f"{label} {psnr(gt, out):.2f} dB", out))
+            tiles.append((label, out))
         tiles.append(("clean", gt))
         cy, cx, half = h // 2, w // 2, args.window // 2
         row = []
