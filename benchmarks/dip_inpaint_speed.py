@@ -88,6 +88,16 @@ def cases(data: Path, size: int, keep: set[str], strokes_size: int):
         yield f"10_Boat {strokes_size} strokes", img, stroke_mask(img.shape, 0.05, 0, 60.0), None
 
 
+def todo_cases(args) -> list:
+    """The cases ``--cases`` keeps (all when neither it nor ``--set12`` is given), then each ``--set12``
+    image with 50 % of its pixels missing (numpy seed 100 + its place in the list)."""
+    keep = set(args.cases.split(",")) if args.cases else set()
+    todo = list(cases(Path(args.data), args.size, keep, args.strokes_size)) if (keep or not args.set12) else []
+    for k, name in enumerate(n for n in args.set12.split(",") if n):
+        todo.append(missing_case(Path(args.data), name, args.size, np.random.default_rng(100 + k)))
+    return todo
+
+
 def _params(preset: str, sets: list[str], steps: int):
     from dataclasses import replace
 
@@ -176,7 +186,6 @@ def record(args, recipe: bool = False) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    keep = set(args.cases.split(",")) if args.cases else set()
     out = {
         "mode": "recipe" if recipe else "record",
         "size": args.size,
@@ -187,7 +196,7 @@ def record(args, recipe: bool = False) -> None:
         "torch": torch.__version__,
         "images": [],
     }
-    for name, clean, holes, recipe_name in cases(Path(args.data), args.size, keep, args.strokes_size):
+    for name, clean, holes, recipe_name in todo_cases(args):
         if recipe:
             if recipe_name is None:
                 continue
@@ -236,7 +245,7 @@ def analyse(args) -> None:
         rows = rec["images"]
         print(f"\n## {path}: preset {rec['preset']} {rec['set']}, {rec['steps']} steps, {rec['threads']} thread(s)\n")
         rules = {"oracle": lambda r: r["iterations"][int(np.argmax(r["psnr"]))]}
-        for ratio in (1 / 12, 1 / 16, 1 / 20, 1 / 24):
+        for ratio in (1 / float(d) for d in args.ratios.split(",")):
             rules[f"holes settled 1/{round(1 / ratio)}"] = lambda r, q=ratio: rule_change(r, q)
         rules["end"] = lambda r: r["iterations"][-1]
         print("| rule | " + " | ".join(r["image"] for r in rows) + " | mean dB | Δrecipe | time ratio |")
@@ -287,10 +296,7 @@ def shipped(args) -> None:
     from napari_deep_prior.restore.api import prepare_inpaint
 
     torch.set_num_threads(args.threads)
-    keep = set(args.cases.split(",")) if args.cases else set()
-    todo = list(cases(Path(args.data), args.size, keep, args.strokes_size)) if (keep or not args.set12) else []
-    for k, name in enumerate(n for n in args.set12.split(",") if n):
-        todo.append(missing_case(Path(args.data), name, args.size, np.random.default_rng(100 + k)))
+    todo = todo_cases(args)
     recipe = _recipe_rows(args.recipe)
     out = {"mode": "shipped", "size": args.size, "threads": args.threads, "torch": torch.__version__, "images": []}
     print("| image | default: holes dB @ step (steps run, stop) | s | preset | recipe oracle dB | Δ dB | time ratio |")
@@ -327,11 +333,19 @@ def shipped(args) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for mode in ("record", "recipe"):
+    for mode in ("record", "recipe", "shipped"):
         r = sub.add_parser(mode)
         r.add_argument("--data", required=True)
-        r.add_argument("--size", type=int, default=128)
+        r.add_argument("--size", type=int, default=128, help="centred crop (0: the whole image)")
         r.add_argument("--strokes-size", type=int, default=512)
+        r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
+        r.add_argument("--set12", default="", help="more Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
+        r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--threads", type=int, default=1)
+        r.add_argument("--out", required=True)
+        if mode == "shipped":
+            r.add_argument("--recipe", action="append", help="recipe-mode recordings for the Δ and ratio columns")
+            continue
         r.add_argument(
             "--steps",
             type=int,
@@ -340,23 +354,10 @@ def main(argv=None) -> None:
         )
         r.add_argument("--preset", default="inpaint")
         r.add_argument("--set", action="append", help="channels=16,32,.. skip=4 upsample=bilinear exp_weight=0.99 ...")
-        r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
-        r.add_argument("--seed", type=int, default=0)
-        r.add_argument("--threads", type=int, default=1)
-        r.add_argument("--out", required=True)
-    sh = sub.add_parser("shipped")
-    sh.add_argument("--data", required=True)
-    sh.add_argument("--size", type=int, default=128)
-    sh.add_argument("--strokes-size", type=int, default=512)
-    sh.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
-    sh.add_argument("--set12", default="", help="more Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
-    sh.add_argument("--recipe", action="append", help="recipe-mode recordings for the Δ and ratio columns")
-    sh.add_argument("--seed", type=int, default=0)
-    sh.add_argument("--threads", type=int, default=1)
-    sh.add_argument("--out", required=True)
     a = sub.add_parser("analyse")
     a.add_argument("recordings", nargs="+")
     a.add_argument("--recipe", action="append")
+    a.add_argument("--ratios", default="12,16,20,24", help="hole-change stops to replay: 1/N for each N")
     args = ap.parse_args(argv)
     if args.cmd == "record":
         record(args)
