@@ -377,7 +377,49 @@ def test_hole_change_stop(tiny_params, smooth_image, one_torch_thread):
     assert unmasked.stop_reason != "holes settled"
 
 
+def test_hole_change_stop_reads_its_own_fraction_for_scattered_holes(tiny_params, smooth_image, one_torch_thread):
+    """es_hole_change_scattered: missing pixels at random are read with their own fraction."""
+    scattered = np.random.default_rng(0).random(smooth_image.shape) >= 0.5  # known: half the pixels
+    box = np.ones(smooth_image.shape, bool)
+    box[10:16, 8:24] = False
+    params = tiny_params.replace(
+        iterations=400, es_patience=10**6, es_start=20, es_hole_change=0.5, yield_every=10, preview_every=10
+    )
+    # without a fraction of their own, scattered holes stop as any holes do
+    _, early = _drain(_fit(smooth_image, params, known=scattered))
+    assert early.stop_reason == "holes settled" and early.iterations_run < 400
+    assert early.hole_change_ratio == 0.5
+    # with a fraction no fit reaches, the same fit runs to its end ...
+    late_params = params.replace(es_hole_change_scattered=1e-9)
+    _, late = _drain(_fit(smooth_image, late_params, known=scattered))
+    assert late.stop_reason is None and late.iterations_run == 400 and late.hole_change_ratio == 1e-9
+    np.testing.assert_array_equal(late.losses[: early.iterations_run], early.losses[: early.iterations_run])
+    # ... while holes that are a shape keep es_hole_change
+    _, shape = _drain(_fit(smooth_image, late_params, known=box))
+    assert shape.stop_reason == "holes settled" and shape.hole_change_ratio == 0.5
+    # no stop of that kind, no fraction
+    _, off = _drain(_fit(smooth_image, late_params.replace(early_stop=False, iterations=30), known=scattered))
+    assert off.hole_change_ratio is None
+
+
+def test_inpaint_default_reads_scattered_holes_later(one_torch_thread):
+    """The default as a user calls it: half the pixels missing get the later stop, a scratch does not."""
+    from napari_deep_prior import inpaint
+    from napari_deep_prior.restore.presets import get_preset
+
+    p = get_preset("inpaint")
+    assert 0 < p.es_hole_change_scattered < p.es_hole_change
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    scattered = np.random.default_rng(1).random((64, 64)) < 0.5
+    scratch = np.zeros((64, 64), bool)
+    scratch[30:33, 5:60] = True
+    for holes, ratio in ((scattered, p.es_hole_change_scattered), (scratch, p.es_hole_change)):
+        _, out = inpaint(img, holes, iterations=3, seed=0, return_history=True)
+        assert [f.hole_change_ratio for f in out.fits] == [ratio] * len(out.fits)
+
+
+@pytest.mark.parametrize("name", ["es_hole_change", "es_hole_change_scattered"])
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
-def test_hole_change_bounds(tiny_params, bad):
-    with pytest.raises(ValueError, match="es_hole_change"):
-        tiny_params.replace(es_hole_change=bad)
+def test_hole_change_bounds(tiny_params, name, bad):
+    with pytest.raises(ValueError, match=name):
+        tiny_params.replace(**{name: bad})

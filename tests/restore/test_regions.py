@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_deep_prior.restore.api import inpaint, prepare_inpaint
-from napari_deep_prior.restore.regions import default_margin, plan_hole_regions, regions_cost
+from napari_deep_prior.restore.regions import default_margin, plan_hole_regions, regions_cost, scattered_holes
 from napari_deep_prior.restore.tiles import TileBlender
 
 
@@ -87,6 +87,31 @@ def test_dense_or_scattered_masks_fit_the_whole_image(kind):
         holes = np.zeros((256, 256), bool)
         holes[::40, :] = True  # lines across the whole image
     assert plan_hole_regions(holes) is None
+
+
+def test_scattered_holes_are_missing_pixels_not_shapes():
+    rng = np.random.default_rng(1)
+    assert scattered_holes(rng.random((128, 128)) < 0.5)  # half the pixels missing at random
+    assert scattered_holes(rng.random((128, 128)) < 0.25)
+    assert not scattered_holes(rng.random((128, 128)) < 0.1)  # too few: a sprinkle, not a dense mask
+    box = np.zeros((128, 128), bool)
+    box[20:80, 20:80] = True  # 22 % of the image, but one region
+    assert not scattered_holes(box)
+    lines = np.zeros((128, 128), bool)
+    lines[::4, :] = True  # thin lines 1 px from known pixels, 25 % of the image: scattered enough
+    assert scattered_holes(lines)
+    strokes = np.zeros((128, 128), bool)
+    for r in range(0, 128, 16):
+        strokes[r : r + 6, :] = True  # 6 px wide strokes, 38 % of the image: shapes
+    assert not scattered_holes(strokes)
+    assert not scattered_holes(np.ones((32, 32), bool)) and not scattered_holes(np.zeros((32, 32), bool))
+    # a stack: every plane that has holes must be scattered; planes without holes do not count
+    stack = np.stack([rng.random((64, 64)) < 0.5, np.zeros((64, 64), bool)])
+    assert scattered_holes(stack)
+    stack[1, 10:50, 10:50] = True
+    assert not scattered_holes(stack)
+    with pytest.raises(ValueError, match="holes must be"):
+        scattered_holes(np.zeros((2, 2, 8, 8), bool))
 
 
 def test_no_hole_gives_no_region_and_stacks_are_united():

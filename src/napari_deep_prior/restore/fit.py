@@ -40,6 +40,7 @@ from ..nets import SkipNet, make_input, padded_shape, seeded_skip_net
 from .degradations import MaskOperator, Operator
 from .ensemble import MemberStack, member_seeds
 from .presets import DIPParams
+from .regions import scattered_holes
 from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
 
 #: Held by front ends that run fits from threads of one process (dask's threaded scheduler,
@@ -184,6 +185,10 @@ class FitResult:
     holdout_mse : ndarray of shape (n, 2) or None
         With the held-out stop (``DIPParams.es_holdout``): (iteration, mean squared error of
         the estimate on the held-out known pixels) at every check.
+    hole_change_ratio : float or None
+        The fraction the hole-change stop read: ``DIPParams.es_hole_change``, or
+        ``es_hole_change_scattered`` when the holes were scattered pixels; None when that stop
+        was off (no holes, no ``es_hole_change``, early stopping off, or the held-out stop).
     """
 
     image: np.ndarray
@@ -200,6 +205,7 @@ class FitResult:
     deviance: float | None = None
     expected_deviance: float | None = None
     holdout_mse: np.ndarray | None = None
+    hole_change_ratio: float | None = None
 
 
 #: A linear history has at least this many frames when the run has twice as many iterations.
@@ -370,6 +376,7 @@ class DIPFit:
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
         self._hole_change: float | None = None
+        self.hole_change_ratio: float | None = None  # FitResult.hole_change_ratio
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -543,6 +550,9 @@ class DIPFit:
             hole_sel = torch.from_numpy(~self.known).to(dev)
             hole_past: list[tuple[int, torch.Tensor]] = []
             hole_ref: float | None = None
+            self.hole_change_ratio = p.es_hole_change
+            if p.es_hole_change_scattered > 0 and scattered_holes(~self.known):
+                self.hole_change_ratio = p.es_hole_change_scattered
 
         if hold is not None:  # the held-out stop replaces ES-WMV's choice of the best estimate
             mv = torch.from_numpy(hold.astype(np.float32))[None, None].to(dev)
@@ -725,7 +735,7 @@ class DIPFit:
                         if (
                             t >= es_from
                             and hole_ref is not None
-                            and self._hole_change <= max(p.es_hole_change * hole_ref, HOLE_CHANGE_FLOOR)
+                            and self._hole_change <= max(self.hole_change_ratio * hole_ref, HOLE_CHANGE_FLOOR)
                         ):
                             stop = "holes settled"
                 if stop is None and reached:
@@ -810,4 +820,5 @@ class DIPFit:
             deviance=self._deviance,
             expected_deviance=self._expected_deviance,
             holdout_mse=np.asarray(self._holdout_mse, dtype=np.float64).reshape(-1, 2) if self._holdout_mse else None,
+            hole_change_ratio=self.hole_change_ratio,
         )
