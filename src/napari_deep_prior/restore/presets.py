@@ -420,11 +420,13 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # 14.54 at 1680 (former 15.43), library 13.10 at 1430 (former 14.67); the reference presets
 # inpaint-large-hole and inpaint-large-regions are made for those.  ES-WMV (patience 500)
 # stays as the safety net.  Scattered holes (e.g. half the pixels missing at random) stop at
-# 1/50 instead (es_hole_change_scattered): recorded without a stop on Set12 at full size (256 px,
-# 50 % missing, holes' PSNR), 1/20 ended House at step 610 (31.44 dB; 34.15 at 2500, still
-# rising), Peppers 28.42 (best 28.93), Monarch 26.77 (best 28.28), C.man 25.54 (best 25.59);
-# 1/50: 33.48 @ 1340, 28.91, 28.03, 25.00 (C.man peaks at 1040 and then declines), +0.82 dB on
-# the mean; at 128 px House 32.94 -> 33.80, Monarch 25.25 -> 25.55.
+# 1/50 instead (es_hole_change_scattered): with every other pixel known their fill keeps
+# improving long after 1/20.  Set12 with 50 % missing, holes' PSNR, one thread: as a user calls
+# inpaint() at full size (256 px), 1/20 -> 1/50: House 31.60 -> 33.25 dB (550 -> 1080 steps),
+# Monarch 26.33 -> 27.86 (530 -> 1160); at 128 px House 33.38 -> 33.31, Monarch 25.33 -> 25.53.
+# Recorded without a stop at full size and replayed (README): +1.06 dB on the mean of House,
+# Peppers, C.man, Monarch and Barbara (512 px), but C.man -0.54 (it peaks at step 1040, then
+# slowly declines).
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
