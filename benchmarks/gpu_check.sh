@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One-shot GPU check of napari-deep-prior, sized for about 9.5 minutes on one H100/H200
-# (parts 2-4 and phase 2's limits: 90 + 150 + 90 + 220 s, plus start-up).
+# One-shot GPU check of napari-deep-prior, sized for about 10.5 minutes on one H100/H200
+# (parts 2-4 and phase 2's limits: 90 + 150 + 90 + 280 s, plus start-up).
 #
 #   bash benchmarks/gpu_check.sh [DATA_DIR] [OUT_DIR]
 #
@@ -25,7 +25,7 @@
 #   8. the paper's 50 %-missing-pixel protocol on the other four Table-1 images of Set12
 #   9. the zoomed crops of must-show 6 at full size: noisy / default / recipe (oracle stop, whole
 #      image, cut at 150 s) / clean, F16 and kodim02 in one process each (crops-*.png, the results
-#      as .npy in crops/)
+#      as .npy in crops/; limit 280 s: the PNG is written once both fits are done)
 # CPU smoke run (tiny, to check the script itself): SMOKE=1 bash benchmarks/gpu_check.sh
 set -u
 DATA=${1:-../shared/data}
@@ -37,7 +37,7 @@ export PYTHONUNBUFFERED=1
 
 if [ "${SMOKE:-0}" = "1" ]; then
     DEV=cpu; FULL="--size 96"; S256="--size 40"; SCALE=64,96; TILE=64
-    T1=60; T2=60; T3=60; T4=60; T5=60; T6=60; T7=60; T8=60
+    T1=60; T2=60; T3=60; T4=60; T5=60; T6=60; T7=60; T8=60; T9=60
     CAP="--max-iterations 40"; PCAP="--paper-iterations 30"
     EEXTRA="--size 48 --images F16 --iterations 20"
     QEXTRA="--size 48 --max-iterations 40"
@@ -48,7 +48,7 @@ else
     python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_check: no CUDA GPU visible to torch; nothing to check" >&2; exit 2; }
     DEV=cuda; FULL="--full"; S256="--size 256"; SCALE=128,256,512,1024,2048; TILE=288
-    T1=${SCALING_S:-0}; T2=90; T3=150; T4=90; T5=220; T6=220; T7=220; T8=220
+    T1=${SCALING_S:-0}; T2=90; T3=150; T4=90; T5=220; T6=220; T7=220; T8=220; T9=280
     CAP=""; PCAP=""; EEXTRA="--size 256 --images F16"; QEXTRA="--size 0"
     TIMED=F16,kodim02; FULL_A=House,Lena; FULL_B=Baboon,kodim01; FULL_C=kodim03,kodim12
     R256=House,F16,kodim02
@@ -79,7 +79,7 @@ fi
     timeout "$T4" python "$here/dip_ensemble.py" --data "$DATA" --device $DEV $EEXTRA \
         --out "$OUT/ensemble.json"
 
-    echo "== phase 2: quality runs in parallel (limits ${T5}-${T8}s); logs in $OUT/p2-*.log"
+    echo "== phase 2: quality runs in parallel (limits ${T5}-${T9}s); logs in $OUT/p2-*.log"
     OMP_NUM_THREADS=2 timeout "$T5" python "$here/dip_speed.py" --data "$DATA" $S256 --device $DEV \
         --cases denoise --paper-only --paper-guard 300 $PCAP --images $R256 --out "$OUT/recipe-256.json" \
         >"$OUT/p2-recipe256.log" 2>&1 &
@@ -97,7 +97,7 @@ fi
     OMP_NUM_THREADS=2 timeout "$T8" python "$here/dip_quality.py" --data "$DATA" --cases set12-50 $QEXTRA \
         --images $Q_B --out "$OUT/missing-b.json" >"$OUT/p2-missing-b.log" 2>&1 &
     for img in $CROP_IMGS; do
-        OMP_NUM_THREADS=2 timeout "$T6" python "$here/dip_crops.py" --data "$DATA" $CROPS --device $DEV \
+        OMP_NUM_THREADS=2 timeout "$T9" python "$here/dip_crops.py" --data "$DATA" $CROPS --device $DEV \
             --images "$img" --variant default --variant recipe --save "$OUT/crops" --out "$OUT/crops-$img.png" \
             >"$OUT/p2-crops-$img.log" 2>&1 &
     done
