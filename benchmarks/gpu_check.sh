@@ -26,7 +26,9 @@
 #   9. the zoomed crops of must-show 6 at full size: noisy / default / recipe (oracle stop, whole
 #      image, cut at 150 s) / clean, F16 and kodim02 in one process each (crops-*.png, the results
 #      as .npy in crops/; limit 280 s: the PNG is written once both fits are done)
-# CPU smoke run (tiny, to check the script itself): SMOKE=1 bash benchmarks/gpu_check.sh
+# CPU smoke run (tiny, to check the script itself; phase 2 on one thread a process, since 8
+# processes of 2 OpenMP threads each on a few cores slow each other down many times over):
+#   SMOKE=1 bash benchmarks/gpu_check.sh
 set -u
 DATA=${1:-../shared/data}
 OUT=${2:-benchmarks/results/gpu}
@@ -37,18 +39,18 @@ export PYTHONUNBUFFERED=1
 
 if [ "${SMOKE:-0}" = "1" ]; then
     DEV=cpu; FULL="--size 96"; S256="--size 40"; SCALE=64,96; TILE=64
-    T1=60; T2=60; T3=60; T4=60; T5=60; T6=60; T7=60; T8=60; T9=60
+    T1=60; T2=60; T3=60; T4=60; T5=120; T6=120; T7=120; T8=120; T9=120; P2T=1  # 8 processes on a few cores
     CAP="--max-iterations 40"; PCAP="--paper-iterations 30"
     EEXTRA="--size 48 --images F16 --iterations 20"
     QEXTRA="--size 48 --max-iterations 40"
     TIMED=F16; FULL_A=F16; FULL_B=House; FULL_C=Lena; R256=F16
     Q_A=01_C.man; Q_B=02_House; INP="--images vase"
-    CROPS="--size 96 --window 32 --recipe-iterations 30"; CROP_IMGS=F16
+    CROPS="--size 64 --window 32 --recipe-iterations 30"; CROP_IMGS=F16
 else
     python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_check: no CUDA GPU visible to torch; nothing to check" >&2; exit 2; }
     DEV=cuda; FULL="--full"; S256="--size 256"; SCALE=128,256,512,1024,2048; TILE=288
-    T1=${SCALING_S:-0}; T2=90; T3=150; T4=90; T5=220; T6=220; T7=220; T8=220; T9=280
+    T1=${SCALING_S:-0}; T2=90; T3=150; T4=90; T5=220; T6=220; T7=220; T8=220; T9=280; P2T=2
     CAP=""; PCAP=""; EEXTRA="--size 256 --images F16"; QEXTRA="--size 0"
     TIMED=F16,kodim02; FULL_A=House,Lena; FULL_B=Baboon,kodim01; FULL_C=kodim03,kodim12
     R256=House,F16,kodim02
@@ -80,24 +82,24 @@ fi
         --out "$OUT/ensemble.json"
 
     echo "== phase 2: quality runs in parallel (limits ${T5}-${T9}s); logs in $OUT/p2-*.log"
-    OMP_NUM_THREADS=2 timeout "$T5" python "$here/dip_speed.py" --data "$DATA" $S256 --device $DEV \
+    OMP_NUM_THREADS=$P2T timeout "$T5" python "$here/dip_speed.py" --data "$DATA" $S256 --device $DEV \
         --cases denoise --paper-only --paper-guard 300 $PCAP --images $R256 --out "$OUT/recipe-256.json" \
         >"$OUT/p2-recipe256.log" 2>&1 &
     for part in A B C; do
         eval "imgs=\$FULL_$part"
-        OMP_NUM_THREADS=2 timeout "$T6" python "$here/dip_speed.py" --data "$DATA" $FULL --device $DEV \
+        OMP_NUM_THREADS=$P2T timeout "$T6" python "$here/dip_speed.py" --data "$DATA" $FULL --device $DEV \
             --cases denoise --paper-only --paper-guard 300 $PCAP --images "$imgs" \
             --out "$OUT/recipe-full-$part.json" >"$OUT/p2-recipefull$part.log" 2>&1 &
     done
-    OMP_NUM_THREADS=2 timeout "$T7" python "$here/dip_speed.py" --data "$DATA" $FULL --device $DEV \
+    OMP_NUM_THREADS=$P2T timeout "$T7" python "$here/dip_speed.py" --data "$DATA" $FULL --device $DEV \
         --cases inpaint --paper-max-seconds 60 $PCAP $CAP $INP --out "$OUT/inpaint-full.json" \
         >"$OUT/p2-inpaint.log" 2>&1 &
-    OMP_NUM_THREADS=2 timeout "$T8" python "$here/dip_quality.py" --data "$DATA" --cases set12-50 $QEXTRA \
+    OMP_NUM_THREADS=$P2T timeout "$T8" python "$here/dip_quality.py" --data "$DATA" --cases set12-50 $QEXTRA \
         --images $Q_A --out "$OUT/missing-a.json" >"$OUT/p2-missing-a.log" 2>&1 &
-    OMP_NUM_THREADS=2 timeout "$T8" python "$here/dip_quality.py" --data "$DATA" --cases set12-50 $QEXTRA \
+    OMP_NUM_THREADS=$P2T timeout "$T8" python "$here/dip_quality.py" --data "$DATA" --cases set12-50 $QEXTRA \
         --images $Q_B --out "$OUT/missing-b.json" >"$OUT/p2-missing-b.log" 2>&1 &
     for img in $CROP_IMGS; do
-        OMP_NUM_THREADS=2 timeout "$T9" python "$here/dip_crops.py" --data "$DATA" $CROPS --device $DEV \
+        OMP_NUM_THREADS=$P2T timeout "$T9" python "$here/dip_crops.py" --data "$DATA" $CROPS --device $DEV \
             --images "$img" --variant default --variant recipe --save "$OUT/crops" --out "$OUT/crops-$img.png" \
             >"$OUT/p2-crops-$img.log" 2>&1 &
     done
