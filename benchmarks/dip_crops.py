@@ -105,9 +105,9 @@ def main(argv=None) -> None:
         noisy = np.clip(gt + rng.normal(0.0, SIGMA, gt.shape), 0, 1).astype(np.float32)
         tiles = [("noisy", noisy)]
         h, w = gt.shape[:2]
-        r = min(args.recipe_region or max(h, w), h, w)
+        r = min(args.recipe_region, h, w)  # 0: no region, the whole image
         ry, rx = (h - r) // 2, (w - r) // 2
-        region = (slice(ry, ry + min(r, h)), slice(rx, rx + min(r, w))) if args.recipe_region else (slice(None),) * 2
+        region = (slice(ry, ry + r), slice(rx, rx + r)) if r else (slice(None),) * 2
         for v in variants:
             t0 = time.perf_counter()
             if v == "recipe":

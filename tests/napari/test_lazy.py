@@ -204,7 +204,7 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     w.image.value = big
     qtbot.wait(50)
     log.clear()
-    marks: dict[int, tuple[int, int]] = {}  # plane -> (peak RSS, traced peak) at its first step
+    rss_marks: dict[int, int] = {}  # plane -> peak RSS at its first step
     held: dict[int, int] = {}  # plane -> least traced memory over its yields
     window_peaks: dict[int, int] = {}  # plane -> traced peak from the previous plane's first step to its own
 
@@ -214,8 +214,8 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
             return
         current, peak = tracemalloc.get_traced_memory()
         held[plane] = min(held.get(plane, current), current)
-        if plane not in marks:
-            marks[plane] = (_proc_status("VmHWM"), peak)
+        if plane not in window_peaks:
+            rss_marks[plane] = _proc_status("VmHWM")
             window_peaks[plane] = peak
             tracemalloc.reset_peak()
 
@@ -235,9 +235,9 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     print(
         f"\n[lazy memory] one plane first: RSS +{rss_one / mib:.0f} MiB; then {n} x {side} x {side} uint16 "
         f"({2 * stack_px / mib:.0f} MiB): peak RSS +{rss_peak / mib:.0f} MiB, "
-        f"traced peak {traced_peak / mib:.0f} MiB (window peak up to plane 1: {marks[1][1] / mib:.0f}, plane 10: "
-        f"{marks[10][1] / mib:.0f}); peak RSS at plane 1: +{(marks[1][0] - rss0) / mib:.0f}, plane 10: "
-        f"+{(marks[10][0] - rss0) / mib:.0f} MiB; reads GUI {sum(gui.values())}, worker {sum(worker.values())}"
+        f"traced peak {traced_peak / mib:.0f} MiB (window peak up to plane 1: {window_peaks[1] / mib:.0f}, plane 10: "
+        f"{window_peaks[10] / mib:.0f}); peak RSS at plane 1: +{(rss_marks[1] - rss0) / mib:.0f}, plane 10: "
+        f"+{(rss_marks[10] - rss0) / mib:.0f} MiB; reads GUI {sum(gui.values())}, worker {sum(worker.values())}"
     )
     assert sum(gui.values()) == 0 and max(worker.values()) <= 2
     assert traced_peak < 8 * stack_px, "traced memory reached the stack's float64 copy"
