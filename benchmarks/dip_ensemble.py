@@ -121,6 +121,23 @@ def main(argv=None) -> int:
         if not path.exists():
             ap.error(f"no image {path}")
         files.append(path)
+    meta = {
+        "size": args.size,
+        "sigma": SIGMA * 255,
+        "preset": args.preset,
+        "device": args.device,
+        "threads": args.threads,
+        "seed": args.seed,
+        "iterations": args.iterations,
+        "ks": ks,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+    if torch.device(args.device).type == "cuda":  # CUDA context, cuDNN and allocator start-up, once
+        from napari_deep_prior import denoise
+
+        denoise(np.zeros((64, 64), np.float32) + 0.5, iterations=5, device=args.device)
+        torch.cuda.synchronize()
     rows = []
     for path in files:
         gt, noisy = noisy_crop(path, args.size)
@@ -135,22 +152,10 @@ def main(argv=None) -> int:
                 flush=True,
             )
         rows.append(rec)
+        if args.out is not None:  # after every image: a run cut short keeps the images it finished
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(table(rows, ks))
-    if args.out is not None:
-        meta = {
-            "size": args.size,
-            "sigma": SIGMA * 255,
-            "preset": args.preset,
-            "device": args.device,
-            "threads": args.threads,
-            "seed": args.seed,
-            "iterations": args.iterations,
-            "ks": ks,
-            "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(),
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
 
 

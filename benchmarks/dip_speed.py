@@ -206,7 +206,9 @@ def run_paper(
 
 
 # --- (b) the default pipeline -------------------------------------------------------------
-def run_default(gt, target, holes, device, *, seed, preset=None, amp=None, max_iterations=0, tile_size=None):
+def run_default(
+    gt, target, holes, device, *, seed, preset=None, amp=None, max_iterations=0, tile_size=None, cuda_graph=True
+):
     from napari_deep_prior import denoise, inpaint
     from napari_deep_prior.restore.presets import get_preset
 
@@ -217,9 +219,12 @@ def run_default(gt, target, holes, device, *, seed, preset=None, amp=None, max_i
         kw["preset"] = preset
     if tile_size is not None:
         kw["tile_size"] = tile_size
-    if amp:
+    changes = {"amp": amp} if amp else {}
+    if not cuda_graph:
+        changes["cuda_graph"] = False
+    if changes:
         task = "denoise" if holes is None else "inpaint"
-        kw["params"] = get_preset(preset or task, task=task).replace(amp=amp)
+        kw["params"] = get_preset(preset or task, task=task).replace(**changes)
     t0 = time.perf_counter()
     if holes is None:
         out, full = denoise(target, channel_axis=-1, **kw)
@@ -321,6 +326,7 @@ def bench_case(case, inputs, args, device, log, on_row=lambda rows: None):
                     amp=args.amp,
                     max_iterations=args.max_iterations,
                     tile_size=args.tile_size,
+                    cuda_graph=not args.no_cuda_graph,
                 )
             b["peak_memory_mb"] = mem.peak / 2**20
             rec["default"] = b
@@ -389,13 +395,13 @@ def summary_table(rows):
     return "\n".join(lines)
 
 
-def scaling(sizes, steps, device, log, amp=None):
+def scaling(sizes, steps, device, log, amp=None, cuda_graph=True):
     """Default pipeline: s/step and peak memory vs size (synthetic smooth RGB image + noise)."""
     from napari_deep_prior.restore.api import prepare_denoise
     from napari_deep_prior.restore.planning import estimate_fit_bytes
     from napari_deep_prior.restore.presets import get_preset
 
-    params = get_preset("denoise")
+    params = get_preset("denoise").replace(cuda_graph=cuda_graph)
     if amp:
         params = params.replace(amp=amp)
 
@@ -491,6 +497,11 @@ def main(argv=None):
     )
     ap.add_argument("--scaling", default="", help="comma list of sizes for the s/step-vs-size table")
     ap.add_argument("--scaling-steps", type=int, default=6)
+    ap.add_argument(
+        "--no-cuda-graph",
+        action="store_true",
+        help="the default pipeline without its CUDA graph (DIPParams.cuda_graph=False): to compare",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.paper_only and args.default_only:
@@ -523,6 +534,7 @@ def main(argv=None):
         "amp": args.amp,
         "default_only": args.default_only,
         "tile_size": args.tile_size,
+        "cuda_graph": not args.no_cuda_graph,
     }
 
     def log(rec):
@@ -541,7 +553,9 @@ def main(argv=None):
 
     if args.scaling:
         sizes = [int(s) for s in args.scaling.split(",")]
-        result["scaling"] = scaling(sizes, args.scaling_steps, device, log, amp=args.amp)
+        result["scaling"] = scaling(
+            sizes, args.scaling_steps, device, log, amp=args.amp, cuda_graph=not args.no_cuda_graph
+        )
         save()
         print("\n| size | s/step | peak MB | estimate MB |\n|---|---|---|---|")
         for r in result["scaling"]:

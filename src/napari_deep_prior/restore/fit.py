@@ -39,6 +39,7 @@ from ..device import fit_threads
 from ..nets import SkipNet, make_input, padded_shape, seeded_skip_net
 from .degradations import MaskOperator, Operator
 from .ensemble import MemberStack, member_seeds
+from .graphs import GraphedStep, restore_optimiser, wants_graph
 from .presets import DIPParams
 from .regions import scattered_holes
 from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
@@ -189,6 +190,10 @@ class FitResult:
         The fraction the hole-change stop read: ``DIPParams.es_hole_change``, or
         ``es_hole_change_scattered`` when the holes were scattered pixels; None when that stop
         was off (no holes, no ``es_hole_change``, early stopping off, or the held-out stop).
+    cuda_graph : bool
+        The fit's steps (after the first few) replayed a CUDA graph (``DIPParams.cuda_graph``
+        on a CUDA device, :mod:`.graphs`); False on other devices, or when the step could not be
+        recorded (a RuntimeWarning said why).
     """
 
     image: np.ndarray
@@ -206,6 +211,7 @@ class FitResult:
     expected_deviance: float | None = None
     holdout_mse: np.ndarray | None = None
     hole_change_ratio: float | None = None
+    cuda_graph: bool = False
 
 
 #: A linear history has at least this many frames when the run has twice as many iterations.
@@ -244,19 +250,22 @@ def history_iterations(params: DIPParams) -> np.ndarray:
     return its
 
 
-def make_adam(parameters, lr: float, device: torch.device) -> torch.optim.Adam:
+def make_adam(parameters, lr: float, device: torch.device, capturable: bool = False) -> torch.optim.Adam:
     """Adam with the fused kernel where torch has one for ``device`` (the same update rule).
 
     On the CPU the fused step is ~10 % of a small network's step faster than the default
     per-tensor loop (measured at 128 px); devices without a fused kernel get the default.
+    ``capturable``: the step counts live on the device, so that a CUDA graph can record the
+    update (:mod:`.graphs`).
     """
     parameters = list(parameters)
+    extra = {"capturable": True} if capturable else {}
     if device.type in ("cpu", "cuda"):
         try:
-            return torch.optim.Adam(parameters, lr=lr, fused=True)
+            return torch.optim.Adam(parameters, lr=lr, fused=True, **extra)
         except (RuntimeError, ValueError, TypeError):
             pass
-    return torch.optim.Adam(parameters, lr=lr)
+    return torch.optim.Adam(parameters, lr=lr, **extra)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -377,6 +386,7 @@ class DIPFit:
         self._expected_deviance: float | None = None
         self._hole_change: float | None = None
         self.hole_change_ratio: float | None = None  # FitResult.hole_change_ratio
+        self._graphed: GraphedStep | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -512,7 +522,8 @@ class DIPFit:
         s = self.counts_scale
         y_counts = x * s if poisson else None
 
-        opt = make_adam(net.parameters(), p.lr, dev)
+        use_graph = wants_graph(p.cuda_graph, dev)
+        opt = make_adam(net.parameters(), p.lr, dev, capturable=use_graph)
         amp_dtype = autocast_dtype(p.amp, dev)
 
         T = p.iterations
@@ -569,22 +580,13 @@ class DIPFit:
         last_fit_psnr = None
         backtracked = False
 
-        for t in range(1, T + 1):
-            zin = z
-            if p.reg_noise_std > 0:
-                if K > 1:
-                    noise = member_jitter()
-                else:
-                    noise = (
-                        torch.randn(z.shape, generator=jit_gen, device=dev)
-                        if jit_gen is not None
-                        else torch.randn(z.shape, generator=cpu_gen).to(dev)
-                    )
-                zin = z + p.reg_noise_std * noise
+        def train_step(zin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """One optimisation step on the input zin: (output, prediction, loss) before it."""
             if amp_dtype is None:
                 out = net(zin)[:, :, top : top + oh, left : left + ow]
             else:
-                with torch.autocast(device_type=dev.type, dtype=amp_dtype):
+                # no cast cache: a recorded graph must not keep casts made outside it
+                with torch.autocast(device_type=dev.type, dtype=amp_dtype, cache_enabled=not use_graph):
                     out = net(zin)[:, :, top : top + oh, left : left + ow]
                 out = out.float()
             pred = op(out)  # A(x): the prediction of the measurement (of each member: K images)
@@ -607,6 +609,27 @@ class DIPFit:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            return out, pred, loss
+
+        # on a GPU the step is recorded once as a CUDA graph and replayed (.graphs)
+        graphed = GraphedStep(train_step, z, p.reg_noise_std) if use_graph else None
+        self._graphed = graphed
+
+        for t in range(1, T + 1):
+            noise = None
+            if p.reg_noise_std > 0:
+                if K > 1:
+                    noise = member_jitter()
+                else:
+                    noise = (
+                        torch.randn(z.shape, generator=jit_gen, device=dev)
+                        if jit_gen is not None
+                        else torch.randn(z.shape, generator=cpu_gen).to(dev)
+                    )
+            if graphed is not None:  # the graph's output buffers: overwritten by the next step
+                out, pred, loss = graphed(noise)
+            else:
+                out, pred, loss = train_step(z if noise is None else z + p.reg_noise_std * noise)
 
             with torch.no_grad():
                 if K > 1:
@@ -615,7 +638,8 @@ class DIPFit:
                     pred = pred.detach().mean(0, keepdim=True)
                     loss = loss.detach() / K
                 else:
-                    o = out.detach()
+                    # a graph's output buffer is overwritten by the next step: keep a copy
+                    o = out.detach().clone() if graphed is not None and p.exp_weight is None else out.detach()
                 losses[t - 1] = loss.detach()
                 if noise_stop:
                     if loss_mean is None:
@@ -675,7 +699,7 @@ class DIPFit:
                         raise self._diverged(bad_t, bad_loss, ckpt, diverged_at)
                     diverged_at = bad_t
                     net.load_state_dict(ckpt.weights)
-                    opt.load_state_dict(ckpt.optimiser)
+                    restore_optimiser(opt, ckpt.optimiser)  # in place (a graph reads it)
                     avg = None if ckpt.avg is None else ckpt.avg.clone()
                     self._cand = avg if avg is not None else ckpt.cand
                     loss_mean = None  # the noise-level stop's running mean restarts
@@ -689,7 +713,7 @@ class DIPFit:
                     and fit_psnr < last_fit_psnr - p.backtrack_db
                 ):
                     net.load_state_dict(ckpt.weights)
-                    opt.load_state_dict(ckpt.optimiser)
+                    restore_optimiser(opt, ckpt.optimiser)  # in place (a graph reads it)
                     if ckpt.avg is not None:
                         avg = ckpt.avg.clone()
                         self._cand = avg
@@ -821,4 +845,5 @@ class DIPFit:
             expected_deviance=self._expected_deviance,
             holdout_mse=np.asarray(self._holdout_mse, dtype=np.float64).reshape(-1, 2) if self._holdout_mse else None,
             hole_change_ratio=self.hole_change_ratio,
+            cuda_graph=self._graphed is not None and self._graphed.replaying,
         )

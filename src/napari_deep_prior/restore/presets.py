@@ -186,6 +186,12 @@ class DIPParams:
         limit).  With automatic tiles (``tile_size=None``) a CPU fits planes of at least 1.5x
         this side in overlapping tiles of at most this side, even when the whole plane fits
         in memory (:func:`~.planning.capacity_tile`; ``tile_size=0`` fits them whole).
+    cuda_graph : bool
+        On a CUDA GPU, record the optimisation step once as a CUDA graph after a few eager
+        steps and replay it (:mod:`~.graphs`): the same arithmetic without the cost of launching
+        a few hundred small kernels one by one, which is what a step of a thin network costs on
+        a GPU.  No effect on other devices.  A step that cannot be recorded runs eagerly (with
+        a warning).  True by default.
     """
 
     net: NetParams = field(default_factory=NetParams)
@@ -214,6 +220,7 @@ class DIPParams:
     amp: Literal["off", "bf16", "auto"] = "off"
     ensemble: int = 1
     tile_capacity: int = 0
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or isinstance(self.iterations, bool):
@@ -255,6 +262,9 @@ class DIPParams:
         if self.tile_capacity < 0:
             raise ParameterError(f"{{tile_capacity}} must be >= 0 (0: no limit), got {self.tile_capacity}")
         object.__setattr__(self, "tile_capacity", int(self.tile_capacity))
+        if not isinstance(self.cuda_graph, (bool, np.bool_)):
+            raise ParameterError(f"{{cuda_graph}} must be True or False, got {self.cuda_graph!r}")
+        object.__setattr__(self, "cuda_graph", bool(self.cuda_graph))
         object.__setattr__(self, "ensemble", int(self.ensemble))  # a numpy integer as an int
 
     def replace(self, **changes) -> DIPParams:
