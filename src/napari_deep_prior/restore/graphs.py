@@ -4,7 +4,8 @@ On a GPU the default networks are thin (16-64 channels): one step launches a few
 small kernels (forward, backward, the optimiser), each far too small to fill the GPU, so a step
 costs what launching them costs, not what they compute (on an H200 0.015-0.027 s a step from
 128 to 1024 px, about the same at every size).  A CUDA graph records the launches of one step
-once and replays them with one call, which removes that cost.
+once and replays them with one call, which removes that cost: replayed, the default step took
+0.004 / 0.005 / 0.009 / 0.022 s at 128 / 256 / 512 / 1024 px RGB on the same GPU.
 
 :class:`GraphedStep` runs a training step ``step(zin) -> (out, pred, loss)`` (the network's
 forward pass, the loss, its backward pass and the optimiser's update) on the input

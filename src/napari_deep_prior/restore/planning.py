@@ -509,10 +509,11 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
     (``benchmarks/dip_tiles.py --compare``, five images): the whole-plane fit of the thin
     default network came out 0.31-0.73 dB below 4 tiles of 288 px (three of the five had not
     reached the noise-level stop after 1600-2400 steps), the tiles stopping on their own at
-    430-1890 steps each in less or the same time.  GPUs fit planes whole: on an H200 the
-    whole-plane fits of Lena, Baboon, F16 and kodim02 at 512 px came out within 0.2 dB of the
-    CPU's (all nine full-size Set9 images: mean 30.03 dB, 25-43 s an image alone); tiles there
-    are not measured yet (they would run one after another; ``benchmarks/gpu_check.sh`` part 3).
+    430-1890 steps each in less or the same time.  GPUs fit planes whole: on an H200 (steps
+    replayed as CUDA graphs) the nine full-size Set9 images came out at 30.01 dB on the mean in
+    7-26 s an image alone; the same 4 tiles of 288 px gave 0.26-0.77 dB more on the five images
+    tried (as on the CPU), but in 28-55 s an image with three such runs sharing the GPU (alone
+    not measured), since the tiles run one after another.
     """
     cap = _capacity_side(params, device, min_tile, mult)
     if cap is None or max(h, w) < CAPACITY_MIN_SIDE * params.tile_capacity:
