@@ -13,8 +13,9 @@
 # left open.
 #
 # Phase 1, one process at a time (these are the timings to quote):
-#   0. the CUDA tests of the graphed step (tests/restore/test_graphs.py; their step-by-step and
-#      fit-level comparisons were rewritten after the second run and have not run on a GPU yet)
+#   0. the CUDA tests of the graphed step (tests/restore/test_graphs.py and the rollback test of
+#      test_fit.py; the step-by-step and fit-level comparisons were rewritten after the second run
+#      and have not run on a GPU yet)
 #   1. full-size F16 and kodim02 in tiles of 288 px (--tile-size 288, the CPU default's capacity
 #      rule), alone: what tiles cost on a GPU (the second run had them only side by side)
 #   2. the seed ensemble K = 2 (one batched vmap pass, graphed) on full-size F16, alone, with room
@@ -60,7 +61,8 @@ fi
     python -c "import torch; print('torch', torch.__version__)"
 
     echo "== 0. CUDA tests of the graphed step (limit ${T0}s)"
-    timeout "$T0" python -m pytest -q -p no:cacheprovider --disable-warnings -rfEs "$here/../tests/restore/test_graphs.py" 2>&1 | tail -n 40
+    timeout "$T0" python -m pytest -q -p no:cacheprovider --disable-warnings -rfEs "$here/../tests/restore/test_graphs.py" \
+        "$here/../tests/restore/test_fit.py::test_backtracking_restores_weights_after_divergence" 2>&1 | tail -n 40
 
     echo "== 1. default pipeline, full size, tiles of ${TILE} px, alone (limit ${T1}s)"
     timeout "$T1" python "$here/dip_speed.py" --data "$DATA" $FULL --device $DEV --cases denoise \

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from fit_steps import drain as _drain
 from napari_deep_prior.nets import padded_shape
 from napari_deep_prior.restore.fit import (
     DIPFit,
@@ -15,16 +16,6 @@ from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_si
 
 def _fit(img, params, seed=0, **kw):
     return DIPFit(img[..., None].astype(np.float32), params=params, device=torch.device("cpu"), seed=seed, **kw)
-
-
-def _drain(fit):
-    steps = []
-    gen = fit.steps()
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            return steps, stop.value
 
 
 def test_steps_history_and_statistics(tiny_params, smooth_image):
@@ -76,9 +67,14 @@ def test_same_seed_same_result(tiny_params, smooth_image):
     assert not np.array_equal(a.image, c.image)
 
 
-def test_backtracking_restores_weights_after_divergence(tiny_params, smooth_image):
+@pytest.mark.parametrize(
+    "device",
+    # on a GPU the step is a replayed CUDA graph: the rollback must restore in place what it reads
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_backtracking_restores_weights_after_divergence(tiny_params, smooth_image, device):
     p = tiny_params.replace(iterations=40, early_stop=False, reg_noise_std=0.0)
-    fit = _fit(smooth_image, p)
+    fit = DIPFit(smooth_image[..., None].astype(np.float32), params=p, device=torch.device(device), seed=0)
     gen = fit.steps()
     first = next(gen)
     second = next(gen)
@@ -91,6 +87,7 @@ def test_backtracking_restores_weights_after_divergence(tiny_params, smooth_imag
     rest = list(gen)
     res = fit.result()
     assert res.iterations_run == 40 and not any(s.backtracked for s in rest)
+    assert res.cuda_graph == (device == "cuda")
     # the fit is back on track: the data term is below the one seen before the damage
     assert res.losses[-1] < res.losses[second.iteration - 1] * 1.5
 

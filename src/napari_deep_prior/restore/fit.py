@@ -386,7 +386,8 @@ class DIPFit:
         self._expected_deviance: float | None = None
         self._hole_change: float | None = None
         self.hole_change_ratio: float | None = None  # FitResult.hole_change_ratio
-        self._graphed: GraphedStep | None = None
+        self._graphed: GraphedStep | None = None  # while the fit runs on a CUDA device
+        self._graph_replayed = False  # FitResult.cuda_graph once the fit has ended
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -483,7 +484,15 @@ class DIPFit:
         hp, wp = self.padded
         # a seed ensemble's step does the work of K fits of the size: thread it as such
         with fit_threads(self.device, hp * self.params.ensemble, wp):
-            return (yield from self._steps())
+            try:
+                return (yield from self._steps())
+            finally:
+                # a finished or closed fit frees its recorded step (the graph's memory holds a
+                # step's activations), also while the job keeps this DIPFit for its result
+                if self._graphed is not None:
+                    self._graph_replayed = self._graphed.replaying
+                    self._graphed.release()
+                    self._graphed = None
 
     def _steps(self) -> Generator[Step, None, FitResult]:
         p = self.params
@@ -845,5 +854,5 @@ class DIPFit:
             expected_deviance=self._expected_deviance,
             holdout_mse=np.asarray(self._holdout_mse, dtype=np.float64).reshape(-1, 2) if self._holdout_mse else None,
             hole_change_ratio=self.hole_change_ratio,
-            cuda_graph=self._graphed is not None and self._graphed.replaying,
+            cuda_graph=self._graph_replayed or (self._graphed is not None and self._graphed.replaying),
         )

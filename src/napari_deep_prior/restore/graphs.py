@@ -72,11 +72,21 @@ class GraphedStep:
         self._outputs: tuple | None = None
         #: Why the step could not be recorded (it then runs eagerly), or None.
         self.error: BaseException | None = None
+        self.replayed = False  # set by release()
 
     @property
     def replaying(self) -> bool:
-        """True once the step has been recorded: the calls replay the graph."""
-        return self._graph is not None
+        """True once the step has been recorded: the calls replay the graph (and after
+        :meth:`release`, whether they did)."""
+        return self._graph is not None or self.replayed
+
+    def release(self) -> None:
+        """Drop the graph (and the memory it holds: a step's activations), the step and its inputs.
+
+        ``replaying`` and ``error`` keep what they said; the object cannot step any more.
+        """
+        self.replayed = self.replayed or self._graph is not None
+        self._graph = self._outputs = self._step = self._z = self._noise = None
 
     def _input(self) -> torch.Tensor:
         return self._z if self._noise is None else self._z + self._std * self._noise
