@@ -93,6 +93,12 @@ class GraphedStep:
 
     def __call__(self, noise: torch.Tensor | None) -> tuple:
         """One training step with the jitter ``noise`` (None when ``noise_std`` is 0)."""
+        # the fit's GPU, whichever is current (a dask worker fits on "cuda:k"): the streams,
+        # the recording and the replays all belong to it
+        with torch.cuda.device(self._z.device):
+            return self._call(noise)
+
+    def _call(self, noise: torch.Tensor | None) -> tuple:
         if self._noise is not None:
             self._noise.copy_(noise)
         self._calls += 1
