@@ -177,9 +177,13 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     than those 480 MiB, its traced (NumPy/Python) peak must stay below the stack's float64 copy
     alone (160 MiB), and nothing may pile up plane after plane: the memory still held at the
     quietest moment of each plane (the least traced memory over that plane's yields) must not
-    grow from plane 2 to plane 19, and the typical (median) peak of one plane's window must not
-    grow either.  (One plane's peak alone is not a growth measure: on a slow machine the GUI
-    thread's preview copy can coincide with the worker's peak in any one window.)
+    grow from plane 2 to plane 19, and the lowest peak of a plane's window must not grow either.
+    (A window's peak is raised when the GUI thread's preview copies coincide with the worker's
+    peak, the more often the busier the machine: the median window peak of planes 10-18 once came
+    out 4.3 MiB above that of planes 1-9 with three other processes on the 2 cores, one float32
+    plane, with no growth in the memory held.  Such coincidences only add, so the lowest window
+    peaks of planes 2-9 and 10-18 are compared; measured so, loaded the same way: 51.7 and 51.8
+    MiB.)
     """
     from napari_deep_prior.nets import NetParams
 
@@ -242,15 +246,18 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     assert sum(gui.values()) == 0 and max(worker.values()) <= 2
     assert traced_peak < 8 * stack_px, "traced memory reached the stack's float64 copy"
     assert rss_peak < 24 * stack_px, "peak RSS reached the whole-stack path's stack-sized arrays"
-    early = sorted(window_peaks[z] for z in range(1, 10))[4]
-    late = sorted(window_peaks[z] for z in range(10, 19))[4]
+    # (plane 1's window is the shortest: no earlier plane's fit in it)
+    early = min(window_peaks[z] for z in range(2, 10))
+    late = min(window_peaks[z] for z in range(10, 19))
     print(
         f"[lazy memory] held at planes 2 / 10 / 19: {held[2] / mib:.1f} / {held[10] / mib:.1f} / "
-        f"{held[19] / mib:.1f} MiB; median window peak planes 1-9: {early / mib:.1f}, 10-18: {late / mib:.1f} MiB"
+        f"{held[19] / mib:.1f} MiB; window peaks (MiB) planes 1-18: "
+        + " ".join(f"{window_peaks[z] / mib:.1f}" for z in range(1, 19))
     )
     # a leak of one uint16 plane (2 MiB) over the 17 planes, i.e. 120 KiB a plane, fails this
     assert held[19] - held[2] < 2 * side * side, "the memory held between planes kept growing with the planes"
-    assert late - early < 4 * side * side, "the typical peak of a plane kept growing with the planes"
+    # a transient buffer growing by half a uint16 plane (1 MiB) a plane fails this
+    assert late - early < 4 * side * side, "the lowest peak of a plane kept growing with the planes"
 
 
 # --- plane range, region, new mask ----------------------------------------------------------
