@@ -395,8 +395,12 @@ def test_the_default_denoise_fits_large_planes_in_tiles_of_its_capacity():
         job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0, **kw)
         assert job.tiles is None, kw
         assert not any("overlapping tiles" in n for n in job.notes)
-    for side in (256, 384):
-        assert prepare_denoise(img[:side, :side], channel_axis=-1, device="cpu", seed=0).tiles is None
+    assert prepare_denoise(img[:240, :240], channel_axis=-1, device="cpu", seed=0).tiles is None
+    # from 256 x 256 pixels up to the capacity's own threshold: 2 x 2 tiles, the smallest that do
+    for side, tile in ((256, 160), (384, 224), (432, 256)):
+        job = prepare_denoise(img[:side, :side], channel_axis=-1, device="cpu", seed=0)
+        assert job.tiles == plan_tiles(side, side, tile, default_overlap(tile)) and len(job.tiles) == 4, side
+        assert any(f"4 overlapping tiles of {tile}x{tile}" in n for n in job.notes)
     # an explicit tile size still wins
     job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0, tile_size=192)
     assert {b[1] - b[0] for b in job.tiles} == {192}
@@ -427,9 +431,15 @@ def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
     assert t == 64 and len(plan_tiles(112, 112, t, default_overlap(t))) == 4
     assert planning.capacity_tile(p, 112, 112, torch.device("meta"), min_tile, mult, None) is None  # not a CPU
     assert planning.capacity_tile(p, 90, 90, cpu, min_tile, mult, None) is None  # smaller than 1.5 x 64
-    # too much overlap for the pixels: whole (100 px needs 2 x 2 tiles of 64, 1.64x; 512 px 11 x 11, 1.89x)
+    # too much overlap for the pixels: whole (100 px needs 2 x 2 tiles of 64, 1.64x; 512 px 11 x 11,
+    # 1.89x, and its 2 x 2 split tiles of 280 px are above the capacity)
     assert planning.capacity_tile(p, 100, 100, cpu, min_tile, mult, None) is None
     assert planning.capacity_tile(p, 512, 512, cpu, min_tile, mult, None) is None
+    # a plane of at least 256 x 256 pixels below 1.5 x the capacity: 2 x 2 tiles of at most it
+    big = fast.replace(tile_capacity=288)
+    assert planning.capacity_tile(big, 256, 256, cpu, min_tile, mult, None) == 144  # 2 x 2, 1.27x
+    assert planning.capacity_tile(big, 240, 240, cpu, min_tile, mult, None) is None  # fewer pixels
+    assert planning.capacity_tile(big, 300, 100, cpu, min_tile, mult, None) is None
 
 
 @pytest.mark.parametrize("bad", [-1, True, 2.5])
