@@ -515,9 +515,10 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
     default network came out 0.31-0.73 dB below 4 tiles of 288 px (three of the five had not
     reached the noise-level stop after 1600-2400 steps), the tiles stopping on their own at
     430-1890 steps each in less or the same time.  Smaller planes of at least
-    ``CAPACITY_SPLIT_PIXELS`` (and those whose tiles of the capacity would overlap by more than
-    that) are split in 2 x 2 tiles (the smallest side that needs no more than 2 a side, at most
-    T, at most ``CAPACITY_SPLIT_MAX_AREA`` times the plane's pixels): all nine Set9 images
+    ``CAPACITY_SPLIT_PIXELS`` (and larger ones whose tiles of at most T would cost more than
+    ``CAPACITY_MAX_AREA`` times their pixels) are split in 2 x 2 tiles (the smallest side that
+    needs no more than 2 a side, at most T, at most ``CAPACITY_SPLIT_MAX_AREA`` times the
+    plane's pixels): all nine Set9 images
     at 256 px in 4 tiles of 160 px came out 0.05-0.48 dB (0.35 on the mean) above their
     whole-plane fits, in less time (F16 159 s against 187, kodim03 146 against 178; one thread,
     two processes on 2 cores).  GPUs fit planes whole: on an H200 (steps
