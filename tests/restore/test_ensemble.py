@@ -203,11 +203,11 @@ def test_the_memory_estimate_grows_with_the_members():
 
 def test_the_planner_tiles_or_refuses_an_ensemble_that_does_not_fit(monkeypatch, smooth_image):
     img = np.kron(smooth_image, np.ones((8, 8)))  # 256 x 256
-    p = get_preset("denoise").replace(history_every=0)
+    p = get_preset("denoise").replace(history_every=0, tile_capacity=0)  # memory alone decides
     one = estimate_fit_bytes(p, 256, 256, 1)
     avail = int(2.0 * one / 0.9)  # room for two networks, not four
     monkeypatch.setattr(device, "cpu_memory_limit", lambda *a: device.MemoryLimit(avail, "cgroup", 2 * avail))
-    assert prepare_denoise(img, device="cpu", history_every=0, ensemble=2, seed=0).tiles is None
-    assert prepare_denoise(img, device="cpu", history_every=0, ensemble=4, seed=0).tiles is not None
+    assert prepare_denoise(img, device="cpu", params=p, ensemble=2, seed=0).tiles is None
+    assert prepare_denoise(img, device="cpu", params=p, ensemble=4, seed=0).tiles is not None
     with pytest.raises(MemoryPlanError, match="tile_size"):
-        prepare_denoise(img, device="cpu", history_every=0, ensemble=4, seed=0, tile_size=0)
+        prepare_denoise(img, device="cpu", params=p, ensemble=4, seed=0, tile_size=0)
