@@ -386,8 +386,7 @@ class DIPFit:
         self._expected_deviance: float | None = None
         self._hole_change: float | None = None
         self.hole_change_ratio: float | None = None  # FitResult.hole_change_ratio
-        self._graphed: GraphedStep | None = None  # while the fit runs on a CUDA device
-        self._graph_replayed = False  # FitResult.cuda_graph once the fit has ended
+        self._graphed: GraphedStep | None = None  # a fit on a CUDA device (released at its end)
 
     # -- helpers ---------------------------------------------------------------------
     def _to_hwc(self, t: torch.Tensor) -> np.ndarray:
@@ -490,9 +489,7 @@ class DIPFit:
                 # a finished or closed fit frees its recorded step (the graph's memory holds a
                 # step's activations), also while the job keeps this DIPFit for its result
                 if self._graphed is not None:
-                    self._graph_replayed = self._graphed.replaying
                     self._graphed.release()
-                    self._graphed = None
 
     def _steps(self) -> Generator[Step, None, FitResult]:
         p = self.params
@@ -854,5 +851,5 @@ class DIPFit:
             expected_deviance=self._expected_deviance,
             holdout_mse=np.asarray(self._holdout_mse, dtype=np.float64).reshape(-1, 2) if self._holdout_mse else None,
             hole_change_ratio=self.hole_change_ratio,
-            cuda_graph=self._graph_replayed or (self._graphed is not None and self._graphed.replaying),
+            cuda_graph=self._graphed is not None and self._graphed.replaying,
         )

@@ -535,13 +535,17 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
         ov = default_overlap(t) if overlap is None else overlap
         if ov < t:
             boxes = plan_tiles(h, w, t, ov)
-            area = sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes)
-            if len(boxes) >= 2 and area <= CAPACITY_MAX_AREA * h * w:
+            if len(boxes) >= 2 and _boxes_area(boxes) <= CAPACITY_MAX_AREA * h * w:
                 return t
     # smaller planes, and those whose capacity tiles would overlap too much: 2 x 2 tiles of at
     # most the capacity
     t = _split_tile(h, w, min_tile, mult, overlap) if h * w >= CAPACITY_SPLIT_PIXELS else None
     return t if t is not None and t <= cap else None
+
+
+def _boxes_area(boxes) -> int:
+    """Pixels of all tiles together (overlaps counted once per tile)."""
+    return sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes)
 
 
 def _tile_counts(t: int, h: int, w: int, overlap: int | None) -> tuple[int, int] | None:
@@ -561,8 +565,7 @@ def _split_tile(h: int, w: int, min_tile: int, mult: int, overlap: int | None) -
         if c is not None and max(c) <= 2:
             ov = default_overlap(t) if overlap is None else overlap
             boxes = plan_tiles(h, w, t, ov)
-            area = sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes)
-            return t if len(boxes) >= 2 and area <= CAPACITY_SPLIT_MAX_AREA * h * w else None
+            return t if len(boxes) >= 2 and _boxes_area(boxes) <= CAPACITY_SPLIT_MAX_AREA * h * w else None
         t += mult
     return None
 
@@ -574,15 +577,11 @@ def _shrink_tile(tile: int, h: int, w: int, min_tile: int, mult: int, overlap: i
     overlaps (a 4096 px square with memory for 2048 px tiles needs 3 x 3 tiles either way:
     2048 px tiles overlap by 1024 px, 1504 px tiles by 188 px, with 54 % of the pixels).
     """
-
-    def counts(t):
-        return _tile_counts(t, h, w, overlap)
-
-    target = counts(tile)
+    target = _tile_counts(tile, h, w, overlap)
     best = tile
     t = tile - mult
     while t >= min_tile:
-        c = counts(t)
+        c = _tile_counts(t, h, w, overlap)
         if c is None or c[0] > target[0] or c[1] > target[1]:
             break
         best = t
