@@ -86,7 +86,7 @@ def record(args) -> None:
     import torch
 
     from napari_deep_prior.restore.fit import DIPFit
-    from napari_deep_prior.restore.stopping import estimate_noise_sigma
+    from napari_deep_prior.restore.stopping import estimate_noise_sigma, residual_correlation
 
     params = _params(args.preset, args.set or [], args.steps)
     names = args.images.split(",") if args.images else list(SET9)
@@ -124,6 +124,10 @@ def record(args) -> None:
             "iterations": its.tolist(),
             "psnr": [round(psnr(gt, f), 4) for f in frames],
             "fit_mse": [float(np.mean((f - noisy) ** 2)) for f in frames],
+            # the residual-whiteness stop's statistic of the returned estimate
+            "residual_corr": [
+                float(residual_correlation(torch.from_numpy(noisy - f).permute(2, 0, 1))) for f in frames
+            ],
             "loss_all": [float(v) for v in res.losses],
             "es_var": [
                 None if not np.isfinite(res.es_variances[i - 1]) else float(res.es_variances[i - 1]) for i in its
@@ -183,6 +187,30 @@ def rule_loss_discrepancy(rec, factor, start=150, beta=0.95, every=10, fallback=
     return fallback(rec) if fallback else len(rec["loss_all"])
 
 
+def rule_whiteness(rec, whiteness, factor=1.0, start=150, beta=0.95, patience=600):
+    """The shipped Gaussian stop: noise level and residual whiteness, ES-WMV as the safety net.
+
+    At each recorded yield from ``start``: the run ends when the residual's lag-1
+    autocorrelation (``residual_corr``, of the returned estimate) is <= ``-whiteness``, or when
+    the running mean of the loss is <= ``factor * sigma_hat^2`` while that correlation is <= 0;
+    ES-WMV with ``patience`` otherwise.  None for a recording without ``residual_corr``.
+    """
+    if "residual_corr" not in rec:
+        return None
+    s2 = rec["sigma_hat"] ** 2
+    ema, loss_at = None, {}
+    for t, v in enumerate(rec["loss_all"], 1):
+        ema = v if ema is None else beta * ema + (1 - beta) * v
+        loss_at[t] = ema
+    es = rule_es(rec, patience)
+    for t, rho in zip(rec["iterations"], rec["residual_corr"], strict=True):
+        if t >= es:
+            return es
+        if t >= start and (rho <= -whiteness or (rho <= 0.0 and loss_at[t] <= factor * s2)):
+            return t
+    return min(es, rec["iterations"][-1])
+
+
 def at(rec, t):
     its = rec["iterations"]
     k = min(range(len(its)), key=lambda i: abs(its[i] - t))
@@ -227,6 +255,12 @@ def analyse(args) -> None:
             rules[f"min(loss {f:.2f}, es p{pat})"] = lambda r, f=f, pat=pat: min(
                 rule_loss_discrepancy(r, f), rule_es(r, pat)
             )
+    if all("residual_corr" in r for r in imgs):
+        for w in (0.02, 0.025, 0.03, 0.035, 0.04):
+            rules[f"white {w:.3f} (+loss 1.00)"] = lambda r, w=w: rule_whiteness(r, w)
+    rules["shipped"] = lambda r: min(rule_loss_discrepancy(r, 1.0), rule_es(r, 600))
+    if all("residual_corr" in r for r in imgs):
+        rules["shipped"] = lambda r: rule_whiteness(r, 0.035)
     rules["oracle"] = lambda r: r["iterations"][int(np.argmax(r["psnr"]))]
     print()
     head = "rule                     " + " ".join(f"{r['image'][:7]:>13s}" for r in imgs) + "   mean dB  Δpaper  ratio"

@@ -13,6 +13,10 @@ With ``es_noise_factor`` the run also ends by the discrepancy principle: once a 
 of the training loss has fallen to the input's (estimated) noise variance times that factor,
 or, for the Poisson loss, once the running mean deviance of the fit against the counts has
 fallen to the deviance that Poisson noise of the current estimate's rate would leave.
+With ``es_whiteness`` (Gaussian loss, estimated noise level) the residual's lag-1
+autocorrelation corrects that stop for a noise estimate a few per cent off: the run ends
+once it has fallen to ``-es_whiteness``, and the noise level counts as reached only once it
+is no longer positive.
 All per-step statistics stay on the device and are read only when a Step is yielded, so
 the loop never synchronises with a GPU between yields.
 
@@ -42,7 +46,7 @@ from .ensemble import MemberStack, member_seeds
 from .graphs import GraphedStep, restore_optimiser, wants_graph
 from .presets import DIPParams
 from .regions import scattered_holes
-from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma
+from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma, residual_correlation
 
 #: Held by front ends that run fits from threads of one process (dask's threaded scheduler,
 #: a dask worker's threads): torch's intra-op thread count is process-wide, so a fit that
@@ -173,7 +177,7 @@ class FitResult:
         began to reproduce the noise; otherwise the weights at the end.  A seed ensemble's
         (``DIPParams.ensemble > 1``) is :meth:`.ensemble.MemberStack.state_dict`: each
         parameter stacked over the members.
-    stop_reason : {"noise level", "holes settled", "variance minimum", "held-out minimum"} or None
+    stop_reason : {"noise level", "residual whiteness", "holes settled", "variance minimum", "held-out minimum"} or None
         Which early stop ended the run (None: it ran all its iterations or was cancelled).
     noise_sigma : float or None
         The input's noise level (standard deviation, in the [0, 1] units of the fit) the
@@ -186,6 +190,10 @@ class FitResult:
     holdout_mse : ndarray of shape (n, 2) or None
         With the held-out stop (``DIPParams.es_holdout``): (iteration, mean squared error of
         the estimate on the held-out known pixels) at every check.
+    residual_correlation : float or None
+        With the residual-whiteness stop (``DIPParams.es_whiteness``): the lag-1
+        autocorrelation of the residual (input minus estimate) at the last check; None when
+        that stop was off.
     hole_change_ratio : float or None
         The fraction the hole-change stop read: ``DIPParams.es_hole_change``, or
         ``es_hole_change_scattered`` when the holes were scattered pixels; None when that stop
@@ -210,6 +218,7 @@ class FitResult:
     deviance: float | None = None
     expected_deviance: float | None = None
     holdout_mse: np.ndarray | None = None
+    residual_correlation: float | None = None
     hole_change_ratio: float | None = None
     cuda_graph: bool = False
 
@@ -327,6 +336,8 @@ class DIPFit:
     noise_sigma : float, optional
         The input's noise level (standard deviation, in the [0, 1] units of ``target``) for the
         noise-level stop; None: estimated from the image (:func:`.stopping.estimate_noise_sigma`).
+        A given level also turns the residual-whiteness stop (``es_whiteness``) off: that stop
+        makes up for an estimate's error.
     init_state : dict, optional
         Network weights to start from (warm start from a neighbouring plane); for a seed
         ensemble the ``state_dict`` of a fit with the same ``ensemble``.
@@ -385,6 +396,7 @@ class DIPFit:
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
         self._hole_change: float | None = None
+        self._residual_corr: float | None = None
         self.hole_change_ratio: float | None = None  # FitResult.hole_change_ratio
         self._graphed: GraphedStep | None = None  # a fit on a CUDA device (released at its end)
 
@@ -559,6 +571,8 @@ class DIPFit:
             )
             noise_level = p.es_noise_factor * self._noise_sigma**2
         loss_mean = None
+        # Residual-whiteness stop: beside the Gaussian noise-level stop on an estimated level
+        white_stop = noise_stop and not poisson and p.es_whiteness > 0 and self.given_noise_sigma is None
 
         # Hole-change stop: the estimate over the holes, kept at the yields of the last lag steps
         hole_stop = p.early_stop and p.es_hole_change > 0 and self.known is not None and hold is None
@@ -751,6 +765,13 @@ class DIPFit:
                     reached = self._deviance <= noise_level
                 else:
                     reached = noise_stop and t >= es_from and loss_mean is not None and float(loss_mean) <= noise_level
+                white = False
+                if white_stop and t >= es_from and not backtracked:
+                    with torch.no_grad():
+                        self._residual_corr = float(residual_correlation(x - op(self._cand)))
+                    white = self._residual_corr <= -p.es_whiteness
+                    # the noise level is not reached while the residual still holds image structure
+                    reached = reached and self._residual_corr <= 0.0
                 if hole_stop and not backtracked:
                     with torch.no_grad():
                         now = self._cand[0][:, hole_sel].clone()
@@ -768,8 +789,8 @@ class DIPFit:
                             and self._hole_change <= max(self.hole_change_ratio * hole_ref, HOLE_CHANGE_FLOOR)
                         ):
                             stop = "holes settled"
-                if stop is None and reached:
-                    stop = "noise level"
+                if stop is None and (reached or white):
+                    stop = "noise level" if reached else "residual whiteness"
                     # the returned state: the next plane starts from the weights at this stop
                     self._warm_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                     self._warm_iter = t
@@ -814,7 +835,7 @@ class DIPFit:
             p.early_stop
             and self._best is not None
             and p.exp_weight is None
-            and self._stop_reason not in ("noise level", "holes settled")
+            and self._stop_reason not in ("noise level", "residual whiteness", "holes settled")
         ):
             # the raw output at the variance minimum (ES-WMV)
             image, it = self._best, int(self._best_iter)
@@ -850,6 +871,7 @@ class DIPFit:
             deviance=self._deviance,
             expected_deviance=self._expected_deviance,
             holdout_mse=np.asarray(self._holdout_mse, dtype=np.float64).reshape(-1, 2) if self._holdout_mse else None,
+            residual_correlation=self._residual_corr,
             hole_change_ratio=self.hole_change_ratio,
             cuda_graph=self._graphed is not None and self._graphed.replaying,
         )

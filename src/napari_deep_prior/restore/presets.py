@@ -122,6 +122,18 @@ class DIPParams:
         estimate's rate would leave (:func:`~.fit.expected_poisson_deviance`, about 1 per
         pixel).  Whichever of the two stops comes first ends the run.  0 disables it
         (ES-WMV alone).
+    es_whiteness : float
+        Residual-whiteness stop, beside the Gaussian noise-level stop (``es_noise_factor`` > 0,
+        every pixel measured, no noise level given by the user): the run also ends at the
+        first yield, after ``es_start``, where the lag-1 autocorrelation of the residual (the
+        input minus the averaged estimate, :func:`~.stopping.residual_correlation`) has
+        fallen to ``-es_whiteness``, and the noise-level stop waits until that correlation is
+        no longer positive.  It needs no noise level: the residual of a fit still short of the
+        image holds image structure (positive correlation); once the fit reproduces the noise
+        the residual is high-passed noise (negative).  It corrects the noise-level stop where
+        the estimate of the noise is a few per cent off: too low, and the loss reaches the
+        level late (the whiteness stop comes first); too high, and the level is reached while
+        structure is left in the residual (the noise-level stop waits).  0 disables it.
     es_holdout : float
         Held-out stop for masked fits (inpainting): this fraction of the known pixels (a
         seeded random choice) is left out of the loss and used as a validation set; the
@@ -209,6 +221,7 @@ class DIPParams:
     es_start: int = 200
     es_patience_ratio: float = 0.0
     es_noise_factor: float = 0.0
+    es_whiteness: float = 0.0
     es_holdout: float = 0.0
     es_hole_change: float = 0.0
     es_hole_change_scattered: float = 0.0
@@ -247,6 +260,8 @@ class DIPParams:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ParameterError(f"{{{name}}} must be in [0, 1] (0: {zero}), got {value}")
+        if not (math.isfinite(self.es_whiteness) and 0.0 <= self.es_whiteness < 1.0):
+            raise ParameterError(f"{{es_whiteness}} must be in [0, 1) (0: off), got {self.es_whiteness}")
         if not 0.0 <= self.es_noise_factor <= 10.0:
             raise ParameterError(f"{{es_noise_factor}} must be in [0, 10] (0: off), got {self.es_noise_factor}")
         if not (math.isfinite(self.backtrack_db) and self.backtrack_db > 0):
@@ -404,6 +419,7 @@ PRESETS["denoise"] = DIPParams(
     es_patience=600,
     es_start=150,
     es_noise_factor=1.0,
+    es_whiteness=0.035,
     tile_capacity=288,
 )
 # Photon counts (loss="poisson" with the default preset selects it): the Poisson likelihood,
@@ -420,7 +436,7 @@ PRESETS["denoise"] = DIPParams(
 DENOISE_DEFAULTS: dict[str, str] = {"gaussian": "denoise", "poisson": "denoise-poisson"}
 # (tile_capacity: measured for the Gaussian default only; the Poisson preset fits planes whole.)
 PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
-    loss="poisson", upsample="bilinear", es_start=100, tile_capacity=0
+    loss="poisson", upsample="bilinear", es_start=100, tile_capacity=0, es_whiteness=0.0
 )
 # Inpainting: the tapered net of denoising (16 channels at full resolution, 32 below, 4-wide
 # skips, nearest-neighbour up-sampling) with output averaging, stopped when the fill of the

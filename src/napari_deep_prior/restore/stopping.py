@@ -5,7 +5,9 @@
 - :func:`estimate_noise_sigma`: the Gaussian noise level of an image (Immerkaer's operator
   on patches), for the discrepancy-principle stop;
 - :func:`expected_poisson_deviance`: the deviance Poisson noise of a given rate leaves, the
-  threshold of the Poisson loss's stop.
+  threshold of the Poisson loss's stop;
+- :func:`residual_correlation`: the lag-1 autocorrelation of the residual, for the
+  residual-whiteness stop (which needs no noise level).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["WindowVariance", "estimate_noise_sigma", "expected_poisson_deviance"]
+__all__ = ["WindowVariance", "estimate_noise_sigma", "expected_poisson_deviance", "residual_correlation"]
 
 
 #: Most patches read by the noise estimate (a regular subsample beyond).
@@ -122,6 +124,21 @@ def _immerkaer_sigma(x: np.ndarray) -> float:
         + x[2:, 2:]
     )
     return float(math.sqrt(math.pi / 2) * np.abs(lap).mean() / 6)
+
+
+def residual_correlation(residual: torch.Tensor) -> torch.Tensor:
+    """Lag-1 autocorrelation of a residual image (..., H, W), horizontal and vertical pooled.
+
+    Each channel's mean is removed first; the result is a 0-dim tensor on the residual's
+    device (no host read).  White noise gives about 0; image structure left in the residual
+    (a fit still short of the image) makes it positive; a fit that has begun to reproduce
+    the noise leaves a high-passed residual and makes it negative.
+    """
+    r = residual - residual.mean(dim=(-2, -1), keepdim=True)
+    h, v = r[..., :, 1:], r[..., 1:, :]
+    num = (h * r[..., :, :-1]).sum() + (v * r[..., :-1, :]).sum()
+    den = (h * h).sum() + (v * v).sum()
+    return num / den.clamp_min(torch.finfo(den.dtype).tiny)
 
 
 class WindowVariance:

@@ -150,9 +150,11 @@ class ResultsMixin:
                     k + 1, float(last.losses[k]), None if var is None or not np.isfinite(var) else float(var)
                 )
             if last.stopped_early:
-                label = {"noise level": "noise-level stop", "holes settled": "holes-settled stop"}.get(
-                    last.stop_reason, "ES stop"
-                )
+                label = {
+                    "noise level": "noise-level stop",
+                    "residual whiteness": "whiteness stop",
+                    "holes settled": "holes-settled stop",
+                }.get(last.stop_reason, "ES stop")
             elif run.params.early_stop and int(last.iteration) != int(last.iterations_run):
                 label = "ES min"
             else:
