@@ -11,7 +11,7 @@ from napari_deep_prior.restore.fit import (
     make_adam,
 )
 from napari_deep_prior.restore.planning import estimate_fit_bytes
-from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_sigma
+from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_sigma, residual_correlation
 
 
 def _fit(img, params, seed=0, **kw):
@@ -249,17 +249,16 @@ def test_noise_sigma_estimate_is_not_fooled_by_texture():
     assert estimate_noise_sigma(noisy) == pytest.approx(0.03, rel=0.1)
 
 
+def _stop_params(tiny_params, **changes):
+    """1500 steps at most, ES-WMV out of the way (patience 5000), checks from step 50."""
+    return tiny_params.replace(
+        iterations=1500, es_patience=5000, es_start=50, history_every=0, ema_warmup=True, **changes
+    )
+
+
 def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):
     noisy = _noisy(smooth_image, 0.1)
-    p = tiny_params.replace(
-        iterations=1500,
-        es_noise_factor=1.05,
-        es_patience=5000,
-        es_start=50,
-        yield_every=5,
-        history_every=0,
-        ema_warmup=True,
-    )
+    p = _stop_params(tiny_params, es_noise_factor=1.05, yield_every=5)
     steps, res = _drain(_fit(noisy, p))
     assert res.stopped_early and res.stop_reason == "noise level"
     assert res.iterations_run < 1500 and res.iterations_run % 5 == 0
@@ -298,6 +297,47 @@ def test_noise_level_stop_only_on_every_pixel(tiny_params, smooth_image):
     assert res.noise_sigma is None and res.stop_reason is None
     with pytest.raises(ValueError, match="es_noise_factor"):
         tiny_params.replace(es_noise_factor=-0.5)
+
+
+def test_whiteness_stop_ends_the_run_where_the_residual_turns_negative(tiny_params, smooth_image):
+    noisy = _noisy(smooth_image, 0.1)
+    # a noise level the loss never reaches: the whiteness stop alone
+    p = _stop_params(tiny_params, es_noise_factor=0.05, es_whiteness=0.02)
+    steps, res = _drain(_fit(noisy, p))
+    assert res.stopped_early and res.stop_reason == "residual whiteness"
+    assert res.iterations_run < 1500 and res.iterations_run % p.yield_every == 0
+    assert res.residual_correlation <= -0.02
+    assert res.iteration == res.iterations_run  # the averaged estimate at the stop is returned
+    # at the stop, recomputed from the returned estimate
+    rho = float(residual_correlation(torch.from_numpy((noisy - res.image[..., 0])[None].astype(np.float32))))
+    assert rho == pytest.approx(res.residual_correlation, abs=1e-4)
+    # one yield earlier the residual was not yet that negative: a run capped there did not stop
+    _, before = _drain(_fit(noisy, p.replace(iterations=res.iterations_run - p.yield_every)))
+    assert not before.stopped_early and before.residual_correlation > -0.02
+    # better than the input; without the stop the run goes on
+    assert np.mean((res.image[..., 0] - smooth_image) ** 2) < 0.5 * np.mean((noisy - smooth_image) ** 2)
+    _, off = _drain(_fit(noisy, p.replace(es_whiteness=0.0, iterations=res.iterations_run + 50)))
+    assert not off.stopped_early and off.residual_correlation is None
+
+
+def test_whiteness_stop_only_beside_an_estimated_gaussian_noise_level(tiny_params, smooth_image):
+    p = tiny_params.replace(iterations=60, es_noise_factor=1.0, es_whiteness=0.5, es_start=10, history_every=0)
+    noisy = _noisy(smooth_image, 0.1)
+    assert _drain(_fit(noisy, p))[1].residual_correlation is not None
+    # a noise level given by the user is the stop's level: no whiteness stop
+    assert _drain(_fit(noisy, p, noise_sigma=0.1))[1].residual_correlation is None
+    # masks (inpainting), the Poisson loss, the noise-level stop off: none either
+    known = np.ones(smooth_image.shape, dtype=bool)
+    known[8:16, 8:16] = False
+    assert _drain(_fit(noisy, p, known=known))[1].residual_correlation is None
+    assert _drain(_fit(noisy, p.replace(loss="poisson"), counts_scale=20.0))[1].residual_correlation is None
+    assert _drain(_fit(noisy, p.replace(es_noise_factor=0.0)))[1].residual_correlation is None
+
+
+@pytest.mark.parametrize("bad", [-0.01, 1.0, float("nan")])
+def test_bad_whiteness_thresholds_are_refused(tiny_params, bad):
+    with pytest.raises(ValueError, match="es_whiteness"):
+        tiny_params.replace(es_whiteness=bad)
 
 
 def test_held_out_stop_for_masked_fits(tiny_params, smooth_image, one_torch_thread):
