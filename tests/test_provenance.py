@@ -36,7 +36,7 @@ def test_changed_fields_lists_only_the_differences():
 
 def test_changed_fields_between_presets_and_types():
     diff = changed_fields(PRESETS["denoise-poisson"], PRESETS["denoise"])
-    assert diff == {"loss": "poisson", "es_start": 100, "upsample": "bilinear", "tile_capacity": 0}
+    assert diff == {"loss": "poisson", "es_start": 100, "upsample": "bilinear", "tile_capacity": 0, "es_whiteness": 0.0}
     with pytest.raises(TypeError, match="cannot compare"):
         changed_fields(PRESETS["denoise"], PRESETS["denoise"].net)
 
