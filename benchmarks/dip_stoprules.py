@@ -172,6 +172,15 @@ def rule_discrepancy(rec, factor, start=150, confirm=1):
     return rec["iterations"][-1]
 
 
+def running_loss(rec, beta=0.95):
+    """The fit's running mean of the training loss after each step (index t - 1 for step t)."""
+    out, ema = [], None
+    for v in rec["loss_all"]:
+        ema = v if ema is None else beta * ema + (1 - beta) * v
+        out.append(ema)
+    return out
+
+
 def rule_loss_discrepancy(rec, factor, start=150, beta=0.95, every=10, fallback=None):
     """Stop at the first yield where a running mean of the training loss is <= factor * sigma_hat^2.
 
@@ -179,9 +188,7 @@ def rule_loss_discrepancy(rec, factor, start=150, beta=0.95, every=10, fallback=
     running mean (weight ``beta``) smooths the step-to-step noise.  Never reached: ``fallback``.
     """
     s2 = rec["sigma_hat"] ** 2
-    ema = None
-    for t, v in enumerate(rec["loss_all"], 1):
-        ema = v if ema is None else beta * ema + (1 - beta) * v
+    for t, ema in enumerate(running_loss(rec, beta), 1):
         if t % every == 0 and t >= start and ema <= factor * s2:
             return t
     return fallback(rec) if fallback else len(rec["loss_all"])
@@ -198,15 +205,12 @@ def rule_whiteness(rec, whiteness, factor=1.0, start=150, beta=0.95, patience=60
     if "residual_corr" not in rec:
         return None
     s2 = rec["sigma_hat"] ** 2
-    ema, loss_at = None, {}
-    for t, v in enumerate(rec["loss_all"], 1):
-        ema = v if ema is None else beta * ema + (1 - beta) * v
-        loss_at[t] = ema
+    loss = running_loss(rec, beta)
     es = rule_es(rec, patience)
     for t, rho in zip(rec["iterations"], rec["residual_corr"], strict=True):
         if t >= es:
             return es
-        if t >= start and (rho <= -whiteness or (rho <= 0.0 and loss_at[t] <= factor * s2)):
+        if t >= start and (rho <= -whiteness or (rho <= 0.0 and loss[t - 1] <= factor * s2)):
             return t
     return min(es, rec["iterations"][-1])
 
@@ -234,9 +238,7 @@ def analyse(args) -> None:
     for r in imgs:
         k = int(np.argmax(r["psnr"]))
         t = r["iterations"][k]
-        ema = None
-        for v in r["loss_all"][:t]:
-            ema = v if ema is None else 0.95 * ema + 0.05 * v
+        ema = running_loss(r)[t - 1]
         print(
             f"{r['image']:9s} {r['psnr'][k]:6.2f} {t:5d}  {r['s_per_step']:.4f}  "
             f"{r['sigma_hat'] * 255:5.1f}  {r['fit_mse'][k] / r.get('sigma', SIGMA) ** 2:6.3f}  "
@@ -255,12 +257,16 @@ def analyse(args) -> None:
             rules[f"min(loss {f:.2f}, es p{pat})"] = lambda r, f=f, pat=pat: min(
                 rule_loss_discrepancy(r, f), rule_es(r, pat)
             )
-    if all("residual_corr" in r for r in imgs):
+    from napari_deep_prior.restore.presets import get_preset
+
+    shipped = get_preset("denoise")
+    f, pat = shipped.es_noise_factor, shipped.es_patience
+    if all("residual_corr" in r for r in imgs):  # recorded with the whiteness statistic
         for w in (0.02, 0.025, 0.03, 0.035, 0.04):
-            rules[f"white {w:.3f} (+loss 1.00)"] = lambda r, w=w: rule_whiteness(r, w)
-    rules["shipped"] = lambda r: min(rule_loss_discrepancy(r, 1.0), rule_es(r, 600))
-    if all("residual_corr" in r for r in imgs):
-        rules["shipped"] = lambda r: rule_whiteness(r, 0.035)
+            rules[f"white {w:.3f} (+loss {f:.2f})"] = lambda r, w=w: rule_whiteness(r, w, f, patience=pat)
+        rules["shipped"] = lambda r: rule_whiteness(r, shipped.es_whiteness, f, patience=pat)
+    else:
+        rules["shipped"] = lambda r: min(rule_loss_discrepancy(r, f), rule_es(r, pat))
     rules["oracle"] = lambda r: r["iterations"][int(np.argmax(r["psnr"]))]
     print()
     head = "rule                     " + " ".join(f"{r['image'][:7]:>13s}" for r in imgs) + "   mean dB  Δpaper  ratio"
@@ -304,9 +310,7 @@ def calibrate(args) -> None:
         for r in rec["images"]:
             k = int(np.argmax(r["psnr"]))
             t = r["iterations"][k]
-            ema = None
-            for v in r["loss_all"][:t]:
-                ema = v if ema is None else 0.95 * ema + 0.05 * v
+            ema = running_loss(r)[t - 1]
             row = []
             for f in grid:
                 stop = min(rule_loss_discrepancy(r, f), rule_es(r, 600))
