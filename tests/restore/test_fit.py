@@ -11,7 +11,12 @@ from napari_deep_prior.restore.fit import (
     make_adam,
 )
 from napari_deep_prior.restore.planning import estimate_fit_bytes
-from napari_deep_prior.restore.stopping import WindowVariance, estimate_noise_sigma, residual_correlation
+from napari_deep_prior.restore.stopping import (
+    WindowVariance,
+    clipped_noise_variance,
+    estimate_noise_sigma,
+    residual_correlation,
+)
 
 
 def _fit(img, params, seed=0, **kw):
@@ -256,6 +261,17 @@ def _stop_params(tiny_params, **changes):
     )
 
 
+def _assert_crossed_at_the_stop(res, level, p):
+    """The running mean of the loss (weight 0.95) is <= level at the stop, above it at every earlier yield."""
+    ema, at_yield = None, {}
+    for t, v in enumerate(res.losses, 1):
+        ema = v if ema is None else 0.95 * ema + 0.05 * v
+        if t % p.yield_every == 0:
+            at_yield[t] = ema
+    assert at_yield[res.iterations_run] <= level * (1 + 1e-5)
+    assert all(v > level for t, v in at_yield.items() if p.es_start <= t < res.iterations_run)
+
+
 def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):
     noisy = _noisy(smooth_image, 0.1)
     p = _stop_params(tiny_params, es_noise_factor=1.05, yield_every=5)
@@ -264,20 +280,26 @@ def test_noise_level_stop_ends_at_the_discrepancy(tiny_params, smooth_image):
     assert res.iterations_run < 1500 and res.iterations_run % 5 == 0
     assert res.noise_sigma == pytest.approx(0.1, rel=0.25)
     # the running mean of the loss crossed the level at this yield, not at an earlier one
-    level = 1.05 * res.noise_sigma**2
-    ema, at_yield = None, {}
-    for t, v in enumerate(res.losses, 1):
-        ema = v if ema is None else 0.95 * ema + 0.05 * v
-        if t % 5 == 0:
-            at_yield[t] = ema
-    assert at_yield[res.iterations_run] <= level * (1 + 1e-5)
-    assert all(v > level for t, v in at_yield.items() if p.es_start <= t < res.iterations_run)
+    _assert_crossed_at_the_stop(res, 1.05 * res.noise_sigma**2, p)
     # the estimate is closer to the clean image than the input was
     err_in = np.mean((noisy - smooth_image) ** 2)
     err_out = np.mean((res.image[..., 0] - smooth_image) ** 2)
     assert err_out < 0.5 * err_in
     # the warm start of a next plane is the state at this stop
     assert res.state_dict is not None
+
+
+def test_given_noise_level_is_aimed_at_less_what_clipping_took(tiny_params, smooth_image):
+    # a dark image: much of its noise was clipped at 0, so the loss cannot reach sigma^2
+    dark = 0.5 * np.clip(smooth_image - 0.4, 0.0, None)
+    noisy = _noisy(dark, 0.1)
+    level = clipped_noise_variance(noisy[..., None], 0.1)
+    assert level < 0.8 * 0.1**2
+    p = _stop_params(tiny_params, es_noise_factor=1.0, yield_every=5)
+    steps, res = _drain(_fit(noisy, p, noise_sigma=0.1))
+    assert res.stopped_early and res.stop_reason == "noise level" and res.noise_sigma == 0.1
+    _assert_crossed_at_the_stop(res, level, p)
+    assert np.mean((res.image[..., 0] - dark) ** 2) < 0.5 * np.mean((noisy - dark) ** 2)
 
 
 def test_noise_level_stop_only_on_every_pixel(tiny_params, smooth_image):

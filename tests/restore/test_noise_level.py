@@ -67,3 +67,23 @@ def test_cli_flag(tmp_path, noisy_u8, capsys):
     assert "--noise-sigma" in capsys.readouterr().err
     assert main([*args, "--noise-sigma", "5", "--loss", "poisson"]) == 2
     assert "--noise-sigma" in capsys.readouterr().err
+
+
+def test_clipped_noise_variance_against_sampled_noise():
+    from napari_deep_prior.restore.stopping import clipped_noise_variance
+
+    rng = np.random.default_rng(1)
+    sigma = 0.1
+    # mid-grey: nothing is clipped, the level is sigma^2
+    mid = np.clip(0.5 + rng.normal(0, sigma, (64, 64, 1)), 0, 1)
+    assert clipped_noise_variance(mid, sigma) == pytest.approx(sigma**2, rel=1e-3)
+    # bands from black to white: the sampled mean squared residual of the clipped noise
+    clean = np.repeat(np.linspace(0.0, 1.0, 16)[None, :, None], 16, axis=0).repeat(8, axis=1)
+    draws = np.clip(clean[None] + rng.normal(0, sigma, (200, *clean.shape)), 0, 1)
+    sampled = float(np.mean((draws - clean) ** 2))
+    assert sampled < 0.9 * sigma**2  # the bands near 0 and 1 lost part of their noise
+    assert clipped_noise_variance(draws[0], sigma) == pytest.approx(sampled, rel=0.05)
+    with pytest.raises(ValueError, match="shape"):
+        clipped_noise_variance(mid[..., 0], sigma)
+    with pytest.raises(ValueError, match="sigma"):
+        clipped_noise_variance(mid, 0.0)

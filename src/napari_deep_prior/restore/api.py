@@ -518,7 +518,8 @@ def denoise(
     noise_sigma : float, optional
         The noise level (standard deviation of the Gaussian noise) in the image's own units
         (e.g. 25 for 8-bit values with noise of 25 grey levels): the noise-level stop aims at
-        it instead of its estimate from the image (default).  Give it when it is known, e.g.
+        it instead of its estimate from the image (default), less what clipping to the image's
+        range took off the noise where the image is near black or white.  Give it when it is known, e.g.
         from a dark frame, or when the estimate is off (structured images, noise that is not
         white).
     client : distributed.Client, optional

@@ -46,7 +46,13 @@ from .ensemble import MemberStack, member_seeds
 from .graphs import GraphedStep, restore_optimiser, wants_graph
 from .presets import DIPParams
 from .regions import scattered_holes
-from .stopping import WindowVariance, _expected_deviance, estimate_noise_sigma, residual_correlation
+from .stopping import (
+    WindowVariance,
+    _expected_deviance,
+    clipped_noise_variance,
+    estimate_noise_sigma,
+    residual_correlation,
+)
 
 #: Held by front ends that run fits from threads of one process (dask's threaded scheduler,
 #: a dask worker's threads): torch's intra-op thread count is process-wide, so a fit that
@@ -336,6 +342,8 @@ class DIPFit:
     noise_sigma : float, optional
         The input's noise level (standard deviation, in the [0, 1] units of ``target``) for the
         noise-level stop; None: estimated from the image (:func:`.stopping.estimate_noise_sigma`).
+        The stop aims at what a given level leaves where the image was clipped to [0, 1]
+        (:func:`.stopping.clipped_noise_variance`), the estimate at its square.
         A given level also turns the residual-whiteness stop (``es_whiteness``) off: that stop
         makes up for an estimate's error.
     init_state : dict, optional
@@ -565,11 +573,13 @@ class DIPFit:
         if noise_stop and poisson:
             # deviance = 2 (nll - (y - y log y)): the mean of the second term, once
             dev_offset = float((y_counts - torch.xlogy(y_counts, y_counts)).mean())
-        elif noise_stop:
-            self._noise_sigma = (
-                estimate_noise_sigma(self.target) if self.given_noise_sigma is None else self.given_noise_sigma
-            )
+        elif noise_stop and self.given_noise_sigma is None:
+            self._noise_sigma = estimate_noise_sigma(self.target)  # it reads the clipped noise
             noise_level = p.es_noise_factor * self._noise_sigma**2
+        elif noise_stop:
+            # a given level is the noise's own: what it leaves once the image was clipped
+            self._noise_sigma = self.given_noise_sigma
+            noise_level = p.es_noise_factor * clipped_noise_variance(self.target, self._noise_sigma)
         loss_mean = None
         # Residual-whiteness stop: beside the Gaussian noise-level stop on an estimated level
         white_stop = noise_stop and not poisson and p.es_whiteness > 0 and self.given_noise_sigma is None

@@ -4,6 +4,8 @@
   windowed moving variance of the outputs, updated in O(pixels) per step on the device;
 - :func:`estimate_noise_sigma`: the Gaussian noise level of an image (Immerkaer's operator
   on patches), for the discrepancy-principle stop;
+- :func:`clipped_noise_variance`: the loss a given noise level leaves once the noisy image was
+  clipped to its range (the level that stop aims at when the user gives the noise level);
 - :func:`expected_poisson_deviance`: the deviance Poisson noise of a given rate leaves, the
   threshold of the Poisson loss's stop;
 - :func:`residual_correlation`: the lag-1 autocorrelation of the residual, for the
@@ -17,7 +19,13 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["WindowVariance", "estimate_noise_sigma", "expected_poisson_deviance", "residual_correlation"]
+__all__ = [
+    "WindowVariance",
+    "clipped_noise_variance",
+    "estimate_noise_sigma",
+    "expected_poisson_deviance",
+    "residual_correlation",
+]
 
 
 #: Most patches read by the noise estimate (a regular subsample beyond).
@@ -59,6 +67,55 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
         if tail.mean() <= np.median(tail):
             return float(math.sqrt(tail.mean()))
     return float(math.sqrt(lam[0]))
+
+
+def _clipped_moments(x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """E[clip(x + n, 0, 1)] and E[(clip(x + n, 0, 1) - x)^2] for n ~ N(0, sigma^2), elementwise."""
+    from scipy.special import ndtr
+
+    a, b = -x / sigma, (1.0 - x) / sigma
+    pdf_a, pdf_b = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi), np.exp(-0.5 * b * b) / math.sqrt(2 * math.pi)
+    below, above, inside = ndtr(a), ndtr(-b), ndtr(b) - ndtr(a)
+    mean = x * inside + sigma * (pdf_a - pdf_b) + above
+    power = below * x * x + above * (1.0 - x) ** 2 + sigma * sigma * (inside + a * pdf_a - b * pdf_b)
+    return mean, power
+
+
+#: Side of the local mean that stands for the clean image in :func:`clipped_noise_variance`.
+_CLIP_MEAN_SIZE = 5
+
+
+def clipped_noise_variance(image: np.ndarray, sigma: float) -> float:
+    """The mean squared residual that Gaussian noise of ``sigma`` leaves in an image clipped to [0, 1].
+
+    Where an image is near black or white its noisy values were clipped (an 8-bit or 16-bit
+    file cannot hold them), so the residual a fit of the clean image leaves there is smaller
+    than ``sigma ** 2``: a noise-level stop aiming at ``sigma ** 2`` ends such fits late (on
+    Set9 crops at sigma 25/255 the clipped power is about 0.95 sigma^2).  The clean image is
+    stood for by the noisy one's local mean (5 x 5), mapped back through
+    ``x -> E[clip(x + n, 0, 1)]``; the result is the mean over the pixels of
+    ``E[(clip(x + n, 0, 1) - x)^2]`` (closed form).  An image away from 0 and 1 gives
+    ``sigma ** 2``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+        The noisy image in [0, 1] (the fit's units).
+    sigma : float
+        The noise's standard deviation in the same units, > 0.
+    """
+    from scipy.ndimage import uniform_filter
+
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
+    k = _CLIP_MEAN_SIZE
+    grid = np.linspace(-0.5, 1.5, 4001)
+    mean_of_grid, _ = _clipped_moments(grid, float(sigma))  # increasing in the grid
+    mu = uniform_filter(np.asarray(image, dtype=np.float64), (k, k, 1), mode="reflect")
+    x = np.clip(np.interp(mu, mean_of_grid, grid), 0.0, 1.0)
+    return float(_clipped_moments(x, float(sigma))[1].mean())
 
 
 #: Rates of the table of expected Poisson deviances (log-spaced); above its end the
