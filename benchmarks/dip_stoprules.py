@@ -76,8 +76,19 @@ def _params(preset: str, sets: list[str], steps: int):
 
 
 def noisy_crop(data: Path, name: str, size: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """(clean, noisy): the centred ``size`` crop of a Set9 image and its Gaussian noise (seed 0), clipped."""
-    clean = crop(load(data / "set9" / f"{name}.png"), size)
+    """(clean, noisy): the centred ``size`` crop of an image and its Gaussian noise (seed 0), clipped.
+
+    ``name`` is a Set9 image ("F16") or a path under ``data`` without ".png" ("set12/01_C.man",
+    "set9/F16"), read as grey (a colour image by its luminance, Rec. 709 weights) and returned
+    as (H, W, 1).
+    """
+    if "/" in name:
+        img = load(data / f"{name}.png")
+        if img.ndim == 3:
+            img = img @ np.array([0.2125, 0.7154, 0.0721])
+        clean = crop(img, size)[..., None]
+    else:
+        clean = crop(load(data / "set9" / f"{name}.png"), size)
     rng = np.random.default_rng(0)
     return clean, np.clip(clean + rng.normal(0.0, sigma, clean.shape), 0, 1).astype(np.float32)
 
@@ -261,6 +272,8 @@ def analyse(args) -> None:
 
     shipped = get_preset("denoise")
     f, pat = shipped.es_noise_factor, shipped.es_patience
+    # the shipped noise-level stop without the whiteness stop (the default before it)
+    rules["noise level alone"] = lambda r: min(rule_loss_discrepancy(r, f), rule_es(r, pat))
     if all("residual_corr" in r for r in imgs):  # recorded with the whiteness statistic
         for w in (0.02, 0.025, 0.03, 0.035, 0.04):
             rules[f"white {w:.3f} (+loss {f:.2f})"] = lambda r, w=w: rule_whiteness(r, w, f, patience=pat)

@@ -13,7 +13,7 @@ With ``es_noise_factor`` the run also ends by the discrepancy principle: once a 
 of the training loss has fallen to the input's (estimated) noise variance times that factor,
 or, for the Poisson loss, once the running mean deviance of the fit against the counts has
 fallen to the deviance that Poisson noise of the current estimate's rate would leave.
-With ``es_whiteness`` (Gaussian loss, estimated noise level) the residual's lag-1
+With ``es_whiteness`` (Gaussian loss, estimated noise level, two or more channels) the residual's lag-1
 autocorrelation corrects that stop for a noise estimate a few per cent off: the run ends
 once it has fallen to ``-es_whiteness``, and the noise level counts as reached only once it
 is no longer positive.
@@ -345,7 +345,7 @@ class DIPFit:
         The stop aims at what a given level leaves where the image was clipped to [0, 1]
         (:func:`.stopping.clipped_noise_variance`), the estimate at its square.
         A given level also turns the residual-whiteness stop (``es_whiteness``) off: that stop
-        makes up for an estimate's error.
+        makes up for an estimate's error.  It is off for single-channel images too.
     init_state : dict, optional
         Network weights to start from (warm start from a neighbouring plane); for a seed
         ensemble the ``state_dict`` of a fit with the same ``ensemble``.
@@ -581,8 +581,9 @@ class DIPFit:
             self._noise_sigma = self.given_noise_sigma
             noise_level = p.es_noise_factor * clipped_noise_variance(self.target, self._noise_sigma)
         loss_mean = None
-        # Residual-whiteness stop: beside the Gaussian noise-level stop on an estimated level
-        white_stop = noise_stop and not poisson and p.es_whiteness > 0 and self.given_noise_sigma is None
+        # Residual-whiteness stop: beside the Gaussian noise-level stop on an estimated level, for
+        # images of several channels (one channel: the weak-texture noise estimate needs no help)
+        white_stop = noise_stop and not poisson and p.es_whiteness > 0 and self.given_noise_sigma is None and c > 1
 
         # Hole-change stop: the estimate over the holes, kept at the yields of the last lag steps
         hole_stop = p.early_stop and p.es_hole_change > 0 and self.known is not None and hold is None

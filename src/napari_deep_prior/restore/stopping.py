@@ -32,6 +32,39 @@ __all__ = [
 _NOISE_MAX_PATCHES = 1 << 16
 
 
+def _tail_variance(patches: np.ndarray) -> float:
+    """The noise variance of flattened patches: the mean of their covariance's eigenvalue tail.
+
+    The tail is the longest run of smallest eigenvalues whose mean is not above its median
+    (Chen, Zhu and Heng 2015).
+    """
+    patches = patches - patches.mean(axis=0)
+    cov = patches.T @ patches / len(patches)
+    lam = np.clip(np.linalg.eigvalsh(cov), 0.0, None)  # ascending
+    for k in range(len(lam), 0, -1):
+        tail = lam[:k]
+        if tail.mean() <= np.median(tail):
+            return float(tail.mean())
+    return float(lam[0])
+
+
+#: Weak-texture patches: a patch whose texture strength (sum of its squared differences between
+#: horizontal and vertical neighbours) is below this quantile of that of pure noise at the
+#: current estimate counts as flat (Liu, Tanaka and Okutomi 2013).
+_WEAK_TEXTURE_QUANTILE = 0.99
+_WEAK_TEXTURE_ROUNDS = 5
+_NOISE_STRENGTH_Q: dict[int, float] = {}
+
+
+def _noise_strength_quantile(d: int) -> float:
+    """The :data:`_WEAK_TEXTURE_QUANTILE` of the texture strength of a d x d patch of unit white noise."""
+    if d not in _NOISE_STRENGTH_Q:
+        r = np.random.default_rng(0).standard_normal((20000, d, d))
+        strength = (np.diff(r, axis=1) ** 2).sum(axis=(1, 2)) + (np.diff(r, axis=2) ** 2).sum(axis=(1, 2))
+        _NOISE_STRENGTH_Q[d] = float(np.quantile(strength, _WEAK_TEXTURE_QUANTILE))
+    return _NOISE_STRENGTH_Q[d]
+
+
 def estimate_noise_sigma(image: np.ndarray) -> float:
     """Noise standard deviation of an (H, W, C) image (white Gaussian noise model).
 
@@ -44,6 +77,16 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
     wavelet estimate of the most textured image (kodim01) was 16.9, this one 14.7 (actual
     15.0).  Images too small for a 3x3 patch covariance use Immerkaer's (1996) Laplacian
     estimate.
+
+    A single-channel image's 49 patch dimensions leave too few to the noise alone: structure
+    leaks into the tail and the estimate comes out high, the more so the lower the noise
+    (Set12 crops of 128 px: 1.19x the clipped noise's power at sigma 15/255, 1.08x at 25).
+    For one channel the covariance is therefore taken over weak-texture patches only (Liu,
+    Tanaka and Okutomi, *Single-Image Noise Level Estimation for Blind Denoising*, IEEE TIP
+    2013): those whose sum of squared neighbour differences is below what pure noise at the
+    current estimate stays under with 99 % probability, re-estimated a few rounds (Set12
+    1.02x and 1.00x; colour images keep every patch, as the weak-texture choice read them
+    3-5 % low at 128 px).
     """
     if image.ndim != 3:
         raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
@@ -56,17 +99,25 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
     else:
         return _immerkaer_sigma(x)
     stride = max(1, math.ceil(math.sqrt(n / _NOISE_MAX_PATCHES)))
-    patches = np.lib.stride_tricks.sliding_window_view(x, (d, d), axis=(0, 1))[::stride, ::stride]
-    patches = patches.reshape(-1, c * d * d)
-    patches = patches - patches.mean(axis=0)
-    cov = patches.T @ patches / len(patches)
-    lam = np.clip(np.linalg.eigvalsh(cov), 0.0, None)  # ascending
-    # the tail lam[:k] (smallest k): the longest one whose mean <= median
-    for k in range(len(lam), 0, -1):
-        tail = lam[:k]
-        if tail.mean() <= np.median(tail):
-            return float(math.sqrt(tail.mean()))
-    return float(math.sqrt(lam[0]))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (d, d), axis=(0, 1))[::stride, ::stride]
+    patches = windows.reshape(-1, c * d * d)
+    var = _tail_variance(patches)
+    if c == 1 and var > 0:
+        strength = (np.diff(windows, axis=-1) ** 2).sum(axis=(-2, -1)) + (np.diff(windows, axis=-2) ** 2).sum(
+            axis=(-2, -1)
+        )
+        strength = strength.reshape(-1)
+        q = _noise_strength_quantile(d)
+        for _ in range(_WEAK_TEXTURE_ROUNDS):
+            weak = strength < var * q
+            if weak.sum() < 8 * d * d:  # too few flat patches for a covariance: keep the last
+                break
+            new = _tail_variance(patches[weak])
+            done = abs(new - var) <= 1e-3 * var
+            var = new
+            if done or var == 0:
+                break
+    return float(math.sqrt(var))
 
 
 def _clipped_moments(x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
