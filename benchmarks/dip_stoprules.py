@@ -127,6 +127,7 @@ def record(args) -> None:
         frames = res.history.frames
         rec = {
             "image": name,
+            "channels": int(noisy.shape[-1]),
             "sigma_hat": sigma_hat,
             "sigma": args.sigma / 255.0,
             "wall_s": wall,
@@ -205,17 +206,21 @@ def rule_loss_discrepancy(rec, factor, start=150, beta=0.95, every=10, fallback=
     return fallback(rec) if fallback else len(rec["loss_all"])
 
 
-def rule_whiteness(rec, whiteness, factor=1.0, start=150, beta=0.95, patience=600):
+def rule_whiteness(rec, whiteness, factor=1.0, start=150, beta=0.95, patience=600, reference_sigma=None):
     """The shipped Gaussian stop: noise level and residual whiteness, ES-WMV as the safety net.
 
     At each recorded yield from ``start``: the run ends when the residual's lag-1
     autocorrelation (``residual_corr``, of the returned estimate) is <= ``-whiteness``, or when
     the running mean of the loss is <= ``factor * sigma_hat^2`` while that correlation is <= 0;
     ES-WMV with ``patience`` otherwise.  None for a recording without ``residual_corr``.
+    With ``reference_sigma`` the threshold is ``whiteness * reference_sigma / sigma_hat`` (the
+    shipped scaling: ``fit.WHITENESS_SIGMA``).
     """
     if "residual_corr" not in rec:
         return None
     s2 = rec["sigma_hat"] ** 2
+    if reference_sigma is not None:
+        whiteness = whiteness * reference_sigma / rec["sigma_hat"]
     loss = running_loss(rec, beta)
     es = rule_es(rec, patience)
     for t, rho in zip(rec["iterations"], rec["residual_corr"], strict=True):
@@ -277,7 +282,14 @@ def analyse(args) -> None:
     if all("residual_corr" in r for r in imgs):  # recorded with the whiteness statistic
         for w in (0.02, 0.025, 0.03, 0.035, 0.04):
             rules[f"white {w:.3f} (+loss {f:.2f})"] = lambda r, w=w: rule_whiteness(r, w, f, patience=pat)
-        rules["shipped"] = lambda r: rule_whiteness(r, shipped.es_whiteness, f, patience=pat)
+        from napari_deep_prior.restore.fit import WHITENESS_SIGMA
+
+        def rule_shipped(r):
+            if r.get("channels", 1 if "/" in r["image"] else 3) == 1:  # one channel: no whiteness stop
+                return min(rule_loss_discrepancy(r, f), rule_es(r, pat))
+            return rule_whiteness(r, shipped.es_whiteness, f, patience=pat, reference_sigma=WHITENESS_SIGMA)
+
+        rules["shipped"] = rule_shipped
     else:
         rules["shipped"] = lambda r: min(rule_loss_discrepancy(r, f), rule_es(r, pat))
     rules["oracle"] = lambda r: r["iterations"][int(np.argmax(r["psnr"]))]

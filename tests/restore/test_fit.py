@@ -5,6 +5,7 @@ import torch
 from fit_steps import drain as _drain
 from napari_deep_prior.nets import padded_shape
 from napari_deep_prior.restore.fit import (
+    WHITENESS_SIGMA,
     DIPFit,
     autocast_dtype,
     history_iterations,
@@ -356,18 +357,24 @@ def test_whiteness_stop_ends_the_run_where_the_residual_turns_negative(tiny_para
     steps, res = _drain(_fit(noisy, p))
     assert res.stopped_early and res.stop_reason == "residual whiteness"
     assert res.iterations_run < 1500 and res.iterations_run % p.yield_every == 0
-    assert res.residual_correlation <= -0.1
+    # the threshold scales with the estimated noise level: -0.1 at 25/255
+    level = -0.1 * WHITENESS_SIGMA / res.noise_sigma
+    assert res.residual_correlation <= level
     assert res.iteration == res.iterations_run  # the averaged estimate at the stop is returned
     # at the stop, recomputed from the returned estimate
     rho = float(residual_correlation(torch.from_numpy((noisy - res.image).transpose(2, 0, 1).astype(np.float32))))
     assert rho == pytest.approx(res.residual_correlation, abs=1e-4)
     # one yield earlier the residual was not yet that negative: a run capped there did not stop
     _, before = _drain(_fit(noisy, p.replace(iterations=res.iterations_run - p.yield_every)))
-    assert not before.stopped_early and before.residual_correlation > -0.1
+    assert not before.stopped_early and before.residual_correlation > level
     # better than the input; without the stop the run goes on
     assert np.mean((res.image - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
     _, off = _drain(_fit(noisy, p.replace(es_whiteness=0.0, iterations=res.iterations_run + 50)))
     assert not off.stopped_early and off.residual_correlation is None
+    # at half the noise the threshold is twice as far from 0: the run goes on past -es_whiteness
+    _, low = _drain(_fit(_noisy(clean, 0.05), p.replace(es_whiteness=0.05)))
+    assert low.stop_reason == "residual whiteness"
+    assert low.residual_correlation <= -0.05 * WHITENESS_SIGMA / low.noise_sigma < -0.08
 
 
 def test_whiteness_stop_only_beside_an_estimated_gaussian_noise_level(tiny_params, smooth_image):

@@ -15,8 +15,8 @@ or, for the Poisson loss, once the running mean deviance of the fit against the 
 fallen to the deviance that Poisson noise of the current estimate's rate would leave.
 With ``es_whiteness`` (Gaussian loss, estimated noise level, two or more channels) the residual's lag-1
 autocorrelation corrects that stop for a noise estimate a few per cent off: the run ends
-once it has fallen to ``-es_whiteness``, and the noise level counts as reached only once it
-is no longer positive.
+once it has fallen to ``-es_whiteness`` (at a noise level of 25/255; in proportion to 1/sigma
+at others), and the noise level counts as reached only once it is no longer positive.
 All per-step statistics stay on the device and are read only when a Step is yielded, so
 the loop never synchronises with a GPU between yields.
 
@@ -76,6 +76,10 @@ _ES_MAX_ELEMENTS = 1 << 18
 _POISSON_EPS = 1e-6
 #: Weight of the running mean of the training loss read by the noise-level stop.
 _LOSS_EMA = 0.95
+#: The noise level at which the residual-whiteness stop ends at ``-es_whiteness``; at an estimated
+#: level sigma it ends at ``-es_whiteness * WHITENESS_SIGMA / sigma`` (at its best stop the residual
+#: is more negatively correlated the lower the noise: Set9 RGB -0.015 to -0.067 at sigma 15/255).
+WHITENESS_SIGMA = 25.0 / 255.0
 #: Steps over which the hole-change stop (``DIPParams.es_hole_change``) measures the change of
 #: the estimate over the holes.
 HOLE_CHANGE_LAG = 50
@@ -584,6 +588,9 @@ class DIPFit:
         # Residual-whiteness stop: beside the Gaussian noise-level stop on an estimated level, for
         # images of several channels (one channel: the weak-texture noise estimate needs no help)
         white_stop = noise_stop and not poisson and p.es_whiteness > 0 and self.given_noise_sigma is None and c > 1
+        if white_stop:
+            sigma = self._noise_sigma
+            white_level = -p.es_whiteness * WHITENESS_SIGMA / sigma if sigma > 0 else -math.inf
 
         # Hole-change stop: the estimate over the holes, kept at the yields of the last lag steps
         hole_stop = p.early_stop and p.es_hole_change > 0 and self.known is not None and hold is None
@@ -780,7 +787,7 @@ class DIPFit:
                 if white_stop and t >= es_from and not backtracked:
                     with torch.no_grad():
                         self._residual_corr = float(residual_correlation(x - op(self._cand)))
-                    white = self._residual_corr <= -p.es_whiteness
+                    white = self._residual_corr <= white_level
                     # the noise level is not reached while the residual still holds image structure
                     reached = reached and self._residual_corr <= 0.0
                 if hole_stop and not backtracked:

@@ -128,8 +128,10 @@ class DIPParams:
         channels): the run also ends at the
         first yield, after ``es_start``, where the lag-1 autocorrelation of the residual (the
         input minus the averaged estimate, :func:`~.stopping.residual_correlation`) has
-        fallen to ``-es_whiteness``, and the noise-level stop waits until that correlation is
-        no longer positive.  It needs no noise level: the residual of a fit still short of the
+        fallen to ``-es_whiteness * (25/255) / sigma`` (``sigma`` the estimated noise level:
+        ``-es_whiteness`` at 25 grey levels of 255, lower for less noise, whose best stop
+        comes at a more negative correlation), and the noise-level stop waits until that
+        correlation is no longer positive.  It needs no noise level: the residual of a fit still short of the
         image holds image structure (positive correlation); once the fit reproduces the noise
         the residual is high-passed noise (negative).  It corrects the noise-level stop where
         the estimate of the noise is a few per cent off: too low, and the loss reaches the
