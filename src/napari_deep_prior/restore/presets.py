@@ -141,7 +141,7 @@ class DIPParams:
         estimate reads weak-texture patches only (:func:`~.stopping.estimate_noise_sigma`),
         and their residual's correlation at the best stop scatters far more (-0.005 to -0.14
         on Set9 and Set12 in grey): replayed on 45 recorded grey runs (sigma 15/25/50), the
-        noise-level stop alone came 0.05-0.13 dB below the best stop on the mean, with this
+        noise-level stop alone came 0.05-0.11 dB below the best stop on the mean, with this
         stop at 0.035 0.07-0.54 dB.
     es_holdout : float
         Held-out stop for masked fits (inpainting): this fraction of the known pixels (a
@@ -421,7 +421,12 @@ PRESETS: dict[str, DIPParams] = {
 # about 0).  Ending at -0.035, and counting the noise level as reached only once it is <= 0,
 # took the stop from 0.09 to 0.05 dB below the oracle on the mean at 128 px, from 0.17 to 0.10
 # at 160 px (Lena 0.75 -> 0.00); as shipped +0.03 dB on the mean of Set9 at 256 px (kodim03
-# +0.23), +0.05 at 128 px (benchmarks/dip_stoprules.py, dip_speed.py; README).
+# +0.23), +0.05 at 128 px (benchmarks/dip_stoprules.py, dip_speed.py; README).  Recorded at sigma
+# 15 and 50 too, the threshold is scaled by (25/255) / sigma_hat (the best stop's correlation is
+# more negative at less noise): Set9 at sigma 15 0.27 -> 0.14 dB below the best stop, at sigma 50
+# 0.19 -> 0.10, at 25 the same.  Single-channel images have no whiteness stop (fit.py): with their
+# weak-texture noise estimate the noise-level stop alone is 0.05-0.11 dB below the best stop on
+# Set12 (sigma 15/25/50) and Set9 in grey.
 _TAPER = (16, 32, 32, 32, 32)
 PRESETS["denoise"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
