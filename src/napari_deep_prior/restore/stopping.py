@@ -86,7 +86,7 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
     2013): those whose sum of squared neighbour differences is below what pure noise at the
     current estimate stays under with 99 % probability, re-estimated a few rounds (Set12
     1.02x and 1.00x; colour images keep every patch, as the weak-texture choice read them
-    3-5 % low at 128 px).
+    4-6 % low at 128 px).
     """
     if image.ndim != 3:
         raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
