@@ -79,14 +79,14 @@ def noisy_crop(data: Path, name: str, size: int, sigma: float) -> tuple[np.ndarr
     """(clean, noisy): the centred ``size`` crop of an image and its Gaussian noise (seed 0), clipped.
 
     ``name`` is a Set9 image ("F16") or a path under ``data`` without ".png" ("set12/01_C.man",
-    "set9/F16"), read as grey (a colour image by its luminance, Rec. 709 weights) and returned
+    "set9/F16"), read as grey (a colour image by its luminance, ``skimage.color.rgb2gray``) and returned
     as (H, W, 1).
     """
     if "/" in name:
+        from skimage.color import rgb2gray
+
         img = load(data / f"{name}.png")
-        if img.ndim == 3:
-            img = img @ np.array([0.2125, 0.7154, 0.0721])
-        clean = crop(img, size)[..., None]
+        clean = crop(rgb2gray(img) if img.ndim == 3 else img, size)[..., None]
     else:
         clean = crop(load(data / "set9" / f"{name}.png"), size)
     rng = np.random.default_rng(0)
@@ -277,8 +277,12 @@ def analyse(args) -> None:
 
     shipped = get_preset("denoise")
     f, pat = shipped.es_noise_factor, shipped.es_patience
+
+    def noise_level_alone(r):
+        return min(rule_loss_discrepancy(r, f), rule_es(r, pat))
+
     # the shipped noise-level stop without the whiteness stop (the default before it)
-    rules["noise level alone"] = lambda r: min(rule_loss_discrepancy(r, f), rule_es(r, pat))
+    rules["noise level alone"] = noise_level_alone
     if all("residual_corr" in r for r in imgs):  # recorded with the whiteness statistic
         for w in (0.02, 0.025, 0.03, 0.035, 0.04):
             rules[f"white {w:.3f} (+loss {f:.2f})"] = lambda r, w=w: rule_whiteness(r, w, f, patience=pat)
@@ -286,12 +290,12 @@ def analyse(args) -> None:
 
         def rule_shipped(r):
             if r.get("channels", 1 if "/" in r["image"] else 3) == 1:  # one channel: no whiteness stop
-                return min(rule_loss_discrepancy(r, f), rule_es(r, pat))
+                return noise_level_alone(r)
             return rule_whiteness(r, shipped.es_whiteness, f, patience=pat, reference_sigma=WHITENESS_SIGMA)
 
         rules["shipped"] = rule_shipped
     else:
-        rules["shipped"] = lambda r: min(rule_loss_discrepancy(r, f), rule_es(r, pat))
+        rules["shipped"] = noise_level_alone
     rules["oracle"] = lambda r: r["iterations"][int(np.argmax(r["psnr"]))]
     print()
     head = "rule                     " + " ".join(f"{r['image'][:7]:>13s}" for r in imgs) + "   mean dB  Δpaper  ratio"

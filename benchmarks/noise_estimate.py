@@ -35,7 +35,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dip_stoprules import SET9, at, noisy_crop, rule_es, rule_loss_discrepancy
@@ -44,27 +43,26 @@ SIZES = (128, 256, 512)
 
 
 def clipped_noise_power(clean: np.ndarray, sigma: float) -> float:
-    """``mean E[(clip(x + n, 0, 1) - x)^2]`` over the pixels, n ~ N(0, sigma^2) (closed form)."""
-    x = clean.astype(np.float64)
-    a, b = -x / sigma, (1.0 - x) / sigma
-    below, above = norm.cdf(a), norm.sf(b)
-    inside = sigma**2 * ((norm.cdf(b) - norm.cdf(a)) + (a * norm.pdf(a) - b * norm.pdf(b)))
-    return float(np.mean(below * x**2 + above * (1.0 - x) ** 2 + inside))
+    """``mean E[(clip(x + n, 0, 1) - x)^2]`` over the pixels of the clean image, n ~ N(0, sigma^2).
+
+    The closed form the plugin uses for a given noise level (``stopping._clipped_moments``).
+    """
+    from napari_deep_prior.restore.stopping import _clipped_moments
+
+    return float(_clipped_moments(np.asarray(clean, dtype=np.float64), float(sigma))[1].mean())
 
 
-def clip_corrected(noisy: np.ndarray, sigma_hat: float, k: int = 5) -> float:
+def clip_corrected(noisy: np.ndarray, sigma_hat: float) -> float:
     """The variant that did not help: m2 of the image estimated from the noisy one at sigma_hat.
 
-    The local mean (k x k) of the noisy image is the mean of clipped noise around x; inverting
-    ``x -> E[clip(x + n, 0, 1)]`` gives x, whose clipped noise power is the estimate.
+    What the plugin aims a *given* noise level at
+    (:func:`napari_deep_prior.restore.stopping.clipped_noise_variance`: the 5 x 5 local mean of
+    the noisy image mapped back through ``x -> E[clip(x + n, 0, 1)]``, then its clipped noise
+    power), here applied to the estimate.
     """
-    from scipy.ndimage import uniform_filter
+    from napari_deep_prior.restore.stopping import clipped_noise_variance
 
-    grid = np.linspace(-0.5, 1.5, 4001)
-    a, b = -grid / sigma_hat, (1 - grid) / sigma_hat
-    mean_clipped = grid * (norm.cdf(b) - norm.cdf(a)) + sigma_hat * (norm.pdf(a) - norm.pdf(b)) + norm.sf(b)
-    mu = uniform_filter(noisy.astype(np.float64), (k, k, 1), mode="reflect")
-    return clipped_noise_power(np.clip(np.interp(mu, mean_clipped, grid), 0, 1), sigma_hat)
+    return clipped_noise_variance(np.asarray(noisy, dtype=np.float64), float(sigma_hat))
 
 
 def estimate_table(data: Path, sigmas: list[float]) -> None:
