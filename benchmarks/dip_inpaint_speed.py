@@ -29,7 +29,9 @@ recorded PSNR at that step.
 preset as ``prepare`` resolves it, its own stop, known pixels returned as given) and reports the
 holes' PSNR of the result, the steps, the stop, the preset and the wall time of the call;
 ``--set12 NAMES`` adds Set12 images with 50 % of their pixels missing (numpy seed 100 + their
-place in the list), ``--recipe`` files give the Δ and time-ratio columns.
+place in the list), ``--recipe`` files give the Δ and time-ratio columns, ``--set KEY=VALUE``
+changes a number field of the default's DIPParams (e.g. ``fill_blend=0``: the network's fill
+alone, without the biharmonic blend).
 
 The recipe rows (``recipe`` mode) run the reference preset of each image (kate → inpaint-text,
 vase → inpaint-large-hole, library → inpaint-large-regions, 50 %-missing → restore-missing-pixels)
@@ -298,7 +300,14 @@ def shipped(args) -> None:
     torch.set_num_threads(args.threads)
     todo = todo_cases(args)
     recipe = _recipe_rows(args.recipe)
+    params = None  # the default preset as prepare resolves it
+    if args.set:
+        from napari_deep_prior.restore.presets import get_preset
+
+        changes = {key: float(val) for key, _, val in (item.partition("=") for item in args.set)}
+        params = get_preset("inpaint", task="inpaint").replace(**changes)
     out = {"mode": "shipped", "size": args.size, "threads": args.threads, "torch": torch.__version__, "images": []}
+    out["set"] = args.set or []
     print("| image | default: holes dB @ step (steps run, stop) | s | preset | recipe oracle dB | Δ dB | time ratio |")
     print("|---|---|---|---|---|---|---|")
     for name, clean, holes, _ in todo:
@@ -306,7 +315,11 @@ def shipped(args) -> None:
         grey = clean.ndim == 2
         t0 = time.perf_counter()  # as inpaint() runs it: prepare (the default's choice), then the fit
         job = prepare_inpaint(
-            damaged[..., 0] if grey else damaged, holes, seed=args.seed, channel_axis=None if grey else -1
+            damaged[..., 0] if grey else damaged,
+            holes,
+            params=params,
+            seed=args.seed,
+            channel_axis=None if grey else -1,
         )
         o = drive(job.steps())
         wall = time.perf_counter() - t0
@@ -315,14 +328,16 @@ def shipped(args) -> None:
         fit = o.fits[0]
         preset = job.preset
         row = {"image": name, "psnr": q, "iteration": fit.iteration, "steps": fit.iterations_run}
-        row.update(stop=fit.stop_reason, wall=wall, preset=preset, notes=list(o.notes))
+        row.update(stop=fit.stop_reason, wall=wall, preset=preset, notes=list(o.notes), fill_weight=fit.fill_weight)
         out["images"].append(row)
         r = recipe.get(name)
         cells = ["–"] * 3
         if r is not None:
             cells = [f"{r['peak']:.2f}", f"{q - r['peak']:+.2f}", f"{wall / r['time']:.2f}"]
         print(
-            f"| {name} | {q:.2f} @ {fit.iteration} ({fit.iterations_run}, {fit.stop_reason}) | {wall:.0f} | {preset} | "
+            f"| {name} | {q:.2f} @ {fit.iteration} ({fit.iterations_run}, {fit.stop_reason}"
+            + ("" if fit.fill_weight is None else f", w {fit.fill_weight:.2f}")
+            + f") | {wall:.0f} | {preset} | "
             + " | ".join(cells)
             + " |",
             flush=True,
@@ -345,6 +360,9 @@ def main(argv=None) -> None:
         r.add_argument("--out", required=True)
         if mode == "shipped":
             r.add_argument("--recipe", action="append", help="recipe-mode recordings for the Δ and ratio columns")
+            r.add_argument(
+                "--set", action="append", help="a number field of the default's DIPParams, e.g. fill_blend=0"
+            )
             continue
         r.add_argument(
             "--steps",

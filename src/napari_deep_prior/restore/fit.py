@@ -43,6 +43,7 @@ from ..device import fit_threads
 from ..nets import SkipNet, make_input, padded_shape, seeded_skip_net
 from .degradations import MaskOperator, Operator
 from .ensemble import MemberStack, member_seeds
+from .fillblend import blend_fill, blend_pixels
 from .graphs import GraphedStep, restore_optimiser, wants_graph
 from .presets import DIPParams
 from .regions import scattered_holes
@@ -212,6 +213,10 @@ class FitResult:
         The fit's steps (after the first few) replayed a CUDA graph (``DIPParams.cuda_graph``
         on a CUDA device, :mod:`.graphs`); False on other devices, or when the step could not be
         recorded (a RuntimeWarning said why).
+    fill_weight : float or None
+        With the blended fill (``DIPParams.fill_blend``): the network's share ``w`` of the
+        holes' fill ``b + w (network - b)``, ``b`` the biharmonic fill, chosen on known pixels
+        held out in the shape of the holes (:mod:`.fillblend`); None when there was no blend.
     """
 
     image: np.ndarray
@@ -231,6 +236,7 @@ class FitResult:
     residual_correlation: float | None = None
     hole_change_ratio: float | None = None
     cuda_graph: bool = False
+    fill_weight: float | None = None
 
 
 #: A linear history has at least this many frames when the run has twice as many iterations.
@@ -404,6 +410,8 @@ class DIPFit:
         self._warm_iter: int | None = None
         self._stop_reason: str | None = None
         self._holdout_mse: list[tuple[int, float]] = []  # (iteration, error on the held-out pixels)
+        self._blend_held: np.ndarray | None = None  # pixels held out to weigh the fill (fillblend)
+        self._blended: tuple[int, np.ndarray, float] | None = None  # (iteration, image, weight)
         self._noise_sigma: float | None = None
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
@@ -541,8 +549,13 @@ class DIPFit:
 
         x = torch.from_numpy(self.target).permute(2, 0, 1)[None].to(dev)
         hold = self._holdout_pixels() if self.known is not None and p.early_stop else None
+        if self.known is not None and p.fill_blend > 0:
+            # known pixels in the shape of the holes, left out to weigh the fill (fillblend)
+            self._blend_held = blend_pixels(self.known, p.fill_blend, self.seed)
         if self.known is not None:
             train = self.known if hold is None else self.known & ~hold
+            if self._blend_held is not None:
+                train = train & ~self._blend_held
             m = torch.from_numpy(train.astype(np.float32))[None, None].to(dev)
             n_known = float(train.sum()) * c
         else:
@@ -874,8 +887,14 @@ class DIPFit:
             state = {k: v.to("cpu", copy=True) for k, v in self._warm_state.items()}
         elif self._net is not None:
             state = {k: v.detach().to("cpu", copy=True) for k, v in self._net.state_dict().items()}
+        out, fill_weight = self._to_hwc(image), None
+        if self._blend_held is not None:
+            if self._blended is None or self._blended[0] != it:
+                blended, weight = blend_fill(out, self.target, self.known, self._blend_held)
+                self._blended = (it, blended, weight)
+            out, fill_weight = self._blended[1].copy(), self._blended[2]
         return FitResult(
-            image=self._to_hwc(image),
+            image=out,
             iteration=it,
             iterations_run=self._t,
             stopped_early=self._stopped_early,
@@ -892,4 +911,5 @@ class DIPFit:
             residual_correlation=self._residual_corr,
             hole_change_ratio=self.hole_change_ratio,
             cuda_graph=self._graphed is not None and self._graphed.replaying,
+            fill_weight=fill_weight,
         )

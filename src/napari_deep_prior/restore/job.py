@@ -106,6 +106,21 @@ def _relay(fit, *, preview: Callable | None = None, **fields):
         yield _label(step, preview, fields)
 
 
+def _fill_notes(weights) -> list[str]:
+    """The note on a blended fill (``DIPParams.fill_blend``): the network's share of it."""
+    weights = [w for w in weights if w is not None]
+    if not weights:
+        return []
+    share = f"{weights[0]:.2f}"
+    if len(weights) > 1:
+        share = f"{min(weights):.2f}–{max(weights):.2f} over {len(weights)} fits"
+    return [
+        f"the holes' fill is the network's blended with a biharmonic fill: the network's share {share}, "
+        "chosen on known pixels held out in the shape of the holes "
+        "(fill_blend; the history frames are the network's own)"
+    ]
+
+
 class DIPJob:
     """A validated restoration job over one or more 2D planes.
 
@@ -202,6 +217,7 @@ class DIPJob:
         n_tiles = 0 if self.tiles is None else len(self.tiles)
         self._tile_stops = [[0] * n_tiles for _ in range(self.n_planes)]
         self._tile_runs = [[0] * n_tiles for _ in range(self.n_planes)]
+        self._tile_fill: list[float] = []  # FitResult.fill_weight of every finished tile that blended
         self._hist_num: np.ndarray | None = None  # (F, P, H, W, C) tiled history
         self._hist_loss_sum: np.ndarray | None = None
         self._hist_loss_n: np.ndarray | None = None
@@ -502,6 +518,8 @@ class DIPJob:
                 self._hist_len[i] = max(self._hist_len[i], m)
             self._tile_stops[i][k] = int(res.iteration)
             self._tile_runs[i][k] = int(res.iterations_run)
+            if res.fill_weight is not None:
+                self._tile_fill.append(res.fill_weight)
             if self.warm_start and state is None:
                 state = res.state_dict  # the first fitted tile's, as for planes
             # keep small metadata only: no tile image history or weights stay alive
@@ -599,7 +617,7 @@ class DIPJob:
             planes_done=len(self.results),
             seed=self.seed,
             fits=fit_results,
-            notes=list(self.notes),
+            notes=self.notes + _fill_notes([r.fill_weight for r in fit_results if r is not None]),
             lanes=self.lanes,
         )
 
@@ -662,7 +680,7 @@ class DIPJob:
             planes_done=len(self.results),
             seed=self.seed,
             fits=fit_results,
-            notes=list(self.notes),
+            notes=self.notes + _fill_notes(self._tile_fill + ([] if running is None else [running[2].fill_weight])),
             tiles=list(self.tiles),
             tile_stop_iterations=stops,
             tile_iterations_run=runs,

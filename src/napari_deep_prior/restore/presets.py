@@ -166,6 +166,13 @@ class DIPParams:
         place of ``es_hole_change``.  With every other pixel known the fill of such holes keeps
         improving long after its change has fallen to the fraction that suits scratches and
         text.  0: ``es_hole_change`` for every mask.
+    fill_blend : float
+        Blended fill for masked fits (inpainting): about this fraction of the known pixels,
+        in the shape of the holes, is left out of the loss; after the fit the holes' fill is
+        ``b + w (network - b)``, ``b`` scikit-image's biharmonic fill, with the weight ``w`` in
+        [0, 1] that predicts the held-out pixels best (:mod:`.fillblend`;
+        ``FitResult.fill_weight``).  The held-out pixels are still returned exactly as given;
+        the history frames are the network's own.  0 disables it; unmasked fits ignore it.
     backtrack : bool
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
@@ -234,6 +241,7 @@ class DIPParams:
     es_holdout: float = 0.0
     es_hole_change: float = 0.0
     es_hole_change_scattered: float = 0.0
+    fill_blend: float = 0.0
     backtrack: bool = True
     backtrack_db: float = 5.0
     history_every: int = 100
@@ -265,6 +273,8 @@ class DIPParams:
             raise ParameterError(f"{{es_patience_ratio}} must be in [0, 10], got {self.es_patience_ratio}")
         if not (math.isfinite(self.es_holdout) and 0.0 <= self.es_holdout <= 0.5):
             raise ParameterError(f"{{es_holdout}} must be in [0, 0.5] (0: off), got {self.es_holdout}")
+        if not (math.isfinite(self.fill_blend) and 0.0 <= self.fill_blend <= 0.5):
+            raise ParameterError(f"{{fill_blend}} must be in [0, 0.5] (0: off), got {self.fill_blend}")
         for name, zero in (("es_hole_change", "off"), ("es_hole_change_scattered", "es_hole_change's")):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -477,6 +487,12 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # Recorded without a stop at full size and replayed (README): +1.06 dB on the mean of House,
 # Peppers, C.man, Monarch and Barbara (512 px), but C.man -0.54 (it peaks at step 1040, then
 # slowly declines).
+# The fill is blended with scikit-image's biharmonic fill (fill_blend 0.05: about 5 % of the
+# known pixels, in the shape of the holes, are left out of the loss and weigh the two fills;
+# restore/fillblend.py).  As a user calls inpaint(), holes' PSNR, one thread, without -> with
+# (benchmarks/dip_inpaint_speed.py shipped --set fill_blend=...): 128 px kate 25.45 -> 25.42,
+# vase 14.16 -> 15.13, library 13.55 -> 13.51, House 50 % 33.31 -> 33.34, Monarch 50 % 25.53 ->
+# 25.62; Boat with 5 % painted strokes at 256 px 20.59 -> 21.44 (biharmonic alone 20.82).
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
@@ -490,6 +506,7 @@ PRESETS["inpaint"] = DIPParams(
     es_start=200,
     es_hole_change=0.05,
     es_hole_change_scattered=0.02,
+    fill_blend=0.05,
 )
 # Super-resolution: the tapered net with bilinear up-sampling and output averaging, the paper's
 # jitter and step count, no early stop (the fit of a noise-free image keeps improving).
@@ -517,7 +534,8 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
         "Poisson likelihood, stops where the deviance from the counts reaches the noise's."
     ),
     "inpaint": (
-        "Fast default: tapered 16/32-wide skip net, output averaging, stops when the fill of the holes has settled."
+        "Fast default: tapered 16/32-wide skip net, output averaging, stops when the fill of the holes has settled; "
+        "the fill is blended with a biharmonic one, weighed on held-out known pixels."
     ),
     "paper": "The paper's settings for this task, fixed iterations, no early stop.",
     "denoise-paper": "Reference F16 recipe: 128-wide net, 1800 steps, output averaging.",
