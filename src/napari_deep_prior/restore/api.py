@@ -616,7 +616,11 @@ def inpaint(
     """Fill the masked pixels of an image with Deep Image Prior.
 
     The network is fitted to the known pixels only; its output in the holes is the fill.
-    Known pixels of the result keep their input values.
+    Known pixels of the result keep their input values.  The default preset blends that fill
+    with scikit-image's biharmonic one, weighed on known pixels held out of the fit in the shape
+    of the holes (``DIPParams.fill_blend``, :mod:`.fillblend`; ``DIPOutput.notes`` gives the
+    network's share); ``params=presets.get_preset("inpaint").replace(fill_blend=0)``
+    (:mod:`napari_deep_prior.restore.presets`) keeps the network's fill alone.
 
     Parameters
     ----------
