@@ -78,12 +78,17 @@ def test_blend_pixels_wants_a_2d_mask():
         blend_pixels(np.ones((4, 4, 2), bool), 0.05, 0)
 
 
-def test_blend_weight_follows_the_better_fill():
+def _case():
+    """(clean (H, W, 1), holes, known, held-out pixels, the damaged target)."""
     clean = _smooth()[..., None]
     holes = _strokes()
     known = ~holes
-    held = blend_pixels(known, 0.05, seed=0)
     target = np.where(holes[..., None], 0.0, clean).astype(np.float32)
+    return clean, holes, known, blend_pixels(known, 0.05, seed=0), target
+
+
+def test_blend_weight_follows_the_better_fill():
+    clean, holes, known, held, target = _case()
     # an exact estimate: all weight on it, the holes are the estimate's
     out, w = blend_fill(clean, target, known, held)
     assert w == pytest.approx(1.0, abs=1e-3)
@@ -102,11 +107,7 @@ def test_blend_weight_follows_the_better_fill():
 
 def test_blend_weight_is_the_least_squares_share():
     """On held-out pixels where the estimate is off by a known amount the weight recovers it."""
-    clean = _smooth()[..., None]
-    holes = _strokes()
-    known = ~holes
-    held = blend_pixels(known, 0.05, seed=0)
-    target = np.where(holes[..., None], 0.0, clean).astype(np.float32)
+    clean, holes, known, held, target = _case()
     from skimage.restoration import inpaint_biharmonic
 
     b = inpaint_biharmonic(np.where((holes | held)[..., None], 0.0, clean), holes | held, channel_axis=-1)
