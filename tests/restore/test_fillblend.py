@@ -139,6 +139,22 @@ def test_a_short_fit_blended_beats_its_network_alone(tiny_params, one_torch_thre
     np.testing.assert_array_equal(fit_b.result().image, blended.image)
 
 
+def test_scattered_holes_are_not_blended(tiny_params, one_torch_thread):
+    """Half the pixels missing at random: no pixels are taken from between the holes."""
+    clean = _smooth()
+    holes = np.random.default_rng(0).random(clean.shape) < 0.5
+    target = np.where(holes, 0.0, clean)[..., None].astype(np.float32)
+    p = tiny_params.replace(iterations=10, early_stop=False, history_every=0, fill_blend=0.05)
+    fit = DIPFit(target, known=~holes, params=p, device=torch.device("cpu"), seed=0)
+    res = drain(fit)[1]
+    assert fit._blend_held is None and res.fill_weight is None
+    # the same fraction on strokes does blend
+    strokes = _strokes()
+    target = np.where(strokes, 0.0, clean)[..., None].astype(np.float32)
+    fit = DIPFit(target, known=~strokes, params=p, device=torch.device("cpu"), seed=0)
+    assert drain(fit)[1].fill_weight is not None
+
+
 def test_inpaint_notes_the_blend_and_returns_known_pixels_exactly(tiny_params, one_torch_thread):
     from napari_deep_prior.arrays import drive
     from napari_deep_prior.restore.api import prepare_inpaint

@@ -172,7 +172,10 @@ class DIPParams:
         ``b + w (network - b)``, ``b`` scikit-image's biharmonic fill, with the weight ``w`` in
         [0, 1] that predicts the held-out pixels best (:mod:`.fillblend`;
         ``FitResult.fill_weight``).  The held-out pixels are still returned exactly as given;
-        the history frames are the network's own.  0 disables it; unmasked fits ignore it.
+        the history frames are the network's own.  0 disables it; unmasked fits and fits whose
+        holes are scattered pixels (:func:`~.regions.scattered_holes`, e.g. half the pixels
+        missing at random: the known pixels taken from between them cost fine texture more than
+        the blend gains) ignore it.
     backtrack : bool
         Restore the last good weights when the fit diverges (data-fit PSNR drops by more
         than ``backtrack_db``).
@@ -491,8 +494,10 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # known pixels, in the shape of the holes, are left out of the loss and weigh the two fills;
 # restore/fillblend.py).  As a user calls inpaint(), holes' PSNR, one thread, without -> with
 # (benchmarks/dip_inpaint_speed.py shipped --set fill_blend=...): 128 px kate 25.45 -> 25.42,
-# vase 14.16 -> 15.13, library 13.55 -> 13.51, House 50 % 33.31 -> 33.34, Monarch 50 % 25.53 ->
-# 25.62; Boat with 5 % painted strokes at 256 px 20.59 -> 21.44 (biharmonic alone 20.82).
+# vase 14.16 -> 15.13, library 13.55 -> 13.51; Boat with 5 % painted strokes at 256 px 20.59 ->
+# 21.44 (biharmonic alone 20.82), at 512 px 25.95 (the network alone 24.49, biharmonic 25.53).
+# Scattered holes are not blended: on Set12 with half the pixels missing the blend gained
+# 0.03-0.67 dB on seven cases but lost 0.65-1.0 dB on Barbara's stripes (seeds 0 and 1).
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
