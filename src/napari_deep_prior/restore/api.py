@@ -619,7 +619,8 @@ def inpaint(
     Known pixels of the result keep their input values.  The default preset blends that fill
     with scikit-image's biharmonic one, weighed on known pixels held out of the fit in the shape
     of the holes (``DIPParams.fill_blend``, :mod:`.fillblend`; ``DIPOutput.notes`` gives the
-    network's share); ``params=presets.get_preset("inpaint").replace(fill_blend=0)``
+    network's share; not for scattered missing pixels);
+    ``params=presets.get_preset("inpaint").replace(fill_blend=0)``
     (:mod:`napari_deep_prior.restore.presets`) keeps the network's fill alone.
 
     Parameters
