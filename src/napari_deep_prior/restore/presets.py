@@ -497,7 +497,7 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # vase 14.16 -> 15.13, library 13.55 -> 13.51; Boat with 5 % painted strokes at 256 px 20.59 ->
 # 21.44 (biharmonic alone 20.82), at 512 px 25.95 (the network alone 24.49, biharmonic 25.53).
 # Scattered holes are not blended: on Set12 with half the pixels missing the blend gained
-# 0.03-0.67 dB on seven cases but lost 0.65-1.0 dB on Barbara's stripes (seeds 0 and 1).
+# 0.03-0.61 dB on seven cases but lost 0.65-1.0 dB on Barbara's stripes (seeds 0 and 1).
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
