@@ -8,7 +8,9 @@ on them: the weight ``w`` in ``b + w (e - b)`` that predicts them best (least sq
 [0, 1]) is the weight of the network's fill in the holes (:func:`blend_fill`; the classical fill
 there is recomputed with the held-out pixels known).  Where the network fills better, ``w`` is
 near 1; on thin strokes over a smooth photograph, where the biharmonic fill is the better one, it
-falls; in between the mean of the two beats both.  Pure numpy and scikit-image.
+falls; in between, the mix of the two beats both.  The fit (:class:`~.fit.DIPFit`) does not blend
+scattered holes (half the pixels missing at random): known pixels taken from between them cost
+fine texture more than the blend gains.  Pure numpy and scikit-image.
 
 References
 ----------
