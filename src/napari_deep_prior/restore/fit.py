@@ -412,6 +412,7 @@ class DIPFit:
         self._holdout_mse: list[tuple[int, float]] = []  # (iteration, error on the held-out pixels)
         self._blend_held: np.ndarray | None = None  # pixels held out to weigh the fill (fillblend)
         self._blended: tuple[int, np.ndarray, float] | None = None  # (iteration, image, weight)
+        self._scattered: bool | None = None  # regions.scattered_holes of the mask, once read
         self._noise_sigma: float | None = None
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
@@ -459,6 +460,13 @@ class DIPFit:
             )
 
         return MemberStack(nets), torch.cat(zs), jitter
+
+    def _holes_scattered(self) -> bool:
+        """Whether the mask's holes are scattered pixels (:func:`.regions.scattered_holes`):
+        read by the hole-change stop and the blended fill, computed once (a distance transform)."""
+        if self._scattered is None:
+            self._scattered = scattered_holes(~self.known)
+        return self._scattered
 
     def _holdout_pixels(self) -> np.ndarray | None:
         """The known pixels held out of the loss for the held-out stop (None: off, or too few)."""
@@ -549,7 +557,7 @@ class DIPFit:
 
         x = torch.from_numpy(self.target).permute(2, 0, 1)[None].to(dev)
         hold = self._holdout_pixels() if self.known is not None and p.early_stop else None
-        if self.known is not None and p.fill_blend > 0 and not scattered_holes(~self.known):
+        if self.known is not None and p.fill_blend > 0 and not self._holes_scattered():
             # known pixels in the shape of the holes, left out to weigh the fill (fillblend);
             # not for scattered holes (half the pixels missing at random): taking known pixels
             # from between them cost Barbara's fine stripes 0.65-1.0 dB (README)
@@ -615,7 +623,7 @@ class DIPFit:
             hole_past: list[tuple[int, torch.Tensor]] = []
             hole_ref: float | None = None
             self.hole_change_ratio = p.es_hole_change
-            if p.es_hole_change_scattered > 0 and scattered_holes(~self.known):
+            if p.es_hole_change_scattered > 0 and self._holes_scattered():
                 self.hole_change_ratio = p.es_hole_change_scattered
 
         if hold is not None:  # the held-out stop replaces ES-WMV's choice of the best estimate

@@ -255,7 +255,8 @@ def scattered_holes(holes) -> bool:
     Holes of (H, W), or of each plane of (P, H, W) that has holes, that cover at least
     :data:`SCATTERED_MIN_FRACTION` of the image, with a mean distance from a hole pixel to the
     nearest known pixel of at most :data:`SCATTERED_MAX_MEAN_DISTANCE`.  The hole-change stop
-    reads such masks with its own ratio (``DIPParams.es_hole_change_scattered``).
+    reads such masks with its own ratio (``DIPParams.es_hole_change_scattered``), and the
+    blended fill (``DIPParams.fill_blend``) leaves them alone.
 
     Examples
     --------
