@@ -16,7 +16,8 @@ Usage::
 Cases (centred crops of ``--size``; ``--cases`` picks): the three DIP inpainting images with
 their masks (kate, vase, library), two Set12 images with 50 % of their pixels missing at random
 (numpy seed 1), and ``strokes``: a Set12 image (10_Boat) at ``--strokes-size`` with seeded
-painted strokes covering 5 % (the generator of ``dip_inpaint_regions.py``).
+painted strokes covering 5 % (the generator of ``dip_inpaint_regions.py``); ``--blobs`` adds
+Set9 / Set12 crops with large holes (seeded ellipses covering 8 %).
 
 A recording holds, per case, every 10 steps: the PSNR over the hole pixels of the estimate the
 fit would return (the averaged output when the preset averages, else the raw output), and the
@@ -90,13 +91,45 @@ def cases(data: Path, size: int, keep: set[str], strokes_size: int):
         yield f"10_Boat {strokes_size} strokes", img, stroke_mask(img.shape, 0.05, 0, 60.0), None
 
 
+def blob_mask(shape, coverage: float, seed: int) -> np.ndarray:
+    """Seeded large holes: ellipses (semi-axes 4-10 % of the shorter side, the other 40-100 % of
+    that, any orientation) anywhere in the image until ``coverage`` of the pixels is hit."""
+    from skimage.draw import ellipse
+
+    h, w = shape
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, bool)
+    while mask.mean() < coverage:
+        r = rng.uniform(0.04, 0.10) * min(h, w)
+        c = r * rng.uniform(0.4, 1.0)
+        centre = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
+        rr, cc = ellipse(*centre, r, c, shape=shape, rotation=rng.uniform(0, np.pi))
+        mask[rr, cc] = True
+    return mask
+
+
+def blob_case(data: Path, name: str, size: int):
+    """``set9/NAME`` (colour) or ``set12/NAME`` (grey), centred crop, seeded ellipse holes covering 8 %
+    (the seed: the CRC-32 of the name, so a case's mask does not depend on the others run)."""
+    import zlib
+
+    folder, _, stem = name.partition("/")
+    if folder not in ("set9", "set12") or not stem:
+        raise SystemExit(f"--blobs {name!r}: give set9/NAME or set12/NAME, e.g. set9/F16,set12/02_House")
+    img = crop(load(data / folder / f"{stem}.png", grey=folder == "set12"), size)
+    return f"{stem} 8% blobs", img, blob_mask(img.shape[:2], 0.08, zlib.crc32(name.encode())), None
+
+
 def todo_cases(args) -> list:
-    """The cases ``--cases`` keeps (all when neither it nor ``--set12`` is given), then each ``--set12``
-    image with 50 % of its pixels missing (numpy seed 100 + its place in the list)."""
+    """The cases ``--cases`` keeps (all when none of it, ``--set12`` and ``--blobs`` is given), then
+    each ``--set12`` image with 50 % of its pixels missing (numpy seed 100 + its place in the list),
+    then each ``--blobs`` image with large holes (:func:`blob_case`)."""
     keep = set(args.cases.split(",")) if args.cases else set()
-    todo = list(cases(Path(args.data), args.size, keep, args.strokes_size)) if (keep or not args.set12) else []
+    more = args.set12 or args.blobs
+    todo = list(cases(Path(args.data), args.size, keep, args.strokes_size)) if (keep or not more) else []
     for k, name in enumerate(n for n in args.set12.split(",") if n):
         todo.append(missing_case(Path(args.data), name, args.size, np.random.default_rng(100 + k)))
+    todo += [blob_case(Path(args.data), n, args.size) for n in args.blobs.split(",") if n]
     return todo
 
 
@@ -355,6 +388,7 @@ def main(argv=None) -> None:
         r.add_argument("--strokes-size", type=int, default=512)
         r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
         r.add_argument("--set12", default="", help="more Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
+        r.add_argument("--blobs", default="", help="images with large elliptic holes (8 %%): set9/F16,set12/02_House")
         r.add_argument("--seed", type=int, default=0)
         r.add_argument("--threads", type=int, default=1)
         r.add_argument("--out", required=True)

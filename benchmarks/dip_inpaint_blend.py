@@ -1,0 +1,178 @@
+"""The blended fill and the hole-change stop, recorded without a stop and replayed offline.
+
+Usage::
+
+    # record: the default "inpaint" fit with the blend's held-out pixels left out of its loss
+    python benchmarks/dip_inpaint_blend.py record --data ../shared/data --size 256 --steps 2000 \\
+        --blobs set9/F16,set12/02_House --out benchmarks/results/blend-blobs.json
+    python benchmarks/dip_inpaint_blend.py record --data ../shared/data --size 128 --steps 2500 \\
+        --cases vase,library --out benchmarks/results/blend-dip.json
+    # replay the hole-change stop at several fractions on the recordings
+    python benchmarks/dip_inpaint_blend.py replay benchmarks/results/blend-*.json --ratios 5,8,10,20
+
+The cases are those of ``dip_inpaint_speed.py`` (``--cases`` kate,vase,library,strokes,missing;
+``--set12`` Set12 images with 50 % missing; ``--blobs`` Set9 / Set12 crops with seeded ellipse
+holes covering 8 %).  A recording holds, every 10 steps, the holes' PSNR of the estimate the fit
+would return (the network's own), the network's PSNR on the held-out pixels, the blend's weight w
+(least squares on the held-out pixels, as ``restore.fillblend.blend_fill`` chooses it) and the
+holes' PSNR of the blend ``b + w (network - b)`` (b: scikit-image's biharmonic fill), and the mean
+absolute change of the estimate over the holes since 50 steps before (what the hole-change stop
+reads: ``restore.fit``).  The held-out pixels are ``restore.fillblend.blend_pixels(known, 0.05,
+0)``, as the shipped fit chooses them; the fit runs with ``fill_blend=0`` and those pixels unknown,
+so the recorded network is the one the shipped fit trains.  Replays are exact for the stop (a
+fraction maps the recorded changes to a step: the first yield from ``es_start`` on whose change is
+at most the fraction of the change at step 100, or the hole-change floor) and for the blend at that
+step; the shipped fit's ES-WMV safety net is not replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dip_inpaint_speed import _hole_psnr, _params, damage, todo_cases
+
+
+def record_case(name, clean, holes, params, seed: int) -> dict:
+    import torch
+    from skimage.restoration import inpaint_biharmonic
+
+    from napari_deep_prior.restore.fillblend import blend_pixels
+    from napari_deep_prior.restore.fit import DIPFit
+    from napari_deep_prior.restore.regions import hole_kind
+
+    hold = blend_pixels(~holes, 0.05, 0)
+    if hold is None:
+        raise SystemExit(f"{name}: too few known pixels shaped like the holes to hold out (blend_pixels)")
+    img, hole_px, damaged = damage(clean, holes)
+    held_px = np.broadcast_to(hold[..., None], img.shape)
+    bih = inpaint_biharmonic(np.where(held_px, 0.0, damaged), holes | hold, channel_axis=-1)
+    bih_plain = inpaint_biharmonic(damaged, holes, channel_axis=-1)
+    b_v, y_v, b_h, y_h = bih[held_px], img[held_px], bih_plain[hole_px], img[hole_px]
+    fit = DIPFit(
+        np.where(held_px, 0.0, damaged).astype(np.float32),
+        known=~(holes | hold),
+        params=params.replace(fill_blend=0.0),
+        device=torch.device("cpu"),
+        seed=seed,
+    )
+    rows = {k: [] for k in ("iterations", "psnr_holes", "psnr_held", "weight", "psnr_blend", "hole_change")}
+    past: dict[int, np.ndarray] = {}
+    t0 = time.perf_counter()
+    for st in fit.steps():
+        t, est = st.iteration, st.preview
+        now = est[hole_px]
+        past[t] = now
+        then = past.pop(t - 50, None)
+        for old in [k for k in past if k < t - 50]:
+            del past[old]
+        d_v = est[held_px] - b_v
+        w = float(np.clip(np.dot(d_v, y_v - b_v) / max(float(np.dot(d_v, d_v)), 1e-12), 0.0, 1.0))
+        rows["iterations"].append(t)
+        rows["psnr_holes"].append(_hole_psnr(now, y_h))
+        rows["psnr_held"].append(_hole_psnr(est[held_px], y_v))
+        rows["weight"].append(w)
+        rows["psnr_blend"].append(_hole_psnr(b_h + w * (now - b_h), y_h))
+        rows["hole_change"].append(None if then is None else float(np.abs(now - then).mean()))
+    return {
+        "image": name,
+        "hole_kind": hole_kind(holes),
+        "hole_fraction": float(holes.mean()),
+        "held_fraction": float(hold.mean()),
+        "psnr_biharmonic": _hole_psnr(b_h, y_h),
+        "wall": time.perf_counter() - t0,
+        **rows,
+    }
+
+
+def record(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    params = _params(args.preset, args.set or [], args.steps)
+    out = {"mode": "record", "size": args.size, "steps": args.steps, "preset": args.preset, "set": args.set or []}
+    out["images"] = []
+    for name, clean, holes, _ in todo_cases(args):
+        row = record_case(name, clean, holes, params, args.seed)
+        out["images"].append(row)
+        Path(args.out).write_text(json.dumps(out))
+        k = int(np.argmax(row["psnr_holes"]))
+        print(
+            f"{name} ({row['hole_kind'] or 'thin'} holes): biharmonic {row['psnr_biharmonic']:.2f} dB; network "
+            f"best {row['psnr_holes'][k]:.2f} @ {row['iterations'][k]}; blend at the end {row['psnr_blend'][-1]:.2f}; "
+            f"{row['wall']:.0f} s",
+            flush=True,
+        )
+
+
+def replay_stop(row: dict, ratio: float, es_start: int = 200, floor: float = 0.0005) -> int:
+    """The index of the recorded yield where the hole-change stop at ``ratio`` ends the fit (the
+    last one if it never does)."""
+    its, change = row["iterations"], row["hole_change"]
+    ref = change[its.index(100)]
+    for i, (t, c) in enumerate(zip(its, change, strict=True)):
+        if t >= es_start and c is not None and c <= max(ratio * ref, floor):
+            return i
+    return len(its) - 1
+
+
+def replay(args) -> None:
+    ratios = [int(r) for r in args.ratios.split(",")]
+    head = " | ".join(f"1/{r}: blend (network) @ step" for r in ratios)
+    print(f"| case (holes) | network best @ step | blend best @ step | {head} |")
+    print("|---" * (3 + len(ratios)) + "|")
+    sums: dict[str, dict[int, list]] = {}  # per kind of holes: per ratio, [blend dB, steps, cases]
+    for path in args.recordings:
+        for row in json.loads(Path(path).read_text())["images"]:
+            its, ph, pb = row["iterations"], row["psnr_holes"], row["psnr_blend"]
+            kn, kb = int(np.argmax(ph)), int(np.argmax(pb))
+            kind = row.get("hole_kind") or "thin"
+            cells = []
+            for r in ratios:
+                i = replay_stop(row, 1.0 / r)
+                acc = sums.setdefault(kind, {}).setdefault(r, [0.0, 0, 0])
+                acc[0] += pb[i]
+                acc[1] += its[i]
+                acc[2] += 1
+                cells.append(f"{pb[i]:.2f} ({ph[i]:.2f}) @ {its[i]}")
+            print(
+                f"| {row['image']} ({kind}) | {ph[kn]:.2f} @ {its[kn]} | {pb[kb]:.2f} @ {its[kb]} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    for kind, per in sums.items():
+        cells = [f"{v[0] / v[2]:.2f} dB, {v[1]} steps" for v in per.values()]
+        print(f"| {kind} holes: mean blend, total steps | | | " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--data", required=True)
+    r.add_argument("--size", type=int, default=128, help="centred crop (0: the whole image)")
+    r.add_argument("--strokes-size", type=int, default=512)
+    r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes")
+    r.add_argument("--set12", default="", help="Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
+    r.add_argument("--blobs", default="", help="images with large elliptic holes (8 %%): set9/F16,set12/02_House")
+    r.add_argument("--steps", type=int, default=2000)
+    r.add_argument("--preset", default="inpaint")
+    r.add_argument("--set", action="append", help="as dip_inpaint_speed.py record: channels=..., lr=...")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--out", required=True)
+    p = sub.add_parser("replay")
+    p.add_argument("recordings", nargs="+")
+    p.add_argument("--ratios", default="5,8,10,20", help="hole-change fractions to replay: 1/N for each N")
+    args = ap.parse_args(argv)
+    (record if args.mode == "record" else replay)(args)
+
+
+if __name__ == "__main__":
+    main()
