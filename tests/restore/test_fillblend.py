@@ -9,6 +9,7 @@ from scipy import ndimage
 from fit_steps import drain
 from napari_deep_prior.restore.fillblend import MAX_BLEND_HOLE_PIXELS, MIN_BLEND_PIXELS, blend_fill, blend_pixels
 from napari_deep_prior.restore.fit import DIPFit
+from napari_deep_prior.restore.regions import hole_kind
 
 
 def _strokes(shape=(64, 64)):
@@ -143,6 +144,7 @@ def test_scattered_holes_are_not_blended(tiny_params, one_torch_thread):
     """Half the pixels missing at random: no pixels are taken from between the holes."""
     clean = _smooth()
     holes = np.random.default_rng(0).random(clean.shape) < 0.5
+    assert hole_kind(holes) == "scattered"
     target = np.where(holes, 0.0, clean)[..., None].astype(np.float32)
     p = tiny_params.replace(iterations=10, early_stop=False, history_every=0, fill_blend=0.05)
     fit = DIPFit(target, known=~holes, params=p, device=torch.device("cpu"), seed=0)
@@ -152,6 +154,13 @@ def test_scattered_holes_are_not_blended(tiny_params, one_torch_thread):
     strokes = _strokes()
     target = np.where(strokes, 0.0, clean)[..., None].astype(np.float32)
     fit = DIPFit(target, known=~strokes, params=p, device=torch.device("cpu"), seed=0)
+    assert drain(fit)[1].fill_weight is not None
+    # and so does a large hole (it stops earlier, es_hole_change_large, but is blended as any)
+    box = np.zeros(clean.shape, bool)
+    box[10:40, 14:44] = True
+    assert hole_kind(box) == "large"
+    target = np.where(box, 0.0, clean)[..., None].astype(np.float32)
+    fit = DIPFit(target, known=~box, params=p, device=torch.device("cpu"), seed=0)
     assert drain(fit)[1].fill_weight is not None
 
 

@@ -498,23 +498,52 @@ def test_hole_change_stop_reads_its_own_fraction_for_scattered_holes(tiny_params
     assert off.hole_change_ratio is None
 
 
-def test_inpaint_default_reads_scattered_holes_later(one_torch_thread):
-    """The default as a user calls it: half the pixels missing get the later stop, a scratch does not."""
+def test_hole_change_stop_reads_its_own_fraction_for_large_holes(tiny_params, one_torch_thread):
+    """es_hole_change_large: a blotch is read with its own fraction, a scratch with es_hole_change."""
+    y, x = np.mgrid[0:64, 0:64] / 63.0
+    image = (0.5 + 0.4 * np.sin(3 * x) * np.cos(2 * y)).astype(np.float64)
+    blotch = np.ones(image.shape, bool)
+    blotch[16:46, 20:50] = False  # known: all but a 30 px square
+    scratch = np.ones(image.shape, bool)
+    scratch[30:33, 5:60] = False
+    params = tiny_params.replace(
+        iterations=300, es_patience=10**6, es_start=20, es_hole_change=1e-9, yield_every=10, preview_every=10
+    )
+    # a fraction no fit reaches: the blotch runs to the end as any holes would ...
+    _, late = _drain(_fit(image, params, known=blotch))
+    assert late.stop_reason is None and late.iterations_run == 300 and late.hole_change_ratio == 1e-9
+    # ... with a fraction of its own for large holes it stops, on the same path
+    early_params = params.replace(es_hole_change_large=0.9)
+    _, early = _drain(_fit(image, early_params, known=blotch))
+    assert early.stop_reason == "holes settled" and early.iterations_run < 300
+    assert early.hole_change_ratio == 0.9
+    np.testing.assert_array_equal(late.losses[: early.iterations_run], early.losses[: early.iterations_run])
+    # the scratch keeps es_hole_change
+    _, thin = _drain(_fit(image, early_params, known=scratch))
+    assert thin.stop_reason is None and thin.hole_change_ratio == 1e-9
+
+
+def test_inpaint_default_reads_scattered_and_large_holes_with_their_own_fractions(one_torch_thread):
+    """The default as a user calls it: half the pixels missing get the later stop, a blotch the earlier
+    one, a scratch neither."""
     from napari_deep_prior import inpaint
     from napari_deep_prior.restore.presets import get_preset
 
     p = get_preset("inpaint")
-    assert 0 < p.es_hole_change_scattered < p.es_hole_change
+    assert 0 < p.es_hole_change_scattered < p.es_hole_change < p.es_hole_change_large
     img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     scattered = np.random.default_rng(1).random((64, 64)) < 0.5
     scratch = np.zeros((64, 64), bool)
     scratch[30:33, 5:60] = True
-    for holes, ratio in ((scattered, p.es_hole_change_scattered), (scratch, p.es_hole_change)):
+    blotch = np.zeros((64, 64), bool)
+    blotch[16:48, 16:48] = True
+    cases = ((scattered, p.es_hole_change_scattered), (scratch, p.es_hole_change), (blotch, p.es_hole_change_large))
+    for holes, ratio in cases:
         _, out = inpaint(img, holes, iterations=3, seed=0, return_history=True)
         assert [f.hole_change_ratio for f in out.fits] == [ratio] * len(out.fits)
 
 
-@pytest.mark.parametrize("name", ["es_hole_change", "es_hole_change_scattered"])
+@pytest.mark.parametrize("name", ["es_hole_change", "es_hole_change_scattered", "es_hole_change_large"])
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_hole_change_bounds(tiny_params, name, bad):
     with pytest.raises(ValueError, match=name):

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from napari_deep_prior.restore.api import inpaint, prepare_inpaint
-from napari_deep_prior.restore.regions import default_margin, plan_hole_regions, regions_cost, scattered_holes
+from napari_deep_prior.restore.regions import (
+    default_margin,
+    hole_kind,
+    large_holes,
+    plan_hole_regions,
+    regions_cost,
+    scattered_holes,
+)
 from napari_deep_prior.restore.tiles import TileBlender
 
 
@@ -112,6 +119,27 @@ def test_scattered_holes_are_missing_pixels_not_shapes():
     assert not scattered_holes(stack)
     with pytest.raises(ValueError, match="holes must be"):
         scattered_holes(np.zeros((2, 2, 8, 8), bool))
+
+
+def test_large_holes_are_regions_not_thin_shapes():
+    box = np.zeros((128, 128), bool)
+    box[20:50, 20:50] = True  # a 30 px blotch: its pixels ~5 px from the nearest known one
+    assert large_holes(box) and hole_kind(box) == "large"
+    small = np.zeros((128, 128), bool)
+    small[20:30, 20:30] = True  # a 10 px square: ~1.8 px on average
+    assert not large_holes(small) and hole_kind(small) == ""
+    strokes = np.zeros((128, 128), bool)
+    strokes[40:49, :] = True  # a 9 px wide stroke: ~2.2 px
+    assert not large_holes(strokes)
+    missing = np.random.default_rng(2).random((128, 128)) < 0.5
+    assert hole_kind(missing) == "scattered" and not large_holes(missing)
+    assert not large_holes(np.zeros((32, 32), bool)) and hole_kind(np.zeros((32, 32), bool)) == ""
+    assert large_holes(np.ones((32, 32), bool))  # nothing known: as far from a known pixel as can be
+    # a stack: every plane that has holes must be large; a plane of thin holes makes the mix ""
+    stack = np.stack([box, np.zeros((128, 128), bool)])
+    assert large_holes(stack)
+    stack[1] = strokes
+    assert hole_kind(stack) == ""
 
 
 def test_no_hole_gives_no_region_and_stacks_are_united():

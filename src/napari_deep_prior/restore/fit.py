@@ -46,7 +46,7 @@ from .ensemble import MemberStack, member_seeds
 from .fillblend import blend_fill, blend_pixels
 from .graphs import GraphedStep, restore_optimiser, wants_graph
 from .presets import DIPParams
-from .regions import scattered_holes
+from .regions import hole_kind
 from .stopping import (
     WindowVariance,
     _expected_deviance,
@@ -207,7 +207,8 @@ class FitResult:
         that stop was off.
     hole_change_ratio : float or None
         The fraction the hole-change stop read: ``DIPParams.es_hole_change``, or
-        ``es_hole_change_scattered`` when the holes were scattered pixels; None when that stop
+        ``es_hole_change_scattered`` when the holes were scattered pixels,
+        ``es_hole_change_large`` when they were large regions; None when that stop
         was off (no holes, no ``es_hole_change``, early stopping off, or the held-out stop).
     cuda_graph : bool
         The fit's steps (after the first few) replayed a CUDA graph (``DIPParams.cuda_graph``
@@ -412,7 +413,7 @@ class DIPFit:
         self._holdout_mse: list[tuple[int, float]] = []  # (iteration, error on the held-out pixels)
         self._blend_held: np.ndarray | None = None  # pixels held out to weigh the fill (fillblend)
         self._blended: tuple[int, np.ndarray, float] | None = None  # (iteration, image, weight)
-        self._scattered: bool | None = None  # regions.scattered_holes of the mask, once read
+        self._kind: str | None = None  # regions.hole_kind of the mask, once read
         self._noise_sigma: float | None = None
         self._deviance: float | None = None
         self._expected_deviance: float | None = None
@@ -461,12 +462,12 @@ class DIPFit:
 
         return MemberStack(nets), torch.cat(zs), jitter
 
-    def _holes_scattered(self) -> bool:
-        """Whether the mask's holes are scattered pixels (:func:`.regions.scattered_holes`):
+    def _hole_kind(self) -> str:
+        """The kind of the mask's holes (:func:`.regions.hole_kind`: "scattered", "large" or ""):
         read by the hole-change stop and the blended fill, computed once (a distance transform)."""
-        if self._scattered is None:
-            self._scattered = scattered_holes(~self.known)
-        return self._scattered
+        if self._kind is None:
+            self._kind = hole_kind(~self.known)
+        return self._kind
 
     def _holdout_pixels(self) -> np.ndarray | None:
         """The known pixels held out of the loss for the held-out stop (None: off, or too few)."""
@@ -557,7 +558,7 @@ class DIPFit:
 
         x = torch.from_numpy(self.target).permute(2, 0, 1)[None].to(dev)
         hold = self._holdout_pixels() if self.known is not None and p.early_stop else None
-        if self.known is not None and p.fill_blend > 0 and not self._holes_scattered():
+        if self.known is not None and p.fill_blend > 0 and self._hole_kind() != "scattered":
             # known pixels in the shape of the holes, left out to weigh the fill (fillblend);
             # not for scattered holes (half the pixels missing at random): taking known pixels
             # from between them cost Barbara's fine stripes 0.65-1.0 dB (README)
@@ -623,8 +624,10 @@ class DIPFit:
             hole_past: list[tuple[int, torch.Tensor]] = []
             hole_ref: float | None = None
             self.hole_change_ratio = p.es_hole_change
-            if p.es_hole_change_scattered > 0 and self._holes_scattered():
+            if p.es_hole_change_scattered > 0 and self._hole_kind() == "scattered":
                 self.hole_change_ratio = p.es_hole_change_scattered
+            elif p.es_hole_change_large > 0 and self._hole_kind() == "large":
+                self.hole_change_ratio = p.es_hole_change_large
 
         if hold is not None:  # the held-out stop replaces ES-WMV's choice of the best estimate
             mv = torch.from_numpy(hold.astype(np.float32))[None, None].to(dev)

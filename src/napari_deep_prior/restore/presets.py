@@ -166,6 +166,12 @@ class DIPParams:
         place of ``es_hole_change``.  With every other pixel known the fill of such holes keeps
         improving long after its change has fallen to the fraction that suits scratches and
         text.  0: ``es_hole_change`` for every mask.
+    es_hole_change_large : float
+        The hole-change stop's fraction for a fit whose holes are large regions
+        (:func:`~.regions.large_holes`: a hole pixel on average at least 4 px from a known one,
+        e.g. blotches, a torn corner), in place of ``es_hole_change``.  The network's fill of a
+        large hole peaks early and then drifts while the known pixels are fitted to their last
+        detail.  0: ``es_hole_change`` for every mask.
     fill_blend : float
         Blended fill for masked fits (inpainting): about this fraction of the known pixels,
         in the shape of the holes, is left out of the loss; after the fit the holes' fill is
@@ -244,6 +250,7 @@ class DIPParams:
     es_holdout: float = 0.0
     es_hole_change: float = 0.0
     es_hole_change_scattered: float = 0.0
+    es_hole_change_large: float = 0.0
     fill_blend: float = 0.0
     backtrack: bool = True
     backtrack_db: float = 5.0
@@ -278,7 +285,11 @@ class DIPParams:
             raise ParameterError(f"{{es_holdout}} must be in [0, 0.5] (0: off), got {self.es_holdout}")
         if not (math.isfinite(self.fill_blend) and 0.0 <= self.fill_blend <= 0.5):
             raise ParameterError(f"{{fill_blend}} must be in [0, 0.5] (0: off), got {self.fill_blend}")
-        for name, zero in (("es_hole_change", "off"), ("es_hole_change_scattered", "es_hole_change's")):
+        for name, zero in (
+            ("es_hole_change", "off"),
+            ("es_hole_change_scattered", "es_hole_change's"),
+            ("es_hole_change_large", "es_hole_change's"),
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ParameterError(f"{{{name}}} must be in [0, 1] (0: {zero}), got {value}")
@@ -498,6 +509,15 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # 21.44 (biharmonic alone 20.82), at 512 px 25.95 (the network alone 24.49, biharmonic 25.53).
 # Scattered holes are not blended: on Set12 with half the pixels missing the blend gained
 # 0.03-0.61 dB on seven cases but lost 0.65-1.0 dB on Barbara's stripes (seeds 0 and 1).
+# Large holes (regions.large_holes: a hole pixel on average >= 4 px from a known one) stop at 1/8
+# (es_hole_change_large): the network's fill of a large hole peaks early (steps 10-1690, six of
+# ten at 200-490) and drifts while the known pixels are fitted.  Recorded without a stop with the
+# held-out pixels left out, as this preset trains (benchmarks/dip_inpaint_blend.py: vase and
+# library at 128 px, seeded ellipses covering 8 % of eight Set9 / Set12 crops at 256 px, one
+# thread) and replayed, the blended fill's holes' PSNR against 1/20: 1/8 -0.06 dB on the mean
+# (per case -0.99 ... +1.01) in 2.6x fewer steps (5790 against 15250); 1/5 -0.20 dB in 3.9x
+# fewer; 1/10 -0.12 dB in 2x fewer.  Unblended at 1/5 (the held-out pixels back in the loss),
+# as a user calls inpaint() on seven of them: -0.26 dB on the mean (README).
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
@@ -511,6 +531,7 @@ PRESETS["inpaint"] = DIPParams(
     es_start=200,
     es_hole_change=0.05,
     es_hole_change_scattered=0.02,
+    es_hole_change_large=0.125,
     fill_blend=0.05,
 )
 # Super-resolution: the tapered net with bilinear up-sampling and output averaging, the paper's
