@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dip_inpaint_speed import _hole_psnr, _params, damage, todo_cases
+from dip_inpaint_speed import _hole_psnr, _params, add_case_args, damage, todo_cases
 
 
 def record_case(name, clean, holes, params, seed: int) -> dict:
@@ -115,6 +115,11 @@ def replay_stop(row: dict, ratio: float, es_start: int = 200, floor: float = 0.0
     """The index of the recorded yield where the hole-change stop at ``ratio`` ends the fit (the
     last one if it never does)."""
     its, change = row["iterations"], row["hole_change"]
+    if 100 not in its or change[its.index(100)] is None:
+        raise SystemExit(
+            f"{row['image']}: recorded to step {its[-1]}; the stop's reference is the holes' change at "
+            "step 100: record at least es_start (200) steps"
+        )
     ref = change[its.index(100)]
     for i, (t, c) in enumerate(zip(its, change, strict=True)):
         if t >= es_start and c is not None and c <= max(ratio * ref, floor):
@@ -155,18 +160,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
     r = sub.add_parser("record")
-    r.add_argument("--data", required=True)
-    r.add_argument("--size", type=int, default=128, help="centred crop (0: the whole image)")
-    r.add_argument("--strokes-size", type=int, default=512)
-    r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes")
-    r.add_argument("--set12", default="", help="Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
-    r.add_argument("--blobs", default="", help="images with large elliptic holes (8 %%): set9/F16,set12/02_House")
+    add_case_args(r)
     r.add_argument("--steps", type=int, default=2000)
     r.add_argument("--preset", default="inpaint")
     r.add_argument("--set", action="append", help="as dip_inpaint_speed.py record: channels=..., lr=...")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--out", required=True)
     p = sub.add_parser("replay")
     p.add_argument("recordings", nargs="+")
     p.add_argument("--ratios", default="5,8,10,20", help="hole-change fractions to replay: 1/N for each N")

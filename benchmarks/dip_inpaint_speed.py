@@ -378,20 +378,25 @@ def shipped(args) -> None:
         Path(args.out).write_text(json.dumps(out))
 
 
+def add_case_args(r: argparse.ArgumentParser) -> None:
+    """The options that pick the cases (:func:`todo_cases`), the seed, the threads and the output."""
+    r.add_argument("--data", required=True)
+    r.add_argument("--size", type=int, default=128, help="centred crop (0: the whole image)")
+    r.add_argument("--strokes-size", type=int, default=512)
+    r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
+    r.add_argument("--set12", default="", help="more Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
+    r.add_argument("--blobs", default="", help="images with large elliptic holes (8 %%): set9/F16,set12/02_House")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--out", required=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for mode in ("record", "recipe", "shipped"):
         r = sub.add_parser(mode)
-        r.add_argument("--data", required=True)
-        r.add_argument("--size", type=int, default=128, help="centred crop (0: the whole image)")
-        r.add_argument("--strokes-size", type=int, default=512)
-        r.add_argument("--cases", default="", help="comma list: kate,vase,library,missing,strokes (default all)")
-        r.add_argument("--set12", default="", help="more Set12 images with 50 %% missing, e.g. 01_C.man,03_Peppers")
-        r.add_argument("--blobs", default="", help="images with large elliptic holes (8 %%): set9/F16,set12/02_House")
-        r.add_argument("--seed", type=int, default=0)
-        r.add_argument("--threads", type=int, default=1)
-        r.add_argument("--out", required=True)
+        add_case_args(r)
         if mode == "shipped":
             r.add_argument("--recipe", action="append", help="recipe-mode recordings for the Δ and ratio columns")
             r.add_argument(
