@@ -14,7 +14,7 @@ The cases are those of ``dip_inpaint_speed.py`` (``--cases`` kate,vase,library,s
 ``--set12`` Set12 images with 50 % missing; ``--blobs`` Set9 / Set12 crops with seeded ellipse
 holes covering 8 %).  A recording holds, every 10 steps, the holes' PSNR of the estimate the fit
 would return (the network's own), the network's PSNR on the held-out pixels, the blend's weight w
-(least squares on the held-out pixels, as ``restore.fillblend.blend_fill`` chooses it) and the
+(``restore.fillblend.blend_weight`` on the held-out pixels, as ``blend_fill`` chooses it) and the
 holes' PSNR of the blend ``b + w (network - b)`` (b: scikit-image's biharmonic fill), and the mean
 absolute change of the estimate over the holes since 50 steps before (what the hole-change stop
 reads: ``restore.fit``).  The held-out pixels are ``restore.fillblend.blend_pixels(known, 0.05,
@@ -43,7 +43,7 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
     import torch
     from skimage.restoration import inpaint_biharmonic
 
-    from napari_deep_prior.restore.fillblend import blend_pixels
+    from napari_deep_prior.restore.fillblend import blend_pixels, blend_weight
     from napari_deep_prior.restore.fit import DIPFit
     from napari_deep_prior.restore.regions import hole_kind
 
@@ -72,8 +72,7 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
         then = past.pop(t - 50, None)
         for old in [k for k in past if k < t - 50]:
             del past[old]
-        d_v = est[held_px] - b_v
-        w = float(np.clip(np.dot(d_v, y_v - b_v) / max(float(np.dot(d_v, d_v)), 1e-12), 0.0, 1.0))
+        w = blend_weight(est[held_px], b_v, y_v)
         rows["iterations"].append(t)
         rows["psnr_holes"].append(_hole_psnr(now, y_h))
         rows["psnr_held"].append(_hole_psnr(est[held_px], y_v))

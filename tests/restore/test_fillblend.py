@@ -7,7 +7,13 @@ import torch
 from scipy import ndimage
 
 from fit_steps import drain
-from napari_deep_prior.restore.fillblend import MAX_BLEND_HOLE_PIXELS, MIN_BLEND_PIXELS, blend_fill, blend_pixels
+from napari_deep_prior.restore.fillblend import (
+    MAX_BLEND_HOLE_PIXELS,
+    MIN_BLEND_PIXELS,
+    blend_fill,
+    blend_pixels,
+    blend_weight,
+)
 from napari_deep_prior.restore.fit import DIPFit
 from napari_deep_prior.restore.regions import hole_kind
 
@@ -197,3 +203,14 @@ def test_min_blend_pixels_is_what_blend_pixels_enforces():
     assert blend_pixels(known, 0.5, seed=0) is None
     known[5:6, 5 : 5 + MIN_BLEND_PIXELS] = False
     assert blend_pixels(known, 0.5, seed=0).sum() == MIN_BLEND_PIXELS
+
+
+def test_blend_weight_is_the_clipped_least_squares_share():
+    rng = np.random.default_rng(3)
+    truth = rng.random(500).astype(np.float32)
+    classical = truth + rng.normal(0, 0.1, 500).astype(np.float32)
+    assert blend_weight(truth, classical, truth) == pytest.approx(1.0)  # the network exact
+    assert blend_weight(classical, classical, truth) == 1.0  # the two agree: nothing to weigh
+    # an estimate twice as far from the truth, on the other side: half of it
+    assert blend_weight(2 * truth - classical, classical, truth) == pytest.approx(0.5, abs=1e-5)
+    assert blend_weight(classical + (classical - truth), classical, truth) == 0.0  # worse the same way: clipped

@@ -86,6 +86,17 @@ def _biharmonic(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
     return inpaint_biharmonic(image, holes, channel_axis=-1).astype(np.float32, copy=False)
 
 
+def blend_weight(estimate: np.ndarray, classical: np.ndarray, target: np.ndarray) -> float:
+    """The network's share ``w`` in [0, 1] of ``classical + w (estimate - classical)`` that predicts
+    ``target`` best (least squares, clipped); the three are the held-out pixels' values.  1 when the
+    two fills agree there (nothing to weigh: the network's fill is kept)."""
+    d = np.asarray(estimate, dtype=np.float32) - classical
+    den = float(np.sum(d.astype(np.float64) ** 2))
+    if den <= 0:
+        return 1.0
+    return float(np.clip(np.sum(d * (target - classical), dtype=np.float64) / den, 0.0, 1.0))
+
+
 def blend_fill(estimate: np.ndarray, target: np.ndarray, known: np.ndarray, held: np.ndarray):
     """The holes' fill ``b + w (estimate - b)``, ``w`` chosen on the held-out pixels.
 
@@ -112,9 +123,7 @@ def blend_fill(estimate: np.ndarray, target: np.ndarray, known: np.ndarray, held
     e = np.asarray(estimate, dtype=np.float32)
     # the classical fill with the held-out pixels as holes too: what it would predict there
     b_held = _biharmonic(np.where((holes | held)[..., None], 0.0, y), holes | held)[held]
-    d = e[held] - b_held
-    den = float(np.sum(d.astype(np.float64) ** 2))
-    weight = 1.0 if den <= 0 else float(np.clip(np.sum(d * (y[held] - b_held), dtype=np.float64) / den, 0.0, 1.0))
+    weight = blend_weight(e[held], b_held, y[held])
     out = e.copy()
     if weight < 1.0:
         b = _biharmonic(np.where(holes[..., None], 0.0, y), holes)[holes]
