@@ -112,6 +112,27 @@ def test_blend_weight_follows_the_better_fill():
     np.testing.assert_array_equal(out[known], flat[known])
 
 
+def test_min_weight_keeps_a_share_of_the_network():
+    """min_weight: the share chosen on the held-out pixels, but at least min_weight."""
+    from skimage.restoration import inpaint_biharmonic
+
+    clean, holes, known, held, target = _case()
+    flat = np.full_like(clean, 0.5)  # a useless estimate: the held-out pixels ask for w near 0
+    _, w0 = blend_fill(flat, target, known, held)
+    assert w0 < 0.05
+    out, w = blend_fill(flat, target, known, held, min_weight=0.5)
+    assert w == 0.5
+    b = inpaint_biharmonic(target, holes, channel_axis=-1).astype(np.float32)
+    np.testing.assert_allclose(out[holes], 0.5 * (b[holes] + flat[holes]), atol=1e-6)
+    np.testing.assert_array_equal(out[known], flat[known])
+    # a share above the floor is left as chosen
+    _, w1 = blend_fill(clean, target, known, held, min_weight=0.5)
+    assert w1 == pytest.approx(1.0, abs=1e-3)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="min_weight"):
+            blend_fill(flat, target, known, held, min_weight=bad)
+
+
 def test_blend_weight_is_the_least_squares_share():
     """On held-out pixels where the estimate is off by a known amount the weight recovers it."""
     clean, holes, known, held, target = _case()
@@ -191,10 +212,41 @@ def test_inpaint_notes_the_blend_and_returns_known_pixels_exactly(tiny_params, o
     np.testing.assert_array_equal(out.image[~holes], damaged[~holes])
 
 
+def test_large_holes_keep_the_least_network_share(tiny_params, one_torch_thread):
+    """fill_blend_large_min: a large hole's blend keeps at least that share of the network's
+    fill, whatever the held-out pieces ask for; thin holes are weighed by them alone."""
+    clean = _smooth()
+    box = np.zeros(clean.shape, bool)
+    box[10:40, 14:44] = True
+    strokes = _strokes()
+    assert hole_kind(box) == "large" and hole_kind(strokes) == ""
+    p = tiny_params.replace(iterations=10, early_stop=False, history_every=0, fill_blend=0.05)
+
+    def weight(holes, floor):
+        target = np.where(holes, 0.0, clean)[..., None].astype(np.float32)
+        params = p.replace(fill_blend_large_min=floor)
+        res = drain(DIPFit(target, known=~holes, params=params, device=torch.device("cpu"), seed=0))[1]
+        return res.fill_weight, res.image
+
+    w_free, img_free = weight(box, 0.0)
+    w_kept, img_kept = weight(box, 0.9)
+    assert w_free < 0.9 and w_kept == 0.9  # ten steps: the held-out pieces prefer the classical fill
+    assert not np.array_equal(img_free[box], img_kept[box])
+    np.testing.assert_array_equal(img_free[~box], img_kept[~box])  # known pixels as given
+    # thin strokes: the floor is not read
+    assert weight(strokes, 0.0)[0] == weight(strokes, 0.9)[0] < 0.9
+
+
 @pytest.mark.parametrize("bad", [-0.1, 0.6, float("nan")])
 def test_fill_blend_bounds(tiny_params, bad):
     with pytest.raises(ValueError, match="fill_blend"):
         tiny_params.replace(fill_blend=bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.1, float("nan")])
+def test_fill_blend_large_min_bounds(tiny_params, bad):
+    with pytest.raises(ValueError, match="fill_blend_large_min"):
+        tiny_params.replace(fill_blend_large_min=bad)
 
 
 def test_min_blend_pixels_is_what_blend_pixels_enforces():

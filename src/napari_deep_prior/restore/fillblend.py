@@ -10,7 +10,10 @@ there is recomputed with the held-out pixels known).  Where the network fills be
 near 1; on thin strokes over a smooth photograph, where the biharmonic fill is the better one, it
 falls; in between, the mix of the two beats both.  The fit (:class:`~.fit.DIPFit`) does not blend
 scattered holes (half the pixels missing at random): known pixels taken from between them cost
-fine texture more than the blend gains.  Pure numpy and scikit-image.
+fine texture more than the blend gains.  For large holes it keeps at least half of the
+network's fill (``min_weight``): the held-out pieces are then few and large (1-10), and the share
+they choose scatters (0.00-0.23 where 0.50-0.84 was best on three of 21 measured cases), while the
+mean of the two fills was never worse than the share chosen.  Pure numpy and scikit-image.
 
 References
 ----------
@@ -97,7 +100,7 @@ def blend_weight(estimate: np.ndarray, classical: np.ndarray, target: np.ndarray
     return float(np.clip(np.sum(d * (target - classical), dtype=np.float64) / den, 0.0, 1.0))
 
 
-def blend_fill(estimate: np.ndarray, target: np.ndarray, known: np.ndarray, held: np.ndarray):
+def blend_fill(estimate: np.ndarray, target: np.ndarray, known: np.ndarray, held: np.ndarray, min_weight: float = 0.0):
     """The holes' fill ``b + w (estimate - b)``, ``w`` chosen on the held-out pixels.
 
     Parameters
@@ -110,6 +113,10 @@ def blend_fill(estimate: np.ndarray, target: np.ndarray, known: np.ndarray, held
         True where the pixel is known (``held`` is a subset).
     held : ndarray of bool, shape (H, W)
         The known pixels the fit did not see (:func:`blend_pixels`).
+    min_weight : float
+        The least share the network keeps, in [0, 1]: ``w`` is ``max(min_weight, share chosen
+        on the held-out pixels)`` (the fit passes ``DIPParams.fill_blend_large_min`` for large
+        holes, 0 otherwise).
 
     Returns
     -------
@@ -118,12 +125,14 @@ def blend_fill(estimate: np.ndarray, target: np.ndarray, known: np.ndarray, held
     weight : float
         ``w`` in [0, 1]: the network's share of the fill.
     """
+    if not (np.isfinite(min_weight) and 0.0 <= min_weight <= 1.0):
+        raise ValueError(f"min_weight must be in [0, 1], got {min_weight}")
     holes = ~known
     y = np.asarray(target, dtype=np.float32)
     e = np.asarray(estimate, dtype=np.float32)
     # the classical fill with the held-out pixels as holes too: what it would predict there
     b_held = _biharmonic(np.where((holes | held)[..., None], 0.0, y), holes | held)[held]
-    weight = blend_weight(e[held], b_held, y[held])
+    weight = max(float(min_weight), blend_weight(e[held], b_held, y[held]))
     out = e.copy()
     if weight < 1.0:
         b = _biharmonic(np.where(holes[..., None], 0.0, y), holes)[holes]

@@ -217,7 +217,8 @@ class FitResult:
     fill_weight : float or None
         With the blended fill (``DIPParams.fill_blend``): the network's share ``w`` of the
         holes' fill ``b + w (network - b)``, ``b`` the biharmonic fill, chosen on known pixels
-        held out in the shape of the holes (:mod:`.fillblend`); None when there was no blend.
+        held out in the shape of the holes (:mod:`.fillblend`; for large holes at least
+        ``DIPParams.fill_blend_large_min``); None when there was no blend.
     """
 
     image: np.ndarray
@@ -903,7 +904,8 @@ class DIPFit:
         out, fill_weight = self._to_hwc(image), None
         if self._blend_held is not None:
             if self._blended is None or self._blended[0] != it:
-                blended, weight = blend_fill(out, self.target, self.known, self._blend_held)
+                floor = self.params.fill_blend_large_min if self._hole_kind() == "large" else 0.0
+                blended, weight = blend_fill(out, self.target, self.known, self._blend_held, min_weight=floor)
                 self._blended = (it, blended, weight)
             out, fill_weight = self._blended[1].copy(), self._blended[2]
         return FitResult(
