@@ -9,6 +9,9 @@ Usage::
         --cases vase,library --out benchmarks/results/blend-dip.json
     # replay the hole-change stop at several fractions on the recordings
     python benchmarks/dip_inpaint_blend.py replay benchmarks/results/blend-*.json --ratios 5,8,10,20
+    # the shipped fit to its own stop: the blend's weight chosen, the best one, and floors under it
+    python benchmarks/dip_inpaint_blend.py weights --data ../shared/data --size 256 \
+        --blobs set9/F16,set12/02_House --floors 0.3,0.5,0.7 --out benchmarks/results/weights.json
 
 The cases are those of ``dip_inpaint_speed.py`` (``--cases`` kate,vase,library,strokes,missing;
 ``--set12`` Set12 images with 50 % missing; ``--blobs`` Set9 / Set12 crops with seeded ellipse
@@ -23,6 +26,14 @@ so the recorded network is the one the shipped fit trains.  Replays are exact fo
 fraction maps the recorded changes to a step: the first yield from ``es_start`` on whose change is
 at most the fraction of the change at step 100, or the hole-change floor) and for the blend at that
 step; the shipped fit's ES-WMV safety net is not replayed.
+
+``weights`` runs the default fit (``restore.fit.DIPFit``, the preset as shipped but with
+``fill_blend_large_min=0``) to its own stop and takes the network's estimate where the fit hands
+it to ``blend_fill``; it reports the share ``w`` the held-out pixels choose, the share that would
+be best on the holes themselves (the oracle, from the clean image), the number of held-out
+pieces, and the holes' PSNR of the network alone, the biharmonic fill alone, the blend at ``w``,
+at ``max(w, floor)`` for each ``--floors`` value (``DIPParams.fill_blend_large_min``) and at the
+oracle share; the last line gives the means per kind of holes.
 """
 
 from __future__ import annotations
@@ -155,6 +166,102 @@ def replay(args) -> None:
         print(f"| {kind} holes: mean blend, total steps | | | " + " | ".join(cells) + " |")
 
 
+def weights_case(name, clean, holes, params, seed: int, floors) -> dict:
+    import torch
+    from scipy import ndimage
+    from skimage.restoration import inpaint_biharmonic
+
+    import napari_deep_prior.restore.fit as fitmod
+    from napari_deep_prior.restore.fillblend import blend_weight
+    from napari_deep_prior.restore.regions import hole_kind
+
+    img, hole_px, damaged = damage(clean, holes)
+    seen = {}
+    blend = fitmod.blend_fill
+
+    def spy(estimate, target, known, held, min_weight=0.0):  # the network's estimate at the stop
+        seen.update(estimate=np.array(estimate), held=np.array(held), min_weight=min_weight)
+        return blend(estimate, target, known, held, min_weight=min_weight)
+
+    fitmod.blend_fill = spy
+    try:
+        fit = fitmod.DIPFit(damaged, known=~holes, params=params, device=torch.device("cpu"), seed=seed)
+        t0 = time.perf_counter()
+        for _ in fit.steps():
+            pass
+        res = fit.result()
+        wall = time.perf_counter() - t0
+    finally:
+        fitmod.blend_fill = blend
+    if not seen:
+        raise SystemExit(f"{name}: the fit did not blend (scattered holes, or too few known pixels to hold out)")
+    e, held = seen["estimate"], seen["held"]
+    b = inpaint_biharmonic(damaged, holes, channel_axis=-1)
+    e_h, b_h, y_h = e[hole_px], b[hole_px], img[hole_px]
+    w = float(res.fill_weight)
+    oracle = blend_weight(e_h, b_h, y_h)
+
+    def q(share):
+        return _hole_psnr(b_h + share * (e_h - b_h), y_h)
+
+    return {
+        "image": name,
+        "hole_kind": hole_kind(holes),
+        "stop": res.iteration,
+        "wall": wall,
+        "pieces": int(ndimage.label(held, np.ones((3, 3), bool))[1]),
+        "weight": w,
+        "oracle_weight": oracle,
+        "psnr_network": q(1.0),
+        "psnr_biharmonic": q(0.0),
+        "psnr_blend": q(w),
+        "psnr_floors": {str(f): q(max(w, f)) for f in floors},
+        "psnr_oracle": q(oracle),
+    }
+
+
+def weights(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    floors = [float(f) for f in args.floors.split(",") if f]
+    from napari_deep_prior.restore.presets import get_preset
+
+    base = get_preset(args.preset, task="inpaint")  # as shipped: its stop, steps and cadences
+    keep = ("iterations", "early_stop", "history_every", "preview_every", "yield_every")
+    params = _params(args.preset, args.set or [], base.iterations).replace(
+        **{k: getattr(base, k) for k in keep}, fill_blend_large_min=0.0
+    )
+    out = {"mode": "weights", "size": args.size, "preset": args.preset, "set": args.set or [], "floors": floors}
+    out["images"] = []
+    fl = " | ".join(f"floor {f:g}" for f in floors)
+    print(f"| case (holes) | stop | pieces | w (oracle) | network | biharmonic | blend at w | {fl} | oracle |")
+    print("|---" * (8 + len(floors)) + "|")
+    for name, clean, holes, _ in todo_cases(args):
+        row = weights_case(name, clean, holes, params, args.seed, floors)
+        out["images"].append(row)
+        Path(args.out).write_text(json.dumps(out))
+        cells = " | ".join(f"{row['psnr_floors'][str(f)]:.2f}" for f in floors)
+        print(
+            f"| {row['image']} ({row['hole_kind'] or 'thin'}) | {row['stop']} | {row['pieces']} | "
+            f"{row['weight']:.2f} ({row['oracle_weight']:.2f}) | {row['psnr_network']:.2f} | "
+            f"{row['psnr_biharmonic']:.2f} | {row['psnr_blend']:.2f} | {cells} | {row['psnr_oracle']:.2f} |",
+            flush=True,
+        )
+    for kind in sorted({r["hole_kind"] for r in out["images"]}):
+        rows = [r for r in out["images"] if r["hole_kind"] == kind]
+
+        def mean(key, rows=rows):
+            return np.mean([r[key] for r in rows])
+
+        cells = " | ".join(f"{np.mean([r['psnr_floors'][str(f)] for r in rows]):.2f}" for f in floors)
+        print(
+            f"| mean of {len(rows)} ({kind or 'thin'}) | | | {mean('weight'):.2f} ({mean('oracle_weight'):.2f}) | "
+            f"{mean('psnr_network'):.2f} | {mean('psnr_biharmonic'):.2f} | {mean('psnr_blend'):.2f} | {cells} | "
+            f"{mean('psnr_oracle'):.2f} |"
+        )
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -166,8 +273,13 @@ def main(argv=None) -> None:
     p = sub.add_parser("replay")
     p.add_argument("recordings", nargs="+")
     p.add_argument("--ratios", default="5,8,10,20", help="hole-change fractions to replay: 1/N for each N")
+    w = sub.add_parser("weights")
+    add_case_args(w)
+    w.add_argument("--preset", default="inpaint")
+    w.add_argument("--set", action="append", help="as dip_inpaint_speed.py record: channels=..., lr=...")
+    w.add_argument("--floors", default="0.3,0.5,0.7", help="least network shares to try under the chosen one")
     args = ap.parse_args(argv)
-    (record if args.mode == "record" else replay)(args)
+    {"record": record, "replay": replay, "weights": weights}[args.mode](args)
 
 
 if __name__ == "__main__":
