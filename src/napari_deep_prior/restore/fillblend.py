@@ -12,8 +12,9 @@ falls; in between, the mix of the two beats both.  The fit (:class:`~.fit.DIPFit
 scattered holes (half the pixels missing at random): known pixels taken from between them cost
 fine texture more than the blend gains.  For large holes it keeps at least half of the
 network's fill (``min_weight``): the held-out pieces are then few and large (1-10), and the share
-they choose scatters (0.00-0.23 where 0.50-0.84 was best on three of 21 measured cases), while the
-mean of the two fills was never worse than the share chosen.  Pure numpy and scikit-image.
+they choose scatters (0.00-0.23 where 0.50-0.84 was best on three of 21 measured cases); where it
+chose less than one half, the mean of the two fills was never the worse (README).  Pure numpy and
+scikit-image.
 
 References
 ----------
