@@ -33,7 +33,8 @@ it to ``blend_fill``; it reports the share ``w`` the held-out pixels choose, the
 be best on the holes themselves (the oracle, from the clean image), the number of held-out
 pieces, and the holes' PSNR of the network alone, the biharmonic fill alone, the blend at ``w``,
 at ``max(w, floor)`` for each ``--floors`` value (``DIPParams.fill_blend_large_min``) and at the
-oracle share; the last line gives the means per kind of holes.
+oracle share; the last line gives the means per kind of holes.  Cases the fit does not blend
+(no holes, scattered holes such as the 50 % missing ones) are listed and skipped.
 """
 
 from __future__ import annotations
@@ -166,15 +167,18 @@ def replay(args) -> None:
         print(f"| {kind} holes: mean blend, total steps | | | " + " | ".join(cells) + " |")
 
 
-def weights_case(name, clean, holes, params, seed: int, floors) -> dict:
+def weights_case(name, clean, holes, params, seed: int, floors) -> dict | None:
     import torch
     from scipy import ndimage
     from skimage.restoration import inpaint_biharmonic
 
     import napari_deep_prior.restore.fit as fitmod
-    from napari_deep_prior.restore.fillblend import blend_weight
+    from napari_deep_prior.restore.fillblend import blend_pixels, blend_weight
     from napari_deep_prior.restore.regions import hole_kind
 
+    frac = params.fill_blend
+    if frac <= 0 or hole_kind(holes) == "scattered" or blend_pixels(~holes, frac, seed) is None:
+        return None  # the fit would not blend: nothing to weigh
     img, hole_px, damaged = damage(clean, holes)
     seen = {}
     blend = fitmod.blend_fill
@@ -239,6 +243,9 @@ def weights(args) -> None:
     print("|---" * (8 + len(floors)) + "|")
     for name, clean, holes, _ in todo_cases(args):
         row = weights_case(name, clean, holes, params, args.seed, floors)
+        if row is None:
+            print(f"| {name} | not blended by the fit (no holes, scattered holes, or too few pixels to hold out) |")
+            continue
         out["images"].append(row)
         Path(args.out).write_text(json.dumps(out))
         cells = " | ".join(f"{row['psnr_floors'][str(f)]:.2f}" for f in floors)
