@@ -10,7 +10,7 @@ Usage::
     # replay the hole-change stop at several fractions on the recordings
     python benchmarks/dip_inpaint_blend.py replay benchmarks/results/blend-*.json --ratios 5,8,10,20
     # the shipped fit to its own stop: the blend's weight chosen, the best one, and floors under it
-    python benchmarks/dip_inpaint_blend.py weights --data ../shared/data --size 256 \
+    python benchmarks/dip_inpaint_blend.py weights --data ../shared/data --size 256 \\
         --blobs set9/F16,set12/02_House --floors 0.3,0.5,0.7 --out benchmarks/results/weights.json
 
 The cases are those of ``dip_inpaint_speed.py`` (``--cases`` kate,vase,library,strokes,missing;
@@ -176,8 +176,9 @@ def weights_case(name, clean, holes, params, seed: int, floors) -> dict | None:
     from napari_deep_prior.restore.fillblend import blend_pixels, blend_weight
     from napari_deep_prior.restore.regions import hole_kind
 
-    frac = params.fill_blend
-    if frac <= 0 or hole_kind(holes) == "scattered" or blend_pixels(~holes, frac, seed) is None:
+    kind, frac = hole_kind(holes), params.fill_blend
+    # DIPFit's own rule for blending (restore.fit): checked first, so that no fit runs for nothing
+    if frac <= 0 or kind == "scattered" or blend_pixels(~holes, frac, seed) is None:
         return None  # the fit would not blend: nothing to weigh
     img, hole_px, damaged = damage(clean, holes)
     seen = {}
@@ -210,7 +211,7 @@ def weights_case(name, clean, holes, params, seed: int, floors) -> dict | None:
 
     return {
         "image": name,
-        "hole_kind": hole_kind(holes),
+        "hole_kind": kind,
         "stop": res.iteration,
         "wall": wall,
         "pieces": int(ndimage.label(held, np.ones((3, 3), bool))[1]),
