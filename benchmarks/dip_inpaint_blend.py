@@ -7,8 +7,9 @@ Usage::
         --blobs set9/F16,set12/02_House --out benchmarks/results/blend-blobs.json
     python benchmarks/dip_inpaint_blend.py record --data ../shared/data --size 128 --steps 2500 \\
         --cases vase,library --out benchmarks/results/blend-dip.json
-    # replay the hole-change stop at several fractions on the recordings
-    python benchmarks/dip_inpaint_blend.py replay benchmarks/results/blend-*.json --ratios 5,8,10,20
+    # replay the hole-change stop at several fractions on the recordings (and a held-out stop)
+    python benchmarks/dip_inpaint_blend.py replay benchmarks/results/blend-*.json --ratios 5,8,10,20 \\
+        --patience 200,300
     # the shipped fit to its own stop: the blend's weight chosen, the best one, and floors under it
     python benchmarks/dip_inpaint_blend.py weights --data ../shared/data --size 256 \\
         --blobs set9/F16,set12/02_House --floors 0.3,0.5,0.7 --out benchmarks/results/weights.json
@@ -17,15 +18,18 @@ The cases are those of ``dip_inpaint_speed.py`` (``--cases`` kate,vase,library,s
 ``--set12`` Set12 images with 50 % missing; ``--blobs`` Set9 / Set12 crops with seeded ellipse
 holes covering 8 %).  A recording holds, every 10 steps, the holes' PSNR of the estimate the fit
 would return (the network's own), the network's PSNR on the held-out pixels, the blend's weight w
-(``restore.fillblend.blend_weight`` on the held-out pixels, as ``blend_fill`` chooses it) and the
-holes' PSNR of the blend ``b + w (network - b)`` (b: scikit-image's biharmonic fill), and the mean
+(``restore.fillblend.blend_weight`` on the held-out pixels, as ``blend_fill`` chooses it), the
+blend's PSNR on the held-out pixels (what a stop on them could read) and the holes' PSNR of the
+blend ``b + w (network - b)`` (b: scikit-image's biharmonic fill), and the mean
 absolute change of the estimate over the holes since 50 steps before (what the hole-change stop
 reads: ``restore.fit``).  The held-out pixels are ``restore.fillblend.blend_pixels(known, 0.05,
 0)``, as the shipped fit chooses them; the fit runs with ``fill_blend=0`` and those pixels unknown,
 so the recorded network is the one the shipped fit trains.  Replays are exact for the stop (a
 fraction maps the recorded changes to a step: the first yield from ``es_start`` on whose change is
 at most the fraction of the change at step 100, or the hole-change floor) and for the blend at that
-step; the shipped fit's ES-WMV safety net is not replayed.
+step; the shipped fit's ES-WMV safety net is not replayed.  ``--patience P`` also replays a stop
+that the fit does not have: the estimate whose blend predicts the held-out pixels best is kept,
+and the fit ends P steps after it without a better one (from step 100 on).
 
 ``weights`` runs the default fit (``restore.fit.DIPFit``, the preset as shipped but with
 ``fill_blend_large_min=0``) to its own stop and takes the network's estimate where the fit hands
@@ -74,7 +78,8 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
         device=torch.device("cpu"),
         seed=seed,
     )
-    rows = {k: [] for k in ("iterations", "psnr_holes", "psnr_held", "weight", "psnr_blend", "hole_change")}
+    keys = ("iterations", "psnr_holes", "psnr_held", "weight", "psnr_held_blend", "psnr_blend", "hole_change")
+    rows = {k: [] for k in keys}
     past: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     for st in fit.steps():
@@ -89,6 +94,7 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
         rows["psnr_holes"].append(_hole_psnr(now, y_h))
         rows["psnr_held"].append(_hole_psnr(est[held_px], y_v))
         rows["weight"].append(w)
+        rows["psnr_held_blend"].append(_hole_psnr(b_v + w * (est[held_px] - b_v), y_v))
         rows["psnr_blend"].append(_hole_psnr(b_h + w * (now - b_h), y_h))
         rows["hole_change"].append(None if then is None else float(np.abs(now - then).mean()))
     return {
@@ -138,11 +144,30 @@ def replay_stop(row: dict, ratio: float, es_start: int = 200, floor: float = 0.0
     return len(its) - 1
 
 
+def replay_held_stop(row: dict, patience: int, start: int = 100) -> tuple[int, int]:
+    """(best, stop): the indices of the recorded yields where a stop on the blend's error on the
+    held-out pixels would keep its estimate (the least error so far) and end the fit (``patience``
+    steps without a smaller error, from ``start`` on; the last yield if never)."""
+    its, val = row["iterations"], row.get("psnr_held_blend")
+    if val is None:
+        raise SystemExit(f"{row['image']}: recorded without psnr_held_blend; record it again to replay --patience")
+    best = None
+    for i, t in enumerate(its):
+        if t < start:
+            continue
+        if best is None or val[i] > val[best]:
+            best = i
+        if t - its[best] >= patience:
+            return best, i
+    return (best if best is not None else len(its) - 1), len(its) - 1
+
+
 def replay(args) -> None:
     ratios = [int(r) for r in args.ratios.split(",")]
-    head = " | ".join(f"1/{r}: blend (network) @ step" for r in ratios)
+    pats = [int(v) for v in args.patience.split(",") if v]
+    head = " | ".join([f"1/{r}: blend (network) @ step" for r in ratios] + [f"held-out, patience {p}" for p in pats])
     print(f"| case (holes) | network best @ step | blend best @ step | {head} |")
-    print("|---" * (3 + len(ratios)) + "|")
+    print("|---" * (3 + len(ratios) + len(pats)) + "|")
     sums: dict[str, dict[int, list]] = {}  # per kind of holes: per ratio, [blend dB, steps, cases]
     for path in args.recordings:
         for row in json.loads(Path(path).read_text())["images"]:
@@ -157,6 +182,13 @@ def replay(args) -> None:
                 acc[1] += its[i]
                 acc[2] += 1
                 cells.append(f"{pb[i]:.2f} ({ph[i]:.2f}) @ {its[i]}")
+            for pat in pats:
+                i, j = replay_held_stop(row, pat)
+                acc = sums.setdefault(kind, {}).setdefault(-pat, [0.0, 0, 0])
+                acc[0] += pb[i]
+                acc[1] += its[j]
+                acc[2] += 1
+                cells.append(f"{pb[i]:.2f} @ {its[i]}, ends {its[j]}")
             print(
                 f"| {row['image']} ({kind}) | {ph[kn]:.2f} @ {its[kn]} | {pb[kb]:.2f} @ {its[kb]} | "
                 + " | ".join(cells)
@@ -281,6 +313,11 @@ def main(argv=None) -> None:
     p = sub.add_parser("replay")
     p.add_argument("recordings", nargs="+")
     p.add_argument("--ratios", default="5,8,10,20", help="hole-change fractions to replay: 1/N for each N")
+    p.add_argument(
+        "--patience",
+        default="",
+        help="also replay a stop on the blend's held-out error: steps without improvement, e.g. 200,300",
+    )
     w = sub.add_parser("weights")
     add_case_args(w)
     w.add_argument("--preset", default="inpaint")
