@@ -64,6 +64,20 @@ def test_small_cpu_fit_runs_on_one_thread_and_restores(two_threads, tiny_params,
     assert torch.get_num_threads() == 2
 
 
+def test_tiles_up_to_the_tile_limit_run_on_one_thread(two_threads, monkeypatch):
+    from napari_deep_prior.device import TILE_FIT_PIXELS
+
+    monkeypatch.delenv("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY", raising=False)
+    side = int(TILE_FIT_PIXELS**0.5)
+    with fit_threads(torch.device("cpu"), side, side, tile=True) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with fit_threads(torch.device("cpu"), side, side) as n:  # not a tile: a plane of that size
+        assert n == 2 and torch.get_num_threads() == 2
+    with fit_threads(torch.device("cpu"), side + 1, side, tile=True) as n:
+        assert n == 2 and torch.get_num_threads() == 2
+
+
 def test_large_fits_gpu_fits_and_the_opt_out_keep_the_threads(two_threads, monkeypatch):
     side = int(SMALL_FIT_PIXELS**0.5) + 1
     with fit_threads(torch.device("cpu"), side, side) as n:

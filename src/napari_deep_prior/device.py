@@ -15,7 +15,9 @@ import torch
 
 __all__ = [
     "SMALL_FIT_PIXELS",
+    "TILE_FIT_PIXELS",
     "fit_threads",
+    "one_thread_fit",
     "MemoryLimit",
     "available_devices",
     "available_memory",
@@ -378,18 +380,33 @@ def tune_cpu_allocator() -> bool:
 #: step is as fast on one thread as on two (0.077 s against 0.078-0.089 s) and is not slowed by a
 #: second busy process (1.1x), while 256x256 is 1.26x faster on two (benchmarks/contention.py).
 SMALL_FIT_PIXELS = 180 * 180
+#: Tiles of a plane (a plane is tiled into at least 2 x 2) of at most this many pixels run on one
+#: intra-op thread too, so that a plane's tiles run side by side, one per core ("lanes"): a
+#: 512 px RGB plane's 4 tiles of 288 px took 417 s for F16 and 321 s for kodim02 in 2 lanes of
+#: one thread against 590 and 499 s one after another on the 2 threads (2-core AVX-512 CPU; 414
+#: against 476 s for kodim02 on an AVX2 one), at the same PSNR (benchmarks/dip_tiles.py; README).
+#: 288 px is the default denoising preset's tile capacity.
+TILE_FIT_PIXELS = 288 * 288
+
+
+def one_thread_fit(height: int, width: int, tile: bool = False) -> bool:
+    """Whether a CPU fit of ``height`` x ``width`` padded pixels (times its ensemble) runs on one
+    intra-op thread: a small fit (:data:`SMALL_FIT_PIXELS`), or a tile of a plane of at most
+    :data:`TILE_FIT_PIXELS`."""
+    return height * width <= (TILE_FIT_PIXELS if tile else SMALL_FIT_PIXELS)
 
 
 @contextlib.contextmanager
-def fit_threads(device: torch.device, height: int, width: int) -> Iterator[int]:
+def fit_threads(device: torch.device, height: int, width: int, tile: bool = False) -> Iterator[int]:
     """The intra-op thread count for one fit of ``height`` x ``width`` pixels on ``device``.
 
-    Small CPU fits run on one thread (restored afterwards); larger ones, and GPU fits, keep
+    Small CPU fits, and tiles of a plane up to :data:`TILE_FIT_PIXELS` (``tile``), run on one
+    thread (restored afterwards; :func:`one_thread_fit`); larger ones, and GPU fits, keep
     torch's setting.  ``NAPARI_DEEP_PRIOR_NO_THREAD_POLICY=1`` leaves every fit as torch sets it.
     Yields the thread count used.
     """
     n = torch.get_num_threads()
-    small = device.type == "cpu" and height * width <= SMALL_FIT_PIXELS and n > 1
+    small = device.type == "cpu" and one_thread_fit(height, width, tile) and n > 1
     if not small or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
         yield n
         return

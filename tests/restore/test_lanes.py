@@ -172,6 +172,35 @@ def test_only_fits_that_run_on_one_thread_alone_get_lanes(monkeypatch, tiny_para
         torch.set_num_threads(n)
 
 
+def test_the_tiles_of_a_plane_run_in_lanes_on_one_thread_each(monkeypatch, tiny_params, lane_threads):
+    """Tiles of a tiled plane up to TILE_FIT_PIXELS run on one thread each, side by side: the
+    output equals the same tiles run one after another (each on one thread there too)."""
+    from napari_deep_prior.device import SMALL_FIT_PIXELS, TILE_FIT_PIXELS
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert choose_lanes(CPU, 4, None, None, unit_pixels=TILE_FIT_PIXELS, tiles=True) == 2
+        assert choose_lanes(CPU, 4, None, None, unit_pixels=TILE_FIT_PIXELS + 1, tiles=True) == 1
+        assert choose_lanes(CPU, 4, None, None, unit_pixels=TILE_FIT_PIXELS) == 1  # whole planes: no
+        img = _stack(n=1, h=400, w=400)[0]
+        p = tiny_params.replace(iterations=6, early_stop=False, history_every=0)
+
+        def make():
+            return prepare_denoise(img, params=p, seed=1, device="cpu", tile_size=224)
+
+        job1, one, _ = _run(monkeypatch, 1, make)
+        job2, two, _ = _run(monkeypatch, 2, make)
+        assert job2.tiles is not None and len(job2.tiles) == 4
+        assert SMALL_FIT_PIXELS < job2.lane_size()[1] <= TILE_FIT_PIXELS  # 224 x 224: above the small fits
+        assert job1.lanes == 1 and job2.lanes == 2
+        _same(one, two)
+        assert torch.get_num_threads() == 2  # restored after the lanes
+        assert not lane_threads()
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_the_lanes_variable(monkeypatch):
     monkeypatch.setenv(LANES_ENV, "3")
     assert choose_lanes(CPU, 8, None, None) == 3

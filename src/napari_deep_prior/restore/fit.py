@@ -361,6 +361,11 @@ class DIPFit:
     init_state : dict, optional
         Network weights to start from (warm start from a neighbouring plane); for a seed
         ensemble the ``state_dict`` of a fit with the same ``ensemble``.
+    tile : bool
+        The fit is one tile of a tiled plane: on a CPU a tile of at most
+        :data:`~..device.TILE_FIT_PIXELS` runs on one intra-op thread, as a small fit does
+        (:func:`~..device.fit_threads`), so the tiles of a plane run side by side in lanes and
+        compute the same in a lane, one after another, or on a dask worker.
     """
 
     def __init__(
@@ -375,6 +380,7 @@ class DIPFit:
         counts_scale: float = 1.0,
         init_state: dict | None = None,
         noise_sigma: float | None = None,
+        tile: bool = False,
     ):
         if target.ndim != 3:
             raise ValueError(f"target must have shape (H, W, C), got {target.shape}")
@@ -391,6 +397,7 @@ class DIPFit:
         self.counts_scale = float(counts_scale)
         self.init_state = init_state
         self.given_noise_sigma = None if noise_sigma is None else float(noise_sigma)
+        self.tile = bool(tile)
         h, w, _ = self.target.shape
         self.out_hw = operator.output_hw(h, w)
         self.padded = padded_shape(params.net, *self.out_hw)
@@ -524,7 +531,7 @@ class DIPFit:
         """
         hp, wp = self.padded
         # a seed ensemble's step does the work of K fits of the size: thread it as such
-        with fit_threads(self.device, hp * self.params.ensemble, wp):
+        with fit_threads(self.device, hp * self.params.ensemble, wp, tile=self.tile):
             try:
                 return (yield from self._steps())
             finally:

@@ -354,7 +354,14 @@ class DIPJob:
         from ..device import available_memory
 
         unit_bytes, unit_pixels = self.lane_size()
-        n = choose_lanes(self.device, len(units), unit_bytes, available_memory(self.device), unit_pixels=unit_pixels)
+        n = choose_lanes(
+            self.device,
+            len(units),
+            unit_bytes,
+            available_memory(self.device),
+            unit_pixels=unit_pixels,
+            tiles=self._plane_tiles(),
+        )
         if n < 2:
             return None
         import torch
@@ -428,7 +435,13 @@ class DIPJob:
             counts_scale=self.counts_scale,
             init_state=init_state,
             noise_sigma=self.noise_sigma,
+            tile=box is not None and self._plane_tiles(),
         )
+
+    def _plane_tiles(self) -> bool:
+        """Whether this job's units are the tiles of tiled planes (not regions around holes):
+        such fits up to :data:`~..device.TILE_FIT_PIXELS` run on one thread, in lanes."""
+        return self.tiles is not None and not self.regions and len(self.tiles) > 1
 
     def unit_fit(self, i: int, k: int | None, init_state: dict | None = None) -> DIPFit:
         """The fit of unit ``(i, k)`` on this job's device (``init_state``: a warm start)."""

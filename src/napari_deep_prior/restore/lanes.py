@@ -1,7 +1,9 @@
 """Several fits of one job at once on a multi-core CPU ("lanes").
 
 A small fit runs on one intra-op thread (:func:`~..device.fit_threads`: as fast as two at that
-size), so a job of many small planes or tiles run one fit at a time leaves cores idle.
+size), and so does a tile of a tiled plane up to 288 px (a 512 px plane's 4 tiles: faster one per
+core than one after another on all of them), so a job of many small planes or tiles run one fit
+at a time leaves cores idle.
 :class:`Lanes` runs up to ``n`` of a job's units (plane, tile) at once, each in its own Python
 thread on one intra-op thread (torch releases the GIL inside its operators), and hands their
 results to the job in the job's order.  Only fits that run on one thread anyway get lanes: a
@@ -32,12 +34,18 @@ _JOIN_TIMEOUT_S = 120.0
 
 
 def choose_lanes(
-    device, n_units: int, unit_bytes: int | None, available_bytes: int | None, unit_pixels: int = 0
+    device,
+    n_units: int,
+    unit_bytes: int | None,
+    available_bytes: int | None,
+    unit_pixels: int = 0,
+    tiles: bool = False,
 ) -> int:
     """How many fits of a job of ``n_units`` on ``device`` run at once (1: one after the other).
 
     On the CPU, for fits that run on one thread anyway (``unit_pixels``, the padded area of the
-    largest fit times its ensemble, at most :data:`~..device.SMALL_FIT_PIXELS`, with the thread
+    largest fit times its ensemble, at most :data:`~..device.SMALL_FIT_PIXELS`, or for the tiles
+    of tiled planes (``tiles``) at most :data:`~..device.TILE_FIT_PIXELS`; with the thread
     policy on): as many lanes as torch's intra-op threads and the units allow, fewer when
     ``lanes`` fits of ``unit_bytes`` each would not fit in ``available_bytes`` (with a quarter
     kept free), each lane on one thread.  Otherwise (larger fits, a GPU, a single unit): 1.
@@ -45,11 +53,11 @@ def choose_lanes(
     """
     import torch
 
-    from ..device import SMALL_FIT_PIXELS
+    from ..device import one_thread_fit
 
     if getattr(device, "type", str(device)) != "cpu" or n_units < 2:
         return 1
-    if unit_pixels > SMALL_FIT_PIXELS or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
+    if not one_thread_fit(unit_pixels, 1, tiles) or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
         return 1  # such a fit runs on all the threads alone: in a lane it would compute otherwise
     env = os.environ.get(LANES_ENV, "").strip()
     if env:
