@@ -10,9 +10,9 @@ for bit on CPUs running the same number of threads per fit.
 On a worker, fits run one at a time, each on as many torch threads as the worker has
 (``--nthreads``; a :class:`~distributed.LocalCluster` started by :func:`start_client` gives
 each of its N workers ``cores / N``); small fits and the tiles of tiled planes keep the
-one-thread policy of :func:`~napari_deep_prior.device.fit_threads`.  ``device="auto"`` on a worker uses its GPU
-(:func:`~napari_deep_prior.device.resolve_device`: CUDA_VISIBLE_DEVICES as dask-cuda sets
-it, else one GPU per numbered worker).  The memory planner inside a worker sees its
+one-thread policy of :func:`~napari_deep_prior.device.fit_threads`.  ``device="auto"`` on a
+worker uses its GPU (:func:`~napari_deep_prior.device.resolve_device`: CUDA_VISIBLE_DEVICES as
+dask-cuda sets it, else one GPU per numbered worker).  The memory planner inside a worker sees its
 ``memory_limit`` (:func:`~napari_deep_prior.device.cpu_memory_limit`), and
 :func:`worker_memory_cap` lets the client plan tiles for the smallest worker.
 
