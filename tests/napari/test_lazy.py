@@ -181,9 +181,11 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     (A window's peak is raised when the GUI thread's preview copies coincide with the worker's
     peak, the more often the busier the machine: the median window peak of planes 10-18 once came
     out 4.3 MiB above that of planes 1-9 with three other processes on the 2 cores, one float32
-    plane, with no growth in the memory held.  Such coincidences only add, so the lowest window
-    peaks of planes 2-9 and 10-18 are compared; measured so, loaded the same way: 51.7 and 51.8
-    MiB.)
+    plane, with no growth in the memory held.  The lowest window peak is not the baseline either:
+    on an otherwise idle machine one window of planes 2-9 came out at 51.7 MiB, the others at
+    55.6-57.7 (one float32 plane fewer; planes 10-18 55.7-65.7, the memory held 19.7 / 19.8 / 19.9
+    MiB at planes 2 / 10 / 19), and the lowest ones differed by 4.0 MiB.  So the lower quartiles of
+    the window peaks of planes 2-9 and 10-18 are compared: robust to two odd windows each way.)
     """
     from napari_deep_prior.nets import NetParams
 
@@ -247,8 +249,8 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     assert traced_peak < 8 * stack_px, "traced memory reached the stack's float64 copy"
     assert rss_peak < 24 * stack_px, "peak RSS reached the whole-stack path's stack-sized arrays"
     # (plane 1's window is the shortest: no earlier plane's fit in it)
-    early = min(window_peaks[z] for z in range(2, 10))
-    late = min(window_peaks[z] for z in range(10, 19))
+    early = float(np.percentile([window_peaks[z] for z in range(2, 10)], 25))
+    late = float(np.percentile([window_peaks[z] for z in range(10, 19)], 25))
     print(
         f"[lazy memory] held at planes 2 / 10 / 19: {held[2] / mib:.1f} / {held[10] / mib:.1f} / "
         f"{held[19] / mib:.1f} MiB; window peaks (MiB) planes 1-18: "
@@ -256,8 +258,9 @@ def test_memory_stays_bounded_on_a_20_plane_stack_of_1024_px(make_napari_viewer,
     )
     # a leak of one uint16 plane (2 MiB) over the 17 planes, i.e. 120 KiB a plane, fails this
     assert held[19] - held[2] < 2 * side * side, "the memory held between planes kept growing with the planes"
-    # a transient buffer growing by half a uint16 plane (1 MiB) a plane fails this
-    assert late - early < 4 * side * side, "the lowest peak of a plane kept growing with the planes"
+    # a transient buffer growing by half a uint16 plane (1 MiB) a plane fails this (the quartiles lie
+    # about 8 planes apart)
+    assert late - early < 4 * side * side, "the lower quartile of a plane's peak kept growing with the planes"
 
 
 # --- plane range, region, new mask ----------------------------------------------------------
