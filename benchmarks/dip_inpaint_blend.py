@@ -89,12 +89,13 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
         then = past.pop(t - 50, None)
         for old in [k for k in past if k < t - 50]:
             del past[old]
-        w = blend_weight(est[held_px], b_v, y_v)
+        e_v = est[held_px]
+        w = blend_weight(e_v, b_v, y_v)
         rows["iterations"].append(t)
         rows["psnr_holes"].append(_hole_psnr(now, y_h))
-        rows["psnr_held"].append(_hole_psnr(est[held_px], y_v))
+        rows["psnr_held"].append(_hole_psnr(e_v, y_v))
         rows["weight"].append(w)
-        rows["psnr_held_blend"].append(_hole_psnr(b_v + w * (est[held_px] - b_v), y_v))
+        rows["psnr_held_blend"].append(_hole_psnr(b_v + w * (e_v - b_v), y_v))
         rows["psnr_blend"].append(_hole_psnr(b_h + w * (now - b_h), y_h))
         rows["hole_change"].append(None if then is None else float(np.abs(now - then).mean()))
     return {

@@ -389,11 +389,11 @@ SMALL_FIT_PIXELS = 180 * 180
 TILE_FIT_PIXELS = 288 * 288
 
 
-def one_thread_fit(height: int, width: int, tile: bool = False) -> bool:
-    """Whether a CPU fit of ``height`` x ``width`` padded pixels (times its ensemble) runs on one
-    intra-op thread: a small fit (:data:`SMALL_FIT_PIXELS`), or a tile of a plane of at most
+def one_thread_fit(pixels: int, tile: bool = False) -> bool:
+    """Whether a CPU fit of ``pixels`` padded pixels (times its ensemble) runs on one intra-op
+    thread: a small fit (:data:`SMALL_FIT_PIXELS`), or a tile of a plane of at most
     :data:`TILE_FIT_PIXELS`."""
-    return height * width <= (TILE_FIT_PIXELS if tile else SMALL_FIT_PIXELS)
+    return pixels <= (TILE_FIT_PIXELS if tile else SMALL_FIT_PIXELS)
 
 
 @contextlib.contextmanager
@@ -406,7 +406,7 @@ def fit_threads(device: torch.device, height: int, width: int, tile: bool = Fals
     Yields the thread count used.
     """
     n = torch.get_num_threads()
-    small = device.type == "cpu" and one_thread_fit(height, width, tile) and n > 1
+    small = device.type == "cpu" and one_thread_fit(height * width, tile) and n > 1
     if not small or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
         yield n
         return

@@ -57,7 +57,7 @@ def choose_lanes(
 
     if getattr(device, "type", str(device)) != "cpu" or n_units < 2:
         return 1
-    if not one_thread_fit(unit_pixels, 1, tiles) or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
+    if not one_thread_fit(unit_pixels, tiles) or os.environ.get("NAPARI_DEEP_PRIOR_NO_THREAD_POLICY"):
         return 1  # such a fit runs on all the threads alone: in a lane it would compute otherwise
     env = os.environ.get(LANES_ENV, "").strip()
     if env:

@@ -728,9 +728,9 @@ def _is_plane_mask(value, hw: tuple[int, ...]) -> bool:
 
 def _lane_job(job) -> bool:
     """Whether ``job`` (one plane) is one small whole-plane fit, which runs in a lane."""
-    from ..device import SMALL_FIT_PIXELS
+    from ..device import one_thread_fit
 
-    return job.tiles is None and len(job.units()) <= 1 and job.lane_size()[1] <= SMALL_FIT_PIXELS
+    return job.tiles is None and len(job.units()) <= 1 and one_thread_fit(job.lane_size()[1])
 
 
 class _PlaneRun:
