@@ -385,7 +385,8 @@ SMALL_FIT_PIXELS = 180 * 180
 #: 512 px RGB plane's 4 tiles of 288 px took 417 s for F16 and 321 s for kodim02 in 2 lanes of
 #: one thread against 590 and 499 s one after another on the 2 threads (2-core AVX-512 CPU; 414
 #: against 476 s for kodim02 on an AVX2 one), at the same PSNR (benchmarks/dip_tiles.py; README).
-#: 288 px is the default denoising preset's tile capacity.
+#: The default denoising preset now tiles in 160 px (up to 224 px where those overlap too much);
+#: explicit tile sizes up to 288 px run on one thread too.
 TILE_FIT_PIXELS = 288 * 288
 
 

@@ -379,16 +379,16 @@ def test_automatic_tiles_just_cover_the_image():
 
 
 def test_the_default_denoise_fits_large_planes_in_tiles_of_its_capacity():
-    """The shipped denoise preset, planned only (nothing is fitted): 512 px planes in 4 tiles of 288."""
+    """The shipped denoise preset, planned only (nothing is fitted): 512 px planes in 16 tiles of 160."""
     img = np.random.default_rng(0).random((512, 512, 3)).astype(np.float32)
     job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0)
-    assert job.fit_params.tile_capacity == 288
-    assert job.tiles == plan_tiles(512, 512, 288, default_overlap(288)) and len(job.tiles) == 4
-    assert any("4 overlapping tiles of 288x288" in n and "tile_size=0" in n for n in job.notes)
-    # a 1024 x 768 plane: tiles of at most 288, at most 1.4x its pixels in all
+    assert job.fit_params.tile_capacity == 160
+    assert job.tiles == plan_tiles(512, 512, 160, default_overlap(160)) and len(job.tiles) == 16
+    assert any("16 overlapping tiles of 160x160" in n and "tile_size=0" in n for n in job.notes)
+    # a 1024 x 768 plane: tiles of the capacity, at most 1.6x its pixels in all
     job = prepare_denoise(img[..., 0].repeat(2, 0)[:, :384].repeat(2, 1), device="cpu", seed=0)
     sides = {b[1] - b[0] for b in job.tiles} | {b[3] - b[2] for b in job.tiles}
-    assert max(sides) <= 288 and len(job.tiles) > 4
+    assert sides == {160} and len(job.tiles) > 16
     assert sum((b[1] - b[0]) * (b[3] - b[2]) for b in job.tiles) <= planning.CAPACITY_MAX_AREA * 1024 * 768
     # whole: small planes, tile_size 0 or the plane's size, a preset without a capacity
     for kw in ({"tile_size": 0}, {"tile_size": 512}, {"loss": "poisson"}, {"preset": "denoise-paper"}):
@@ -396,18 +396,23 @@ def test_the_default_denoise_fits_large_planes_in_tiles_of_its_capacity():
         assert job.tiles is None, kw
         assert not any("overlapping tiles" in n for n in job.notes)
     assert prepare_denoise(img[:240, :240], channel_axis=-1, device="cpu", seed=0).tiles is None
-    # from 256 x 256 pixels up to the capacity's own threshold: 2 x 2 tiles, the smallest that do
-    for side, tile in ((256, 160), (384, 224), (432, 256)):
+    # from 256 px: tiles of 160, or the next larger side where those would overlap too much; no
+    # side between 256 and 1024 px is left whole
+    for side, tile, n in ((256, 160, 4), (288, 160, 4), (320, 192, 4), (384, 160, 9), (480, 192, 9)):
         job = prepare_denoise(img[:side, :side], channel_axis=-1, device="cpu", seed=0)
-        assert job.tiles == plan_tiles(side, side, tile, default_overlap(tile)) and len(job.tiles) == 4, side
-        assert any(f"4 overlapping tiles of {tile}x{tile}" in n for n in job.notes)
+        assert job.tiles == plan_tiles(side, side, tile, default_overlap(tile)) and len(job.tiles) == n, side
+        assert any(f"{n} overlapping tiles of {tile}x{tile}" in n_ for n_ in job.notes)
+    big = np.zeros((1024, 1024), np.float32)
+    for side in range(256, 1025, 16):
+        job = prepare_denoise(big[:side, :side], device="cpu", seed=0)
+        assert job.tiles is not None and 160 <= max(b[1] - b[0] for b in job.tiles) <= 240, side
     # an explicit tile size still wins
     job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0, tile_size=192)
     assert {b[1] - b[0] for b in job.tiles} == {192}
 
 
 def test_tiles_for_memory_are_no_larger_than_the_capacity(monkeypatch):
-    """Memory for 600 px tiles of a 1200 px plane: the default network still gets tiles of at most 288."""
+    """Memory for 600 px tiles of a 1200 px plane: the default network still gets tiles of at most 160."""
     from napari_deep_prior.restore.presets import get_preset
 
     p = get_preset("denoise")
@@ -415,7 +420,7 @@ def test_tiles_for_memory_are_no_larger_than_the_capacity(monkeypatch):
     _small_memory(monkeypatch, 0.5 * need)  # the whole plane does not fit
     img = np.zeros((1200, 1200), np.float32)
     job = prepare_denoise(img, device="cpu", seed=0)
-    assert max(b[1] - b[0] for b in job.tiles) <= 288 and len(job.tiles) > 4
+    assert max(b[1] - b[0] for b in job.tiles) <= 160 and len(job.tiles) > 4
     assert not any("overlapping tiles of" in n and "better in tiles" in n for n in job.notes)  # memory's call
     job = prepare_denoise(img, device="cpu", seed=0, params=p.replace(tile_capacity=0))
     assert max(b[1] - b[0] for b in job.tiles) > 288  # without a capacity, as large as memory allows
@@ -430,11 +435,19 @@ def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
     t = planning.capacity_tile(p, 112, 112, cpu, min_tile, mult, None)
     assert t == 64 and len(plan_tiles(112, 112, t, default_overlap(t))) == 4
     assert planning.capacity_tile(p, 112, 112, torch.device("meta"), min_tile, mult, None) is None  # not a CPU
-    assert planning.capacity_tile(p, 90, 90, cpu, min_tile, mult, None) is None  # smaller than 1.5 x 64
-    # too much overlap for the pixels: whole (100 px needs 2 x 2 tiles of 64, 1.64x; 512 px 11 x 11,
-    # 1.89x, and its 2 x 2 split tiles of 280 px are above the capacity)
-    assert planning.capacity_tile(p, 100, 100, cpu, min_tile, mult, None) is None
-    assert planning.capacity_tile(p, 512, 512, cpu, min_tile, mult, None) is None
+    assert planning.capacity_tile(p, 100, 100, cpu, min_tile, mult, None) is None  # smaller than 1.6 x 64
+    # 512 px: tiles of 64 would cost 1.89x its pixels (11 x 11) and of 72 1.60x (9 x 9, just over
+    # 1.6x): the next larger side that does not, 80 (8 x 8, 1.56x)
+    assert planning.capacity_tile(p, 512, 512, cpu, min_tile, mult, None) == 80
+
+    def area(n, s):
+        return sum((b[1] - b[0]) * (b[3] - b[2]) for b in plan_tiles(n, n, s, default_overlap(s))) / n / n
+
+    # 186 px: every side from 64 to 96 (1.5x the capacity) costs more than 1.6x; the one with the
+    # fewest pixels (80: 1.66x), not the whole plane
+    areas = {s: area(186, s) for s in range(64, 97, 8)}
+    assert min(areas.values()) > planning.CAPACITY_MAX_AREA
+    assert planning.capacity_tile(p, 186, 186, cpu, min_tile, mult, None) == min(areas, key=areas.get) == 80
     # a plane of at least 256 x 256 pixels below 1.5 x the capacity: 2 x 2 tiles of at most it
     big = fast.replace(tile_capacity=288)
     assert planning.capacity_tile(big, 256, 256, cpu, min_tile, mult, None) == 144  # 2 x 2, 1.27x

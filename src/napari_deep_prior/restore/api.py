@@ -497,8 +497,9 @@ def denoise(
         so images too large for one fit still run.  None (default): automatic, when the
         whole-plane fit would not fit in the device's available memory (the largest tile
         that fits is used) or, on a CPU, when the preset's network restores the plane better
-        in tiles (``DIPParams.tile_capacity``: the "denoise" default fits planes of about
-        432 px a side and more in tiles of at most 288 px, see ``DIPOutput.notes``); 0:
+        in tiles (``DIPParams.tile_capacity``: the "denoise" default fits planes from 256 px
+        a side in tiles of 160 px, or up to 224 px where those would overlap too much, see
+        ``DIPOutput.notes``); 0:
         never (raise :class:`ImageTooLargeError` instead); a positive
         side forces tiles (at least the network's smallest input, rounded up to a multiple of
         ``2 ** depth``).  A tiled run keeps its history only when it fits in memory (see

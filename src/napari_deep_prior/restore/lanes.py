@@ -1,7 +1,7 @@
 """Several fits of one job at once on a multi-core CPU ("lanes").
 
 A small fit runs on one intra-op thread (:func:`~..device.fit_threads`: as fast as two at that
-size), and so does a tile of a tiled plane up to 288 px (a 512 px plane's 4 tiles: faster one per
+size), and so does a tile of a tiled plane up to 288 px (a 512 px plane's tiles: faster one per
 core than one after another on all of them), so a job of many small planes or tiles run one fit
 at a time leaves cores idle.
 :class:`Lanes` runs up to ``n`` of a job's units (plane, tile) at once, each in its own Python

@@ -484,10 +484,14 @@ def _plan_tiles(
 
 
 #: The capacity rule (``DIPParams.tile_capacity``) tiles planes whose larger side is at least
-#: this many times the capacity in tiles of at most the capacity ...
-CAPACITY_MIN_SIDE = 1.5
-#: ... when the tiles' pixels, overlaps counted twice, are at most this many times the plane's.
-CAPACITY_MAX_AREA = 1.4
+#: this many times the capacity (160 px: from 256 px) in tiles of the capacity ...
+CAPACITY_MIN_SIDE = 1.6
+#: ... when the tiles' pixels, overlaps counted twice, are at most this many times the plane's
+#: (512 px: 16 tiles of 160, 1.56x) ...
+CAPACITY_MAX_AREA = 1.6
+#: ... else in the smallest larger tiles that are, up to this many times the capacity (480 px:
+#: 9 tiles of 192, 1.44x), else in those of them with the fewest pixels.
+CAPACITY_MAX_GROW = 1.5
 #: Smaller planes of at least this many pixels are split in 2 x 2 tiles (at most 2 a side) ...
 CAPACITY_SPLIT_PIXELS = 256 * 256
 #: ... when those tiles' pixels are at most this many times the plane's (256 px: 4 tiles of 160,
@@ -507,16 +511,20 @@ def _capacity_side(params: DIPParams, device, min_tile: int, mult: int) -> int |
 def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult: int, overlap: int | None):
     """The tile side the capacity rule gives a ``h`` x ``w`` plane, or None (fit it whole).
 
-    A preset with ``tile_capacity`` T (the default ``denoise`` network: 288) fits planes of at
-    least ``CAPACITY_MIN_SIDE * T`` pixels on a CPU in overlapping tiles of at most T pixels a
-    side (the smallest side that needs no more tiles), when they cost at most
-    ``CAPACITY_MAX_AREA`` times the plane's pixels.  Measured at 512 px, one thread
-    (``benchmarks/dip_tiles.py --compare``, five images): the whole-plane fit of the thin
-    default network came out 0.31-0.73 dB below 4 tiles of 288 px (three of the five had not
-    reached the noise-level stop after 1600-2400 steps), the tiles stopping on their own at
-    430-1890 steps each in less or the same time.  Smaller planes of at least
-    ``CAPACITY_SPLIT_PIXELS`` (and larger ones whose tiles of at most T would cost more than
-    ``CAPACITY_MAX_AREA`` times their pixels) are split in 2 x 2 tiles (the smallest side that
+    A preset with ``tile_capacity`` T (the default ``denoise`` network: 160) fits planes of at
+    least ``CAPACITY_MIN_SIDE * T`` pixels a side on a CPU in overlapping tiles of T pixels a
+    side when they cost at most ``CAPACITY_MAX_AREA`` times the plane's pixels, else in the
+    smallest larger side (a multiple of ``mult``, at most ``CAPACITY_MAX_GROW * T``) whose tiles
+    do, else in the side of those whose tiles have the fewest pixels: such a plane is never
+    fitted whole (tiles of at most 288 px within 1.4x the pixels left a 640 px plane whole,
+    between the thresholds).  Measured
+    at 512 px, one thread (``benchmarks/dip_tiles.py --compare``, five images): the whole-plane
+    fit of the thin default network came out 0.31-0.73 dB below 4 tiles of 288 px (three of the
+    five had not reached the noise-level stop after 1600-2400 steps); 16 tiles of 160 px came out
+    above those 4 on all five images tried (+0.04 to +0.38 dB, Baboon +2.65; +0.73 on the mean)
+    in 0.91x the time on the mean: a 160 px tile stops after about half the steps of a 288 px one,
+    so fewer steps a pixel outweigh the wider overlaps (README).  Smaller planes of at least
+    ``CAPACITY_SPLIT_PIXELS`` are split in 2 x 2 tiles (the smallest side that
     needs no more than 2 a side, at most T, at most ``CAPACITY_SPLIT_MAX_AREA`` times the
     plane's pixels): all nine Set9 images
     at 256 px in 4 tiles of 160 px came out 0.05-0.48 dB (0.35 on the mean) above their
@@ -531,12 +539,25 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
     if cap is None:
         return None
     if max(h, w) >= CAPACITY_MIN_SIDE * params.tile_capacity:
-        t = _shrink_tile(cap, h, w, min_tile, mult, overlap)
-        ov = default_overlap(t) if overlap is None else overlap
-        if ov < t:
+        # tiles of the capacity; where their overlaps would cost more than CAPACITY_MAX_AREA (a
+        # side just past a whole number of tiles), the next larger side whose tiles do not, up to
+        # CAPACITY_MAX_GROW times the capacity; failing that, the side of those with the fewest
+        # pixels in all (never the whole plane: it is both slower and worse)
+        fewest = None
+        for t in range(cap, int(CAPACITY_MAX_GROW * cap) + 1, mult):
+            ov = default_overlap(t) if overlap is None else overlap
+            if ov >= t:
+                continue
             boxes = plan_tiles(h, w, t, ov)
-            if len(boxes) >= 2 and _boxes_area(boxes) <= CAPACITY_MAX_AREA * h * w:
+            if len(boxes) < 2:
+                break
+            area = _boxes_area(boxes)
+            if area <= CAPACITY_MAX_AREA * h * w:
                 return t
+            if fewest is None or area < fewest[0]:
+                fewest = (area, t)
+        if fewest is not None:
+            return fewest[1]
     # smaller planes, and those whose capacity tiles would overlap too much: 2 x 2 tiles of at
     # most the capacity
     t = _split_tile(h, w, min_tile, mult, overlap) if h * w >= CAPACITY_SPLIT_PIXELS else None

@@ -225,10 +225,11 @@ class DIPParams:
         one fit for K = 2).  1 (default): one network,
         exactly as without this field.
     tile_capacity : int
-        The largest plane this network restores well in one fit, in pixels a side (0: no
-        limit).  With automatic tiles (``tile_size=None``) a CPU fits planes of at least 1.5x
-        this side in overlapping tiles of at most this side, and smaller planes of at least
-        256 x 256 pixels in 2 x 2 tiles, even when the whole plane fits in memory
+        The tile side this network restores a large plane best in, in pixels (0: no limit).
+        With automatic tiles (``tile_size=None``) a CPU fits planes of at least 1.6x this side
+        in overlapping tiles of this side (or somewhat larger ones, up to 1.5x, where this
+        side's would overlap too much), and smaller planes of at least 256 x 256 pixels in
+        2 x 2 tiles, even when the whole plane fits in memory
         (:func:`~.planning.capacity_tile`; ``tile_size=0`` fits them whole).
     cuda_graph : bool
         On a CUDA GPU, record the optimisation step once as a CUDA graph after a few eager
@@ -445,9 +446,15 @@ PRESETS: dict[str, DIPParams] = {
 # (F16, Lena, the astronaut; kodim02 and Baboon stopped at ~950 and 1140) and came out 0.31-0.73 dB
 # below the same net in 4 overlapping tiles of 288 px, which stopped on their own in less or the
 # same time (one thread, benchmarks/dip_tiles.py --compare; no seam: the error's change across the
-# overlaps was no larger than the whole-plane result's on the same rows and columns):
-# tile_capacity=288.  Smaller planes from 256 x 256 px are split in 2 x 2 tiles: at 256 px
-# (4 tiles of 160) all nine Set9 images gained 0.05-0.48 dB, 0.35 on the mean, in less time.
+# overlaps was no larger than the whole-plane result's on the same rows and columns).  At
+# 256 px 4 tiles of 160 gained 0.05-0.48 dB (0.35 on the mean) on all nine Set9 images in less
+# time; at 512 px 16 tiles of 160 against the 4 of 288 used until then (benchmarks/dip_tiles.py
+# --size 512 --tile 144 / 288, 2 lanes on a 2-core CPU): F16 32.35 against 32.17 dB in 329
+# against 417 s, kodim02 31.34 / 31.30 in 291 / 321 s, Lena 31.62 / 31.24 in 367 / 461 s, Peppers
+# 30.47 / 30.09 in 482 / 648 s, Baboon 24.95 / 22.30 in 518 / 327 s (its 288 px tiles stopped far
+# short of its texture): +0.73 dB on the mean in 0.91x the time (a 160 px tile stops after about
+# half the steps of a 288 px one); 9 tiles of 192 fell between (F16 32.27 dB, 353 s; kodim02
+# 31.23, 246 s).  So tile_capacity=160: planes from 256 px in tiles of 160 (README).
 # Residual whiteness (es_whiteness): the noise estimate's scatter between images (3-5 % in
 # variance) moves the noise-level stop early or late; the lag-1 autocorrelation of input minus
 # estimate was -0.02 to -0.055 at the averaged estimate's peak (Set9, 128 and 160 px; House
@@ -474,7 +481,7 @@ PRESETS["denoise"] = DIPParams(
     es_start=150,
     es_noise_factor=1.0,
     es_whiteness=0.035,
-    tile_capacity=288,
+    tile_capacity=160,
 )
 # Photon counts (loss="poisson" with the default preset selects it): the Poisson likelihood,
 # stopped by its deviance (see es_noise_factor), on the tapered net with bilinear up-sampling.

@@ -352,8 +352,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             value=0,
             tooltip="Fit each plane in overlapping square tiles of this side, blended without seams. "
             "auto (0): tiles when the whole plane does not fit in memory or, on a CPU, when the "
-            "preset's network restores it better in tiles (denoise: planes from 256 x 256 px, in "
-            "2 x 2 tiles up to about 432 px, tiles of at most 288 above); for inpainting, only the "
+            "preset's network restores it better in tiles (denoise: planes from 256 px a side, in "
+            "tiles of 160 px, up to 224 where those would overlap too much); for inpainting, only the "
             "neighbourhoods of the holes when they are small. A size at least the plane's fits it whole.",
         )
         result_store = FileEdit(
