@@ -558,8 +558,8 @@ def capacity_tile(params: DIPParams, h: int, w: int, device, min_tile: int, mult
                 fewest = (area, t)
         if fewest is not None:
             return fewest[1]
-    # smaller planes, and those whose capacity tiles would overlap too much: 2 x 2 tiles of at
-    # most the capacity
+    # smaller planes (and any the sides above could not split, e.g. with an overlap as wide as the
+    # tiles): 2 x 2 tiles of at most the capacity
     t = _split_tile(h, w, min_tile, mult, overlap) if h * w >= CAPACITY_SPLIT_PIXELS else None
     return t if t is not None and t <= cap else None
 
