@@ -440,12 +440,9 @@ def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
     # 1.6x): the next larger side that does not, 80 (8 x 8, 1.56x)
     assert planning.capacity_tile(p, 512, 512, cpu, min_tile, mult, None) == 80
 
-    def area(n, s):
-        return sum((b[1] - b[0]) * (b[3] - b[2]) for b in plan_tiles(n, n, s, default_overlap(s))) / n / n
-
     # 186 px: every side from 64 to 96 (1.5x the capacity) costs more than 1.6x; the one with the
     # fewest pixels (80: 1.66x), not the whole plane
-    areas = {s: area(186, s) for s in range(64, 97, 8)}
+    areas = {s: planning._boxes_area(plan_tiles(186, 186, s, default_overlap(s))) / 186**2 for s in range(64, 97, 8)}
     assert min(areas.values()) > planning.CAPACITY_MAX_AREA
     assert planning.capacity_tile(p, 186, 186, cpu, min_tile, mult, None) == min(areas, key=areas.get) == 80
     # a plane of at least 256 x 256 pixels below 1.5 x the capacity: 2 x 2 tiles of at most it
