@@ -389,7 +389,7 @@ def test_the_default_denoise_fits_large_planes_in_tiles_of_its_capacity():
     job = prepare_denoise(img[..., 0].repeat(2, 0)[:, :384].repeat(2, 1), device="cpu", seed=0)
     sides = {b[1] - b[0] for b in job.tiles} | {b[3] - b[2] for b in job.tiles}
     assert sides == {160} and len(job.tiles) > 16
-    assert sum((b[1] - b[0]) * (b[3] - b[2]) for b in job.tiles) <= planning.CAPACITY_MAX_AREA * 1024 * 768
+    assert planning._boxes_area(job.tiles) <= planning.CAPACITY_MAX_AREA * 1024 * 768
     # whole: small planes, tile_size 0 or the plane's size, a preset without a capacity
     for kw in ({"tile_size": 0}, {"tile_size": 512}, {"loss": "poisson"}, {"preset": "denoise-paper"}):
         job = prepare_denoise(img, channel_axis=-1, device="cpu", seed=0, **kw)
@@ -445,7 +445,7 @@ def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
     areas = {s: planning._boxes_area(plan_tiles(186, 186, s, default_overlap(s))) / 186**2 for s in range(64, 97, 8)}
     assert min(areas.values()) > planning.CAPACITY_MAX_AREA
     assert planning.capacity_tile(p, 186, 186, cpu, min_tile, mult, None) == min(areas, key=areas.get) == 80
-    # a plane of at least 256 x 256 pixels below 1.5 x the capacity: 2 x 2 tiles of at most it
+    # a plane of at least 256 x 256 pixels below 1.6 x the capacity (CAPACITY_MIN_SIDE): 2 x 2 tiles of at most it
     big = fast.replace(tile_capacity=288)
     assert planning.capacity_tile(big, 256, 256, cpu, min_tile, mult, None) == 144  # 2 x 2, 1.27x
     assert planning.capacity_tile(big, 240, 240, cpu, min_tile, mult, None) is None  # fewer pixels
