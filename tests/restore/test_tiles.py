@@ -452,6 +452,84 @@ def test_capacity_tile_is_for_the_cpu_and_large_enough_planes(fast):
     assert planning.capacity_tile(big, 300, 100, cpu, min_tile, mult, None) is None
 
 
+def _strokes(h, w, y0=0, y1=None, x0=0, x1=None, every=40):
+    """Thin holes: 3 px wide lines every ``every`` rows and columns of the window."""
+    y1, x1 = h if y1 is None else y1, w if x1 is None else x1
+    mask = np.zeros((h, w), bool)
+    for y in range(y0 + every // 2, y1 - 2, every):
+        mask[y : y + 3, x0:x1] = True
+    for x in range(x0 + every // 2, x1 - 2, every):
+        mask[y0:y1, x : x + 3] = True
+    return mask
+
+
+def test_the_default_inpaint_tiles_planes_of_thin_holes_only():
+    """The shipped inpaint preset, planned only: thin holes all over a 512 px plane in 16 tiles of
+    160 (each fit for at most tile_iterations steps); large or scattered holes, and holes that
+    regions cover, planned as without a capacity."""
+    from napari_deep_prior.restore.presets import get_preset
+    from napari_deep_prior.restore.regions import hole_kind
+
+    img = np.random.default_rng(0).random((512, 512)).astype(np.float32)
+    thin = _strokes(512, 512)
+    assert hole_kind(thin) == ""
+    job = prepare_inpaint(img, thin, device="cpu", seed=0)
+    assert job.tiles == plan_tiles(512, 512, 160, default_overlap(160)) and not job.regions
+    assert job.fit_params.tile_iterations == get_preset("inpaint").tile_iterations > 0
+    cap = get_preset("inpaint").tile_iterations
+    assert any(f"16 overlapping tiles of 160x160 pixels, each for at most {cap} steps" in n for n in job.notes)
+    assert prepare_inpaint(img, thin, device="cpu", seed=0, tile_size=0).tiles is None
+    # large holes (discs 40 px across) and scattered ones (half the pixels) all over the plane
+    yy, xx = np.mgrid[:512, :512]
+    large = ((yy % 64 - 32) ** 2 + (xx % 64 - 32) ** 2) < 20**2
+    scattered = np.random.default_rng(1).random((512, 512)) < 0.5
+    assert hole_kind(large) == "large" and hole_kind(scattered) == "scattered"
+    for mask in (large, scattered):
+        job = prepare_inpaint(img, mask, device="cpu", seed=0)
+        ref = prepare_inpaint(img, mask, device="cpu", seed=0, params=get_preset("inpaint").replace(tile_capacity=0))
+        assert job.tiles == ref.tiles and job.regions == ref.regions
+        assert not any("overlapping tiles of" in n for n in job.notes)
+    # thin holes in one corner: the same regions as without a capacity (regions replace the whole plane)
+    corner = _strokes(512, 512, 16, 208, 16, 208)
+    job = prepare_inpaint(img, corner, device="cpu", seed=0)
+    ref = prepare_inpaint(img, corner, device="cpu", seed=0, params=get_preset("inpaint").replace(tile_capacity=0))
+    assert job.regions and job.tiles == ref.tiles
+    assert job.fit_params.tile_iterations == ref.fit_params.tile_iterations  # regions are not tiles: not capped
+    # a 240 px plane is fitted whole, as in denoising
+    assert prepare_inpaint(img[:240, :240], thin[:240, :240], device="cpu", seed=0).tiles is None
+
+
+def test_a_tile_fit_stops_at_tile_iterations(fast):
+    """tile_iterations caps the fits of a tiled plane's tiles; a whole plane and regions keep iterations."""
+    from napari_deep_prior.restore.fit import DIPFit
+
+    rng = np.random.default_rng(2)
+    img = rng.random((112, 112)).astype(np.float32)
+    mask = _strokes(112, 112, every=20)
+    p = fast.replace(tile_iterations=8)
+    out, full = inpaint(img, mask, params=p, tile_size=64, seed=0, return_history=True)
+    assert full.tile_iterations_run == [[8, 8, 8, 8]]
+    np.testing.assert_array_equal(out[~mask], img[~mask])
+    assert inpaint(img, mask, params=p, tile_size=0, seed=0, return_history=True)[1].iterations_run == [20]
+    known = ~mask
+    target = img[..., None]
+    for tile, n in ((True, 8), (False, 20)):
+        fit = DIPFit(target, known=known, params=p, device=torch.device("cpu"), seed=0, tile=tile)
+        assert fit.max_iterations == n
+        steps = list(fit.steps())
+        assert steps[-1].iteration == steps[-1].iterations == n and fit.result().iterations_run == n
+    # 0: the preset's iterations; above them: no change
+    for cap in (0, 50):
+        p = fast.replace(tile_iterations=cap)
+        assert DIPFit(target, known=known, params=p, device="cpu", seed=0, tile=True).max_iterations == 20
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2.5])
+def test_tile_iterations_is_checked(fast, bad):
+    with pytest.raises((ValueError, TypeError), match="tile_iterations"):
+        fast.replace(tile_iterations=bad)
+
+
 @pytest.mark.parametrize("bad", [-1, True, 2.5])
 def test_tile_capacity_is_checked(fast, bad):
     with pytest.raises((ValueError, TypeError), match="tile_capacity"):

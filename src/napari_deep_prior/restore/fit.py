@@ -365,7 +365,8 @@ class DIPFit:
         The fit is one tile of a tiled plane: on a CPU a tile of at most
         :data:`~..device.TILE_FIT_PIXELS` runs on one intra-op thread, as a small fit does
         (:func:`~..device.fit_threads`), so the tiles of a plane run side by side in lanes and
-        compute the same in a lane, one after another, or on a dask worker.
+        compute the same in a lane, one after another, or on a dask worker; it takes at most
+        ``params.tile_iterations`` steps when that is set.
     """
 
     def __init__(
@@ -398,6 +399,10 @@ class DIPFit:
         self.init_state = init_state
         self.given_noise_sigma = None if noise_sigma is None else float(noise_sigma)
         self.tile = bool(tile)
+        #: the steps this fit takes at most: a tile's fit stops at ``params.tile_iterations``
+        self.max_iterations = params.iterations
+        if self.tile and params.tile_iterations:
+            self.max_iterations = min(params.iterations, params.tile_iterations)
         h, w, _ = self.target.shape
         self.out_hw = operator.output_hw(h, w)
         self.padded = padded_shape(params.net, *self.out_hw)
@@ -588,7 +593,7 @@ class DIPFit:
         opt = make_adam(net.parameters(), p.lr, dev, capturable=use_graph)
         amp_dtype = autocast_dtype(p.amp, dev)
 
-        T = p.iterations
+        T = self.max_iterations
         losses = torch.zeros(T, device=dev)
         variances = torch.full((T,), float("nan"), device=dev)
         # ES-WMV ring buffer on a strided view of the output

@@ -230,7 +230,13 @@ class DIPParams:
         in overlapping tiles of this side (or somewhat larger ones, up to 1.5x, where this
         side's would overlap too much), and smaller planes of at least 256 x 256 pixels in
         2 x 2 tiles, even when the whole plane fits in memory
-        (:func:`~.planning.capacity_tile`; ``tile_size=0`` fits them whole).
+        (:func:`~.planning.capacity_tile`; ``tile_size=0`` fits them whole).  For inpainting
+        only planes whose holes are thin (scratches, strokes, text: not large holes, not
+        scattered pixels, :func:`~.regions.hole_kind`) and that no hole regions cover.
+    tile_iterations : int
+        The most steps the fit of one tile of a tiled plane takes (0: ``iterations``): a
+        small tile's fill of thin holes peaks early and then declines as the known pixels
+        are fitted ever more closely.  Regions around holes are not tiles.
     cuda_graph : bool
         On a CUDA GPU, record the optimisation step once as a CUDA graph after a few eager
         steps and replay it (:mod:`~.graphs`): the same arithmetic without the cost of launching
@@ -269,6 +275,7 @@ class DIPParams:
     amp: Literal["off", "bf16", "auto"] = "off"
     ensemble: int = 1
     tile_capacity: int = 0
+    tile_iterations: int = 0
     cuda_graph: bool = True
 
     def __post_init__(self) -> None:
@@ -322,6 +329,11 @@ class DIPParams:
         if self.tile_capacity < 0:
             raise ParameterError(f"{{tile_capacity}} must be >= 0 (0: no limit), got {self.tile_capacity}")
         object.__setattr__(self, "tile_capacity", int(self.tile_capacity))
+        if isinstance(self.tile_iterations, bool) or not isinstance(self.tile_iterations, (int, np.integer)):
+            raise ParameterError(f"{{tile_iterations}} must be a whole number of steps, got {self.tile_iterations!r}")
+        if self.tile_iterations < 0:
+            raise ParameterError(f"{{tile_iterations}} must be >= 0 (0: iterations), got {self.tile_iterations}")
+        object.__setattr__(self, "tile_iterations", int(self.tile_iterations))
         if not isinstance(self.cuda_graph, (bool, np.bool_)):
             raise ParameterError(f"{{cuda_graph}} must be True or False, got {self.cuda_graph!r}")
         object.__setattr__(self, "cuda_graph", bool(self.cuda_graph))
@@ -540,6 +552,15 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # seeded ellipses covering 8 % of 19 Set9 / Set12 crops at 256 px; the fit to its own stop,
 # benchmarks/dip_inpaint_blend.py weights) the floor 0.5 gained +0.17 dB on the mean of the
 # holes' PSNR, 0 to +2.49 per case, and lost on none; 0.6 / 0.7 lost up to 0.35 / 0.93 dB (Man).
+# Planes of thin holes that hole regions do not cover (strokes all over a scan) are fitted in
+# tiles of 160 from 256 px, as in denoising, each tile for at most 800 steps: a small tile's
+# fill of thin holes peaks early (two tiles of Boat at 512 px recorded without a stop: at
+# steps 500 and 900-1000) and then loses about 2 dB by step 3000.  Boat at 512 px with 5 %
+# painted strokes, holes' PSNR (benchmarks/dip_inpaint_regions.py, 2 threads): the whole
+# plane 25.83 dB; tiles with their own stops 26.22 dB in 1072 s; capped at 1000 steps 26.26 in
+# 576 s, at 600 steps 26.13 in 384 s.  The plugin's sample (256 px RGB, scratches, one thread):
+# 27.18 dB in 1450 steps whole, 28.09 in 4 tiles of 800 steps in 0.91x the time.  Large and
+# scattered holes keep the whole plane (planning.capacity_applies).
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
@@ -556,6 +577,8 @@ PRESETS["inpaint"] = DIPParams(
     es_hole_change_large=0.125,
     fill_blend=0.05,
     fill_blend_large_min=0.5,
+    tile_capacity=160,
+    tile_iterations=800,
 )
 # Super-resolution: the tapered net with bilinear up-sampling and output averaging, the paper's
 # jitter and step count, no early stop (the fit of a noise-free image keeps improving).
