@@ -558,9 +558,11 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # steps 500 and 900-1000) and then loses about 2 dB by step 3000.  Boat at 512 px with 5 %
 # painted strokes, holes' PSNR (benchmarks/dip_inpaint_regions.py, 2 threads): the whole
 # plane 25.83 dB; tiles with their own stops 26.22 dB in 1072 s; capped at 1000 steps 26.26 in
-# 576 s, at 600 steps 26.13 in 384 s.  The plugin's sample (256 px RGB, scratches, one thread):
-# 27.18 dB in 1450 steps whole, 28.09 in 4 tiles of 800 steps in 0.91x the time.  Large and
-# scattered holes keep the whole plane (planning.capacity_applies).
+# 576 s, at 600 steps 26.13 in 384 s; 800 was chosen between the two.  Checked afterwards with
+# 800, one thread, whole plane -> tiles: the plugin's sample (256 px RGB, scratches) 27.18 ->
+# 28.09 dB in 0.91x the time; Man and Couple at 512 px with 5 % strokes 26.18 -> 26.57 (0.88x)
+# and 23.80 -> 24.31 (0.65x); biharmonic 27.10 / 26.01 / 23.55.  Large and scattered holes
+# keep the whole plane (planning.capacity_applies): not measured in tiles.
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
