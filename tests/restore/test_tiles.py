@@ -505,7 +505,7 @@ def test_a_tile_fit_stops_at_tile_iterations(fast):
 
     rng = np.random.default_rng(2)
     img = rng.random((112, 112)).astype(np.float32)
-    mask = _strokes(112, 112, every=20)
+    mask = _strokes(112, 112)
     p = fast.replace(tile_iterations=8)
     out, full = inpaint(img, mask, params=p, tile_size=64, seed=0, return_history=True)
     assert full.tile_iterations_run == [[8, 8, 8, 8]]
@@ -518,6 +518,11 @@ def test_a_tile_fit_stops_at_tile_iterations(fast):
         assert fit.max_iterations == n
         steps = list(fit.steps())
         assert steps[-1].iteration == steps[-1].iterations == n and fit.result().iterations_run == n
+    # a tile with a large hole (or scattered ones) keeps iterations: the limit is for thin holes
+    blotch = np.ones((112, 112), bool)
+    blotch[30:80, 30:80] = False
+    assert DIPFit(target, known=blotch, params=p, device="cpu", seed=0, tile=True).max_iterations == 20
+    assert DIPFit(target, params=p, device="cpu", seed=0, tile=True).max_iterations == 8  # no mask: denoising
     # 0: the preset's iterations; above them: no change
     for cap in (0, 50):
         p = fast.replace(tile_iterations=cap)

@@ -365,8 +365,9 @@ class DIPFit:
         The fit is one tile of a tiled plane: on a CPU a tile of at most
         :data:`~..device.TILE_FIT_PIXELS` runs on one intra-op thread, as a small fit does
         (:func:`~..device.fit_threads`), so the tiles of a plane run side by side in lanes and
-        compute the same in a lane, one after another, or on a dask worker; it takes at most
-        ``params.tile_iterations`` steps when that is set.
+        compute the same in a lane, one after another, or on a dask worker; with thin holes or
+        none it takes at most ``params.tile_iterations`` steps when that is set
+        (:attr:`max_iterations`).
     """
 
     def __init__(
@@ -399,10 +400,6 @@ class DIPFit:
         self.init_state = init_state
         self.given_noise_sigma = None if noise_sigma is None else float(noise_sigma)
         self.tile = bool(tile)
-        #: the steps this fit takes at most: a tile's fit stops at ``params.tile_iterations``
-        self.max_iterations = params.iterations
-        if self.tile and params.tile_iterations:
-            self.max_iterations = min(params.iterations, params.tile_iterations)
         h, w, _ = self.target.shape
         self.out_hw = operator.output_hw(h, w)
         self.padded = padded_shape(params.net, *self.out_hw)
@@ -474,6 +471,16 @@ class DIPFit:
             )
 
         return MemberStack(nets), torch.cat(zs), jitter
+
+    @property
+    def max_iterations(self) -> int:
+        """The steps this fit takes at most: ``params.iterations``, or ``params.tile_iterations``
+        where that is set and smaller, for one tile of a tiled plane with thin holes or none
+        (large or scattered holes keep ``iterations``: the limit was measured on thin ones)."""
+        p = self.params
+        if self.tile and p.tile_iterations and (self.known is None or self._hole_kind() == ""):
+            return min(p.iterations, p.tile_iterations)
+        return p.iterations
 
     def _hole_kind(self) -> str:
         """The kind of the mask's holes (:func:`.regions.hole_kind`: "scattered", "large" or ""):

@@ -234,9 +234,10 @@ class DIPParams:
         only planes whose holes are thin (scratches, strokes, text: not large holes, not
         scattered pixels, :func:`~.regions.hole_kind`) and that no hole regions cover.
     tile_iterations : int
-        The most steps the fit of one tile of a tiled plane takes (0: ``iterations``): a
-        small tile's fill of thin holes peaks early and then declines as the known pixels
-        are fitted ever more closely.  Regions around holes are not tiles.
+        The most steps the fit of one tile of a tiled plane takes (0: ``iterations``) when
+        the tile has thin holes or none: a small tile's fill of thin holes peaks early and
+        then declines as the known pixels are fitted ever more closely.  Tiles with large or
+        scattered holes keep ``iterations``; regions around holes are not tiles.
     cuda_graph : bool
         On a CUDA GPU, record the optimisation step once as a CUDA graph after a few eager
         steps and replay it (:mod:`~.graphs`): the same arithmetic without the cost of launching
@@ -557,7 +558,7 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # fill of thin holes peaks early (two tiles of Boat at 512 px recorded without a stop: at
 # steps 500 and 900-1000) and then loses about 2 dB by step 3000.  Boat at 512 px with 5 %
 # painted strokes, holes' PSNR (benchmarks/dip_inpaint_regions.py, 2 threads): the whole
-# plane 25.83 dB; tiles with their own stops 26.22 dB in 1072 s; capped at 1000 steps 26.26 in
+# plane 25.83 dB (one thread, 989 s); tiles with their own stops 26.22 dB in 1072 s; capped at 1000 steps 26.26 in
 # 576 s, at 600 steps 26.13 in 384 s; 800 was chosen between the two.  Checked afterwards with
 # 800, one thread, whole plane -> tiles: the plugin's sample (256 px RGB, scratches) 27.18 ->
 # 28.09 dB in 0.91x the time; Man and Couple at 512 px with 5 % strokes 26.18 -> 26.57 (0.88x)
