@@ -11,13 +11,16 @@ resized when smaller) gets painted strokes from a seeded generator: random polyl
 (default 5 %).  Three fills of the same holes:
 
 - ``regions``: :func:`napari_deep_prior.inpaint` with its defaults (``tile_size`` automatic: only
-  boxes around the holes are fitted, see :mod:`napari_deep_prior.restore.regions`);
+  boxes around the holes are fitted, see :mod:`napari_deep_prior.restore.regions`; where those would
+  cover more than half of the image, thin holes on a plane from 256 px are fitted in tiles of 160,
+  each for at most ``tile_iterations`` steps, and other holes whole: the plan column says which);
 - ``whole``: the same with ``tile_size=0`` (the whole image is fitted, as before regions);
 - ``biharmonic``: :func:`skimage.restoration.inpaint_biharmonic`.
 
 ``--tile N`` (repeatable) adds a row per tile side: the whole image in overlapping tiles of N
 pixels (``tile_size=N``, as the denoising default's capacity tiles; tiles without a hole are not
-fitted), with the steps summed over the tiles.
+fitted; a tile of thin holes for at most the preset's ``tile_iterations`` steps), with the steps
+summed over the tiles.
 
 Reported as a Markdown table: wall time, PSNR over the hole pixels only (the known pixels are
 returned exactly by all three), and the region plan (the job's note).  ``--threads`` sets
