@@ -562,8 +562,9 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # 576 s, at 600 steps 26.13 in 384 s; 800 was chosen between the two.  Checked afterwards with
 # 800, one thread, whole plane -> tiles: the plugin's sample (256 px RGB, scratches) 27.18 ->
 # 28.09 dB in 0.91x the time; Man and Couple at 512 px with 5 % strokes 26.18 -> 26.57 (0.88x)
-# and 23.80 -> 24.31 (0.65x); biharmonic 27.10 / 26.01 / 23.55.  Large and scattered holes
-# keep the whole plane (planning.capacity_applies): not measured in tiles.
+# and 23.80 -> 24.31 (0.65x); biharmonic 27.10 / 26.01 / 23.55.  Not on text: kate at 512 px
+# 30.36 dB in 440 s whole (its holes settled at step 680) -> 30.39 in 693 s in tiles.  Large
+# and scattered holes keep the whole plane (planning.capacity_applies): not measured in tiles.
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
