@@ -494,7 +494,6 @@ def test_the_default_inpaint_tiles_planes_of_thin_holes_only():
     job = prepare_inpaint(img, corner, device="cpu", seed=0)
     ref = prepare_inpaint(img, corner, device="cpu", seed=0, params=get_preset("inpaint").replace(tile_capacity=0))
     assert job.regions and job.tiles == ref.tiles
-    assert job.fit_params.tile_iterations == ref.fit_params.tile_iterations  # regions are not tiles: not capped
     # a 240 px plane is fitted whole, as in denoising
     assert prepare_inpaint(img[:240, :240], thin[:240, :240], device="cpu", seed=0).tiles is None
 
@@ -511,6 +510,12 @@ def test_a_tile_fit_stops_at_tile_iterations(fast):
     assert full.tile_iterations_run == [[8, 8, 8, 8]]
     np.testing.assert_array_equal(out[~mask], img[~mask])
     assert inpaint(img, mask, params=p, tile_size=0, seed=0, return_history=True)[1].iterations_run == [20]
+    # regions around holes are not tiles: each runs its iterations
+    spots = np.zeros((112, 112), bool)
+    spots[20:24, 20:40] = True
+    spots[90:96, 80:86] = True
+    _, regions = inpaint(img, spots, params=p, seed=0, return_history=True)
+    assert regions.regions and regions.tile_iterations_run == [[20, 20]]
     known = ~mask
     target = img[..., None]
     for tile, n in ((True, 8), (False, 20)):
