@@ -325,16 +325,13 @@ class DIPParams:
         if self.history_spacing not in ("linear", "log"):
             raise ParameterError(f"{{history_spacing}} must be 'linear' or 'log', got {self.history_spacing!r}")
         check_ensemble(self.ensemble)
-        if isinstance(self.tile_capacity, bool) or not isinstance(self.tile_capacity, (int, np.integer)):
-            raise ParameterError(f"{{tile_capacity}} must be a whole number of pixels, got {self.tile_capacity!r}")
-        if self.tile_capacity < 0:
-            raise ParameterError(f"{{tile_capacity}} must be >= 0 (0: no limit), got {self.tile_capacity}")
-        object.__setattr__(self, "tile_capacity", int(self.tile_capacity))
-        if isinstance(self.tile_iterations, bool) or not isinstance(self.tile_iterations, (int, np.integer)):
-            raise ParameterError(f"{{tile_iterations}} must be a whole number of steps, got {self.tile_iterations!r}")
-        if self.tile_iterations < 0:
-            raise ParameterError(f"{{tile_iterations}} must be >= 0 (0: iterations), got {self.tile_iterations}")
-        object.__setattr__(self, "tile_iterations", int(self.tile_iterations))
+        for name, unit, zero in (("tile_capacity", "pixels", "no limit"), ("tile_iterations", "steps", "iterations")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ParameterError(f"{{{name}}} must be a whole number of {unit}, got {value!r}")
+            if value < 0:
+                raise ParameterError(f"{{{name}}} must be >= 0 (0: {zero}), got {value}")
+            object.__setattr__(self, name, int(value))
         if not isinstance(self.cuda_graph, (bool, np.bool_)):
             raise ParameterError(f"{{cuda_graph}} must be True or False, got {self.cuda_graph!r}")
         object.__setattr__(self, "cuda_graph", bool(self.cuda_graph))
