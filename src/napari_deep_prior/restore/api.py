@@ -243,12 +243,14 @@ def prepare(
     if tile_size is None and degradation.holes() is not None:
         # regions around the holes are planned on memory alone: the capacity's tiles are a way
         # to fit a whole plane, which regions replace
-        mem = (tiles, overlap, fit_params, notes)
+        mem_tiles, mem_params, mem_notes = tiles, fit_params, notes
         if p.tile_capacity:
-            mem = plan_tiles_for(p, degradation, h, w, c_fit, n_planes, dev, None, tile_overlap, capacity=False)
-        regions = plan_regions_for(p, degradation, h, w, c_fit, n_planes, dev, mem[0], mem[2])
+            mem_tiles, _, mem_params, mem_notes = plan_tiles_for(
+                p, degradation, h, w, c_fit, n_planes, dev, None, tile_overlap, capacity=False
+            )
+        regions = plan_regions_for(p, degradation, h, w, c_fit, n_planes, dev, mem_tiles, mem_params)
         if regions is not None:  # fit only the neighbourhoods of the holes
-            tiles, overlap, fit_params, notes = regions[0], None, mem[2], regions[1] + mem[3]
+            tiles, overlap, fit_params, notes = regions[0], None, mem_params, regions[1] + mem_notes
     if poisson:
         planes, layout = normalise_counts(arr, alpha, image.shape, ca, camera, data_range=data_range)
     else:
