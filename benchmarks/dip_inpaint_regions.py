@@ -8,7 +8,8 @@ Usage::
 A grey Set12 image (``--image``, read from ``<data>/set12``; centre-cropped to ``--size``, or
 resized when smaller) gets painted strokes from a seeded generator: random polylines of width
 3-9 px (a few segments each, gently turning) drawn until they cover ``--coverage`` of the pixels
-(default 5 %).  Three fills of the same holes:
+(default 5 %); or, with ``--missing F``, a fraction F of the pixels missing at random
+(scattered holes, numpy seed ``--seed``).  Three fills of the same holes:
 
 - ``regions``: :func:`napari_deep_prior.inpaint` with its defaults (``tile_size`` automatic: only
   boxes around the holes are fitted, see :mod:`napari_deep_prior.restore.regions`; where those would
@@ -105,6 +106,12 @@ def main(argv=None):
         default=1.0,
         help="strokes start in the centred window of this fraction of the sides (1: anywhere; 0.3: one damaged area)",
     )
+    ap.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        help="instead of strokes, this fraction of the pixels missing at random (numpy seed --seed; e.g. 0.5)",
+    )
     ap.add_argument("--iterations", type=int, default=None, help="cap the steps (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -121,7 +128,10 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     clean = load_grey(args.data / "set12" / args.image, args.size)
-    mask = stroke_mask(clean.shape, args.coverage, args.seed, args.stroke_length, args.spread)
+    if args.missing > 0:
+        mask = np.random.default_rng(args.seed).random(clean.shape) < args.missing
+    else:
+        mask = stroke_mask(clean.shape, args.coverage, args.seed, args.stroke_length, args.spread)
     damaged = clean.copy()
     damaged[mask] = 0.0
     kw = {"seed": args.seed, "device": "cpu"}
@@ -165,9 +175,13 @@ def main(argv=None):
         }
     )
 
+    holes = (
+        f"{100 * mask.mean():.1f} % missing at random (seed {args.seed})"
+        if args.missing > 0
+        else f"strokes {100 * mask.mean():.1f} % (seed {args.seed}, spread {args.spread})"
+    )
     print(
-        f"\n### {args.image} {args.size}x{args.size}, strokes {100 * mask.mean():.1f} % (seed {args.seed}, "
-        f"spread {args.spread}), "
+        f"\n### {args.image} {args.size}x{args.size}, {holes}, "
         f"{torch.get_num_threads()} thread(s), iterations {args.iterations or 'preset'}, {platform.processor()}\n"
     )
     print("| method | wall time (s) | PSNR holes (dB) | steps (max; sum over tiles) | plan |")
