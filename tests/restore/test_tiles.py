@@ -463,10 +463,11 @@ def _strokes(h, w, y0=0, y1=None, x0=0, x1=None, every=40):
     return mask
 
 
-def test_the_default_inpaint_tiles_planes_of_thin_holes_only():
+def test_the_default_inpaint_tiles_planes_of_thin_or_scattered_holes():
     """The shipped inpaint preset, planned only: thin holes all over a 512 px plane in 16 tiles of
-    160 (each fit for at most tile_iterations steps); large or scattered holes, and holes that
-    regions cover, planned as without a capacity."""
+    160 (each fit for at most tile_iterations steps), scattered holes too (at most
+    tile_iterations_scattered); large holes, and holes that regions cover, planned as without a
+    capacity."""
     from napari_deep_prior.restore.presets import get_preset
     from napari_deep_prior.restore.regions import hole_kind
 
@@ -479,16 +480,22 @@ def test_the_default_inpaint_tiles_planes_of_thin_holes_only():
     cap = get_preset("inpaint").tile_iterations
     assert any(f"16 overlapping tiles of 160x160 pixels, each for at most {cap} steps" in n for n in job.notes)
     assert prepare_inpaint(img, thin, device="cpu", seed=0, tile_size=0).tiles is None
-    # large holes (discs 40 px across) and scattered ones (half the pixels) all over the plane
+    # scattered holes (half the pixels) all over the plane: the same tiles, their own limit
+    scattered = np.random.default_rng(1).random((512, 512)) < 0.5
+    assert hole_kind(scattered) == "scattered"
+    job = prepare_inpaint(img, scattered, device="cpu", seed=0)
+    assert job.tiles == plan_tiles(512, 512, 160, default_overlap(160)) and not job.regions
+    cap = get_preset("inpaint").tile_iterations_scattered
+    assert 0 < cap < get_preset("inpaint").iterations and cap != get_preset("inpaint").tile_iterations
+    assert any(f"16 overlapping tiles of 160x160 pixels, each for at most {cap} steps" in n for n in job.notes)
+    # large holes (discs 40 px across) all over the plane: as without a capacity
     yy, xx = np.mgrid[:512, :512]
     large = ((yy % 64 - 32) ** 2 + (xx % 64 - 32) ** 2) < 20**2
-    scattered = np.random.default_rng(1).random((512, 512)) < 0.5
-    assert hole_kind(large) == "large" and hole_kind(scattered) == "scattered"
-    for mask in (large, scattered):
-        job = prepare_inpaint(img, mask, device="cpu", seed=0)
-        ref = prepare_inpaint(img, mask, device="cpu", seed=0, params=get_preset("inpaint").replace(tile_capacity=0))
-        assert job.tiles == ref.tiles and job.regions == ref.regions
-        assert not any("overlapping tiles of" in n for n in job.notes)
+    assert hole_kind(large) == "large"
+    job = prepare_inpaint(img, large, device="cpu", seed=0)
+    ref = prepare_inpaint(img, large, device="cpu", seed=0, params=get_preset("inpaint").replace(tile_capacity=0))
+    assert job.tiles == ref.tiles and job.regions == ref.regions
+    assert not any("overlapping tiles of" in n for n in job.notes)
     # thin holes in one corner: the same regions as without a capacity (regions replace the whole plane)
     corner = _strokes(512, 512, 16, 208, 16, 208)
     job = prepare_inpaint(img, corner, device="cpu", seed=0)
@@ -523,21 +530,31 @@ def test_a_tile_fit_stops_at_tile_iterations(fast):
         assert fit.max_iterations == n
         steps = list(fit.steps())
         assert steps[-1].iteration == steps[-1].iterations == n and fit.result().iterations_run == n
-    # a tile with a large hole (or scattered ones) keeps iterations: the limit is for thin holes
+    # a tile with a large hole keeps iterations; scattered holes have their own limit
     blotch = np.ones((112, 112), bool)
     blotch[30:80, 30:80] = False
     assert DIPFit(target, known=blotch, params=p, device="cpu", seed=0, tile=True).max_iterations == 20
     assert DIPFit(target, params=p, device="cpu", seed=0, tile=True).max_iterations == 8  # no mask: denoising
+    scattered = rng.random((112, 112)) >= 0.5  # known: half the pixels
+    assert DIPFit(target, known=scattered, params=p, device="cpu", seed=0, tile=True).max_iterations == 20
+    ps = p.replace(tile_iterations_scattered=12)
+    assert DIPFit(target, known=scattered, params=ps, device="cpu", seed=0, tile=True).max_iterations == 12
+    assert DIPFit(target, known=scattered, params=ps, device="cpu", seed=0).max_iterations == 20  # not a tile
+    assert DIPFit(target, known=known, params=ps, device="cpu", seed=0, tile=True).max_iterations == 8  # thin
+    out, full = inpaint(img, ~scattered, params=ps, tile_size=64, seed=0, return_history=True)
+    assert full.tile_iterations_run == [[12, 12, 12, 12]]
+    np.testing.assert_array_equal(out[scattered], img[scattered])
     # 0: the preset's iterations; above them: no change
     for cap in (0, 50):
         p = fast.replace(tile_iterations=cap)
         assert DIPFit(target, known=known, params=p, device="cpu", seed=0, tile=True).max_iterations == 20
 
 
+@pytest.mark.parametrize("name", ["tile_iterations", "tile_iterations_scattered"])
 @pytest.mark.parametrize("bad", [-1, True, 2.5])
-def test_tile_iterations_is_checked(fast, bad):
-    with pytest.raises((ValueError, TypeError), match="tile_iterations"):
-        fast.replace(tile_iterations=bad)
+def test_tile_iterations_is_checked(fast, bad, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        fast.replace(**{name: bad})
 
 
 @pytest.mark.parametrize("bad", [-1, True, 2.5])

@@ -646,9 +646,11 @@ def inpaint(
         entirely inside a hole is refused at once (use a larger ``tile_size``).  With
         ``tile_size=None`` (the default) only the neighbourhoods of the holes are fitted when
         they are a small part of the image: boxes around the holes with a margin of known
-        pixels (:func:`~.regions.plan_hole_regions`), blended as tiles are; dense or
-        scattered masks fit the whole image; ``tile_size=0`` always fits the whole image
-        (``DIPOutput.notes`` says which).
+        pixels (:func:`~.regions.plan_hole_regions`), blended as tiles are; where those would
+        cover most of the image (strokes all over it, scattered missing pixels), a plane from
+        256 px whose holes are thin or scattered is fitted in the preset's capacity tiles
+        (``DIPParams.tile_capacity``) and other planes whole; ``tile_size=0`` always fits the
+        whole image (``DIPOutput.notes`` says which).
 
     Returns
     -------

@@ -366,8 +366,8 @@ class DIPFit:
         :data:`~..device.TILE_FIT_PIXELS` runs on one intra-op thread, as a small fit does
         (:func:`~..device.fit_threads`), so the tiles of a plane run side by side in lanes and
         compute the same in a lane, one after another, or on a dask worker; with thin holes or
-        none it takes at most ``params.tile_iterations`` steps when that is set
-        (:attr:`max_iterations`).
+        none it takes at most ``params.tile_iterations`` steps when that is set, with scattered
+        holes ``params.tile_iterations_scattered`` (:attr:`max_iterations`).
     """
 
     def __init__(
@@ -474,12 +474,15 @@ class DIPFit:
 
     @property
     def max_iterations(self) -> int:
-        """The steps this fit takes at most: ``params.iterations``, or ``params.tile_iterations``
-        where that is set and smaller, for one tile of a tiled plane with thin holes or none
-        (large or scattered holes keep ``iterations``: the limit was measured on thin ones)."""
+        """The steps this fit takes at most: ``params.iterations``, or for one tile of a tiled
+        plane ``params.tile_iterations`` (thin holes or none) or ``params.tile_iterations_scattered``
+        (scattered holes) where that is set and smaller; large holes keep ``iterations``."""
         p = self.params
-        if self.tile and p.tile_iterations and (self.known is None or self._hole_kind() == ""):
-            return min(p.iterations, p.tile_iterations)
+        if self.tile:
+            kind = "" if self.known is None else self._hole_kind()
+            cap = {"": p.tile_iterations, "scattered": p.tile_iterations_scattered}.get(kind, 0)
+            if cap:
+                return min(p.iterations, cap)
         return p.iterations
 
     def _hole_kind(self) -> str:

@@ -295,12 +295,13 @@ def plan_tiles_for(
     tiles fit in memory.
 
     The preset's ``tile_capacity`` applies unless ``capacity`` is False, and for inpainting
-    only to thin holes (:func:`capacity_applies`).
+    only to thin or scattered holes (:func:`capacity_applies`).
     """
     tile_size = _check_size_arg(tile_size, "tile_size")
     tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
     s = degradation.scale
-    if params.tile_capacity and not (capacity and capacity_applies(degradation)):
+    kind = _holes_kind(degradation) if params.tile_capacity else ""
+    if params.tile_capacity and not (capacity and kind != "large"):
         params = params.replace(tile_capacity=0)  # memory alone decides
     tiles, overlap, fit_params, notes = _plan_tiles(
         params,
@@ -311,6 +312,7 @@ def plan_tiles_for(
         device,
         None if tile_size is None else tile_size * s,
         None if tile_overlap is None else tile_overlap * s,
+        holes_kind=kind,
     )
     if tiles is None:
         return tiles, overlap, fit_params, notes
@@ -322,16 +324,23 @@ def plan_tiles_for(
     return tiles, overlap, fit_params, notes
 
 
+def _holes_kind(degradation: Degradation) -> str:
+    """:func:`~.regions.hole_kind` of the degradation's holes ("" without holes)."""
+    holes = degradation.holes()
+    return "" if holes is None else hole_kind(holes)
+
+
 def capacity_applies(degradation: Degradation) -> bool:
     """Whether the capacity rule (``DIPParams.tile_capacity``) may tile this degradation's planes.
 
-    Always, except for inpainting whose holes are large or scattered
-    (:func:`~.regions.hole_kind`): tiles were measured on thin holes only (painted strokes:
-    Boat at 512 px with 5 % strokes, 16 tiles of 160 with ``tile_iterations`` 800 against the
-    whole plane; README), and a large hole cut by a tile's edge loses the context beyond it.
+    Always, except for inpainting whose holes are large (:func:`~.regions.hole_kind`): a large
+    hole cut by a tile's edge loses the context beyond it, and tiles were measured on thin holes
+    (painted strokes: Boat at 512 px with 5 % strokes, 16 tiles of 160 with ``tile_iterations``
+    800 against the whole plane) and scattered ones (half the pixels missing: Barbara and Man at
+    512 px, House and Monarch at 256 px, tiles of 160 with ``tile_iterations_scattered`` 1200;
+    README).
     """
-    holes = degradation.holes()
-    return holes is None or hole_kind(holes) == ""
+    return _holes_kind(degradation) != "large"
 
 
 def plan_regions_for(
@@ -398,9 +407,20 @@ def plan_regions_for(
 
 
 def _plan_tiles(
-    params: DIPParams, h: int, w: int, c: int, n_planes: int, device, tile_size: int | None, tile_overlap: int | None
+    params: DIPParams,
+    h: int,
+    w: int,
+    c: int,
+    n_planes: int,
+    device,
+    tile_size: int | None,
+    tile_overlap: int | None,
+    holes_kind: str = "",
 ):
     """Decide whether and how to tile; returns (tiles, overlap, fit_params, notes).
+
+    ``holes_kind``: :func:`~.regions.hole_kind` of an inpainting's holes, for the capacity's note
+    (a tile's step limit, ``DIPParams.tile_iterations`` or ``tile_iterations_scattered``).
 
     Raises ImageTooLargeError when neither the whole plane nor tiles fit in memory.
     """
@@ -487,12 +507,14 @@ def _plan_tiles(
     tiles = plan_tiles(h, w, tile, overlap)
     notes = []
     if capacity is not None:
-        cap_steps = params.tile_iterations
-        each = f", each for at most {cap_steps} steps" if 0 < cap_steps < params.iterations else ""
+        scattered = holes_kind == "scattered"
+        steps = params.tile_iterations_scattered if scattered else params.tile_iterations
+        each = f", each for at most {steps} steps" if 0 < steps < params.iterations else ""
+        cost = "in up to about 1.6 times the time" if scattered else "in about the same time or less"
         notes.append(
             f"fitted in {len(tiles)} overlapping tiles of {tile}x{tile} pixels{each}: this preset's network "
-            f"restores planes of {h}x{w} pixels better in tiles (in about the same time or less on a "
-            "CPU); a tile size of 0 (tile_size=0, --tile 0) fits each plane whole"
+            f"restores planes of {h}x{w} pixels better in tiles ({cost} on a CPU); a tile size of 0 "
+            "(tile_size=0, --tile 0) fits each plane whole"
         )
     if n_frames and not keep_hist:
         notes.append(

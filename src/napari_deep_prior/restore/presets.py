@@ -231,13 +231,16 @@ class DIPParams:
         side's would overlap too much), and smaller planes of at least 256 x 256 pixels in
         2 x 2 tiles, even when the whole plane fits in memory
         (:func:`~.planning.capacity_tile`; ``tile_size=0`` fits them whole).  For inpainting
-        only planes whose holes are thin (scratches, strokes, text: not large holes, not
-        scattered pixels, :func:`~.regions.hole_kind`) and that no hole regions cover.
+        only planes whose holes are thin (scratches, strokes, text) or scattered pixels (not
+        large holes, :func:`~.regions.hole_kind`) and that no hole regions cover.
     tile_iterations : int
         The most steps the fit of one tile of a tiled plane takes (0: ``iterations``) when
         the tile has thin holes or none: a small tile's fill of thin holes peaks early and
-        then declines as the known pixels are fitted ever more closely.  Tiles with large or
-        scattered holes keep ``iterations``; regions around holes are not tiles.
+        then declines as the known pixels are fitted ever more closely.  Tiles with large
+        holes keep ``iterations``; regions around holes are not tiles.
+    tile_iterations_scattered : int
+        The same limit for a tile whose holes are scattered pixels (half of them missing at
+        random, :func:`~.regions.hole_kind`; 0: ``iterations``).
     cuda_graph : bool
         On a CUDA GPU, record the optimisation step once as a CUDA graph after a few eager
         steps and replay it (:mod:`~.graphs`): the same arithmetic without the cost of launching
@@ -277,6 +280,7 @@ class DIPParams:
     ensemble: int = 1
     tile_capacity: int = 0
     tile_iterations: int = 0
+    tile_iterations_scattered: int = 0
     cuda_graph: bool = True
 
     def __post_init__(self) -> None:
@@ -325,7 +329,11 @@ class DIPParams:
         if self.history_spacing not in ("linear", "log"):
             raise ParameterError(f"{{history_spacing}} must be 'linear' or 'log', got {self.history_spacing!r}")
         check_ensemble(self.ensemble)
-        for name, unit, zero in (("tile_capacity", "pixels", "no limit"), ("tile_iterations", "steps", "iterations")):
+        for name, unit, zero in (
+            ("tile_capacity", "pixels", "no limit"),
+            ("tile_iterations", "steps", "iterations"),
+            ("tile_iterations_scattered", "steps", "iterations"),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ParameterError(f"{{{name}}} must be a whole number of {unit}, got {value!r}")
@@ -560,8 +568,18 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # 800, one thread, whole plane -> tiles: the plugin's sample (256 px RGB, scratches) 27.18 ->
 # 28.09 dB in 0.91x the time; Man and Couple at 512 px with 5 % strokes 26.18 -> 26.57 (0.88x)
 # and 23.80 -> 24.31 (0.65x); biharmonic 27.10 / 26.01 / 23.55.  Not on text: kate at 512 px
-# 30.36 dB in 440 s whole (its holes settled at step 680) -> 30.39 in 693 s in tiles.  Large
-# and scattered holes keep the whole plane (planning.capacity_applies): not measured in tiles.
+# 30.36 dB in 440 s whole (its holes settled at step 680) -> 30.39 in 693 s in tiles.
+# Scattered holes (half the pixels missing) get the same tiles, each for at most 1200 steps
+# (tile_iterations_scattered).  Centred 160 px crops with 50 % missing recorded without a stop
+# (benchmarks/dip_inpaint_speed.py record --size 160 --cases missing --set12 09_Barbara,11_Man,
+# one thread): the holes' PSNR peaks at steps 1070-1940 (House, Monarch, Barbara, Man; mean
+# 29.26 dB); at step 1200 29.15, at the 1/50 stop 28.93 (steps 1280-2290), at 800 28.78.  As a
+# user calls inpaint() (benchmarks/dip_inpaint_regions.py --missing 0.5, one thread, holes'
+# PSNR), whole plane -> tiles capped at 1200: Barbara 512 px 24.76 dB, 779 s -> 29.61, 1180 s;
+# Man 512 px 28.60, 1805 s -> 29.54, 1405 s; House 256 px 33.73, 219 s -> 34.41, 320 s;
+# Monarch 256 px 27.77, 199 s -> 28.45, 326 s (biharmonic 23.73 / 29.94 / 32.89 / 27.40).
+# The tiles to their own 1/50 stops: Barbara 29.64 in 1845 s, Man 29.01 in 2999 s.  Large holes
+# keep the whole plane (planning.capacity_applies): a tile's edge cuts their context.
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
@@ -580,6 +598,7 @@ PRESETS["inpaint"] = DIPParams(
     fill_blend_large_min=0.5,
     tile_capacity=160,
     tile_iterations=800,
+    tile_iterations_scattered=1200,
 )
 # Super-resolution: the tapered net with bilinear up-sampling and output averaging, the paper's
 # jitter and step count, no early stop (the fit of a noise-free image keeps improving).
