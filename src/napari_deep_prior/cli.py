@@ -295,7 +295,8 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
         metavar="N",
         help="process in overlapping N x N tiles blended without seams (0 = never; default: "
         "automatically, when the image does not fit in memory or, on a CPU, when the preset's "
-        "network restores it better in tiles: denoise, planes from 256 x 256 px)",
+        "network restores it better in tiles: denoise, and inpaint with thin or scattered holes "
+        "spread over the plane, planes from 256 x 256 px)",
     )
     p.add_argument(
         "--tile-overlap",

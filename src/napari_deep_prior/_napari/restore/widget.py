@@ -353,7 +353,8 @@ class DIPWidget(LayerListFollower, ResultsMixin, Container):
             tooltip="Fit each plane in overlapping square tiles of this side, blended without seams. "
             "auto (0): tiles when the whole plane does not fit in memory or, on a CPU, when the "
             "preset's network restores it better in tiles (denoise: planes from 256 px a side, in "
-            "tiles of 160 px, up to 224 where those would overlap too much); for inpainting, only the "
+            "tiles of 160 px, up to 224 where those would overlap too much; inpainting the same where "
+            "thin or scattered holes are spread over the plane); for inpainting, only the "
             "neighbourhoods of the holes when they are small. A size at least the plane's fits it whole.",
         )
         result_store = FileEdit(
