@@ -300,7 +300,7 @@ def plan_tiles_for(
     tile_size = _check_size_arg(tile_size, "tile_size")
     tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
     s = degradation.scale
-    kind = _holes_kind(degradation) if params.tile_capacity else ""
+    kind = _holes_kind(degradation) if params.tile_capacity and capacity else ""
     if params.tile_capacity and not (capacity and kind != "large"):
         params = params.replace(tile_capacity=0)  # memory alone decides
     tiles, overlap, fit_params, notes = _plan_tiles(
