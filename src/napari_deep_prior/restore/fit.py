@@ -478,12 +478,8 @@ class DIPFit:
         plane ``params.tile_iterations`` (thin holes or none) or ``params.tile_iterations_scattered``
         (scattered holes) where that is set and smaller; large holes keep ``iterations``."""
         p = self.params
-        if self.tile:
-            kind = "" if self.known is None else self._hole_kind()
-            cap = {"": p.tile_iterations, "scattered": p.tile_iterations_scattered}.get(kind, 0)
-            if cap:
-                return min(p.iterations, cap)
-        return p.iterations
+        cap = p.tile_step_limit("" if self.known is None else self._hole_kind()) if self.tile else 0
+        return min(p.iterations, cap) if cap else p.iterations
 
     def _hole_kind(self) -> str:
         """The kind of the mask's holes (:func:`.regions.hole_kind`: "scattered", "large" or ""):

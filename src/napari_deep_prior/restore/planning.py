@@ -24,7 +24,6 @@ from .tiles import MIN_TILE, default_overlap, plan_tiles
 
 __all__ = [
     "MemoryPlanError",
-    "capacity_applies",
     "check_image_bytes",
     "choose_tile_size",
     "estimate_fit_bytes",
@@ -295,7 +294,12 @@ def plan_tiles_for(
     tiles fit in memory.
 
     The preset's ``tile_capacity`` applies unless ``capacity`` is False, and for inpainting
-    only to thin or scattered holes (:func:`capacity_applies`).
+    only to thin or scattered holes (:func:`~.regions.hole_kind`), not to large ones: a large
+    hole cut by a tile's edge loses the context beyond it, and tiles were measured on thin holes
+    (painted strokes: Boat at 512 px with 5 % strokes, 16 tiles of 160 with ``tile_iterations``
+    800 against the whole plane) and scattered ones (half the pixels missing: Barbara and Man at
+    512 px, House and Monarch at 256 px, tiles of 160 with ``tile_iterations_scattered`` 1200;
+    README).
     """
     tile_size = _check_size_arg(tile_size, "tile_size")
     tile_overlap = _check_size_arg(tile_overlap, "tile_overlap")
@@ -328,19 +332,6 @@ def _holes_kind(degradation: Degradation) -> str:
     """:func:`~.regions.hole_kind` of the degradation's holes ("" without holes)."""
     holes = degradation.holes()
     return "" if holes is None else hole_kind(holes)
-
-
-def capacity_applies(degradation: Degradation) -> bool:
-    """Whether the capacity rule (``DIPParams.tile_capacity``) may tile this degradation's planes.
-
-    Always, except for inpainting whose holes are large (:func:`~.regions.hole_kind`): a large
-    hole cut by a tile's edge loses the context beyond it, and tiles were measured on thin holes
-    (painted strokes: Boat at 512 px with 5 % strokes, 16 tiles of 160 with ``tile_iterations``
-    800 against the whole plane) and scattered ones (half the pixels missing: Barbara and Man at
-    512 px, House and Monarch at 256 px, tiles of 160 with ``tile_iterations_scattered`` 1200;
-    README).
-    """
-    return _holes_kind(degradation) != "large"
 
 
 def plan_regions_for(
@@ -507,10 +498,9 @@ def _plan_tiles(
     tiles = plan_tiles(h, w, tile, overlap)
     notes = []
     if capacity is not None:
-        scattered = holes_kind == "scattered"
-        steps = params.tile_iterations_scattered if scattered else params.tile_iterations
+        steps = params.tile_step_limit(holes_kind)
         each = f", each for at most {steps} steps" if 0 < steps < params.iterations else ""
-        cost = "in up to about 1.6 times the time" if scattered else "in about the same time or less"
+        cost = "in up to about 1.6 times the time" if holes_kind == "scattered" else "in about the same time or less"
         notes.append(
             f"fitted in {len(tiles)} overlapping tiles of {tile}x{tile} pixels{each}: this preset's network "
             f"restores planes of {h}x{w} pixels better in tiles ({cost} on a CPU); a tile size of 0 "

@@ -345,6 +345,12 @@ class DIPParams:
         object.__setattr__(self, "cuda_graph", bool(self.cuda_graph))
         object.__setattr__(self, "ensemble", int(self.ensemble))  # a numpy integer as an int
 
+    def tile_step_limit(self, holes_kind: str) -> int:
+        """The most steps the fit of one tile of a tiled plane takes beside ``iterations`` (0: no
+        other limit), by the kind of the tile's holes (:func:`~.regions.hole_kind`; "" for thin
+        holes or none): ``tile_iterations``, ``tile_iterations_scattered``, none for large holes."""
+        return {"": self.tile_iterations, "scattered": self.tile_iterations_scattered}.get(holes_kind, 0)
+
     def replace(self, **changes) -> DIPParams:
         """A copy with some fields changed (``net`` fields may be given by name too)."""
         net_names = {f.name for f in fields(NetParams)}
@@ -579,7 +585,7 @@ PRESETS["denoise-poisson"] = PRESETS["denoise"].replace(
 # Man 512 px 28.60, 1805 s -> 29.54, 1405 s; House 256 px 33.73, 219 s -> 34.41, 320 s;
 # Monarch 256 px 27.77, 199 s -> 28.45, 326 s (biharmonic 23.73 / 29.94 / 32.89 / 27.40).
 # The tiles to their own 1/50 stops: Barbara 29.64 in 1845 s, Man 29.01 in 2999 s.  Large holes
-# keep the whole plane (planning.capacity_applies): a tile's edge cuts their context.
+# keep the whole plane (planning.plan_tiles_for): a tile's edge cuts their context.
 PRESETS["inpaint"] = DIPParams(
     net=NetParams(_TAPER, _TAPER, (4,) * 5, 3, 3, 1, "nearest", True, "noise", 32),
     iterations=3000,
