@@ -20,7 +20,8 @@ holes covering 8 %).  A recording holds, every 10 steps, the holes' PSNR of the 
 would return (the network's own), the network's PSNR on the held-out pixels, the blend's weight w
 (``restore.fillblend.blend_weight`` on the held-out pixels, as ``blend_fill`` chooses it), the
 blend's PSNR on the held-out pixels (what a stop on them could read) and the holes' PSNR of the
-blend ``b + w (network - b)`` (b: scikit-image's biharmonic fill), and the mean
+blend ``b + w (network - b)`` (b: scikit-image's biharmonic fill) and of the blend the fit returns
+(``psnr_blend_floor``: for large holes ``w`` is at least ``fill_blend_large_min``), and the mean
 absolute change of the estimate over the holes since 50 steps before (what the hole-change stop
 reads: ``restore.fit``).  The held-out pixels are ``restore.fillblend.blend_pixels(known, 0.05,
 0)``, as the shipped fit chooses them; the fit runs with ``fill_blend=0`` and those pixels unknown,
@@ -78,7 +79,18 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
         device=torch.device("cpu"),
         seed=seed,
     )
-    keys = ("iterations", "psnr_holes", "psnr_held", "weight", "psnr_held_blend", "psnr_blend", "hole_change")
+    keys = (
+        "iterations",
+        "psnr_holes",
+        "psnr_held",
+        "weight",
+        "psnr_held_blend",
+        "psnr_blend",
+        "psnr_blend_floor",
+        "hole_change",
+    )
+    # the least share the shipped fit keeps for large holes (DIPParams.fill_blend_large_min)
+    floor = params.fill_blend_large_min if hole_kind(holes) == "large" else 0.0
     rows = {k: [] for k in keys}
     past: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -97,6 +109,7 @@ def record_case(name, clean, holes, params, seed: int) -> dict:
         rows["weight"].append(w)
         rows["psnr_held_blend"].append(_hole_psnr(b_v + w * (e_v - b_v), y_v))
         rows["psnr_blend"].append(_hole_psnr(b_h + w * (now - b_h), y_h))
+        rows["psnr_blend_floor"].append(_hole_psnr(b_h + max(w, floor) * (now - b_h), y_h))
         rows["hole_change"].append(None if then is None else float(np.abs(now - then).mean()))
     return {
         "image": name,
