@@ -525,12 +525,13 @@ def test_hole_change_stop_reads_its_own_fraction_for_large_holes(tiny_params, on
 
 def test_inpaint_default_reads_scattered_and_large_holes_with_their_own_fractions(one_torch_thread):
     """The default as a user calls it: half the pixels missing get the later stop, a blotch the earlier
-    one, a scratch neither."""
+    one and a step limit of its own, a scratch neither."""
     from napari_deep_prior import inpaint
     from napari_deep_prior.restore.presets import get_preset
 
     p = get_preset("inpaint")
     assert 0 < p.es_hole_change_scattered < p.es_hole_change < p.es_hole_change_large
+    assert 0 < p.iterations_large < p.iterations
     img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     scattered = np.random.default_rng(1).random((64, 64)) < 0.5
     scratch = np.zeros((64, 64), bool)
@@ -541,6 +542,55 @@ def test_inpaint_default_reads_scattered_and_large_holes_with_their_own_fraction
     for holes, ratio in cases:
         _, out = inpaint(img, holes, iterations=3, seed=0, return_history=True)
         assert [f.hole_change_ratio for f in out.fits] == [ratio] * len(out.fits)
+        assert [f.large_holes for f in out.fits] == [holes is blotch] * len(out.fits)
+        assert not any("large holes" in n for n in out.notes)  # 3 steps: the limit is not reached
+    # the blotch's own limit (made short here), and the note that says so
+    _, out = inpaint(img, blotch, params=p.replace(iterations_large=6), seed=0, return_history=True)
+    assert [(f.iterations_run, f.stop_reason) for f in out.fits] == [(6, None)]
+    assert [n for n in out.notes if n.startswith("large holes")] == [
+        "large holes in one fit: at most 6 steps (iterations_large), as the network's fill of a large hole peaks early"
+    ]
+    _, out = inpaint(img, scratch, params=p.replace(iterations_large=6, iterations=9), seed=0, return_history=True)
+    assert [f.iterations_run for f in out.fits] == [9]
+
+
+def test_iterations_large_limits_the_fits_of_large_holes(tiny_params, one_torch_thread):
+    """iterations_large: the most steps of a fit whose holes are large, a tile or not; the stops
+    still apply; thin holes keep iterations."""
+    y, x = np.mgrid[0:64, 0:64] / 63.0
+    image = (0.5 + 0.4 * np.sin(3 * x) * np.cos(2 * y)).astype(np.float64)
+    blotch = np.ones(image.shape, bool)
+    blotch[16:46, 20:50] = False  # known: all but a 30 px square
+    scratch = np.ones(image.shape, bool)
+    scratch[30:33, 5:60] = False
+    # a fraction no fit reaches: every fit runs to its limit
+    params = tiny_params.replace(
+        iterations_large=12, iterations=150, es_start=10, es_patience=10**6, es_hole_change=1e-9, yield_every=5
+    )
+    for tile in (False, True):
+        fit = _fit(image, params, known=blotch, tile=tile)
+        assert fit.max_iterations == 12
+    _, res = _drain(_fit(image, params, known=blotch))
+    assert res.iterations_run == 12 and res.stop_reason is None and res.large_holes
+    thin = _fit(image, params, known=scratch)
+    assert thin.max_iterations == 150
+    _, thin_res = _drain(thin)
+    assert thin_res.iterations_run == 150 and not thin_res.large_holes
+    assert _fit(image, params).max_iterations == 150  # no mask
+    assert _fit(image, params.replace(iterations_large=0), known=blotch).max_iterations == 150
+    assert _fit(image, params.replace(iterations_large=500), known=blotch).max_iterations == 150
+    # the stops still apply: the hole-change stop at a fraction every fit reaches ends it first
+    _, early = _drain(_fit(image, params.replace(iterations_large=140, es_hole_change_large=0.99), known=blotch))
+    assert early.stop_reason == "holes settled" and early.iterations_run < 140
+    # the same steps as without the limit, up to it
+    _, free = _drain(_fit(image, params.replace(iterations=30, iterations_large=0), known=blotch))
+    np.testing.assert_array_equal(free.losses[:12], res.losses)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2.5])
+def test_iterations_large_is_checked(tiny_params, bad):
+    with pytest.raises((ValueError, TypeError), match="iterations_large"):
+        tiny_params.replace(iterations_large=bad)
 
 
 @pytest.mark.parametrize("name", ["es_hole_change", "es_hole_change_scattered", "es_hole_change_large"])

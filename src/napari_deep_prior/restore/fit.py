@@ -219,6 +219,9 @@ class FitResult:
         holes' fill ``b + w (network - b)``, ``b`` the biharmonic fill, chosen on known pixels
         held out in the shape of the holes (:mod:`.fillblend`; for large holes at least
         ``DIPParams.fill_blend_large_min``); None when there was no blend.
+    large_holes : bool
+        The fit's holes were large (:func:`~.regions.large_holes`): it took at most
+        ``DIPParams.iterations_large`` steps, where that is set.
     """
 
     image: np.ndarray
@@ -239,6 +242,7 @@ class FitResult:
     hole_change_ratio: float | None = None
     cuda_graph: bool = False
     fill_weight: float | None = None
+    large_holes: bool = False
 
 
 #: A linear history has at least this many frames when the run has twice as many iterations.
@@ -474,12 +478,14 @@ class DIPFit:
 
     @property
     def max_iterations(self) -> int:
-        """The steps this fit takes at most: ``params.iterations``, or for one tile of a tiled
-        plane ``params.tile_iterations`` (thin holes or none) or ``params.tile_iterations_scattered``
-        (scattered holes) where that is set and smaller; large holes keep ``iterations``."""
+        """The steps this fit takes at most: ``params.iterations``, or where that is set and
+        smaller ``params.iterations_large`` for large holes and, for one tile of a tiled plane,
+        ``params.tile_iterations`` (thin holes or none) or ``params.tile_iterations_scattered``
+        (scattered holes)."""
         p = self.params
-        cap = p.tile_step_limit("" if self.known is None else self._hole_kind()) if self.tile else 0
-        return min(p.iterations, cap) if cap else p.iterations
+        kind = "" if self.known is None else self._hole_kind()
+        caps = (p.tile_step_limit(kind) if self.tile else 0, p.iterations_large if kind == "large" else 0)
+        return min([p.iterations, *(c for c in caps if c)])
 
     def _hole_kind(self) -> str:
         """The kind of the mask's holes (:func:`.regions.hole_kind`: "scattered", "large" or ""):
@@ -945,4 +951,5 @@ class DIPFit:
             hole_change_ratio=self.hole_change_ratio,
             cuda_graph=self._graphed is not None and self._graphed.replaying,
             fill_weight=fill_weight,
+            large_holes=self.known is not None and self._hole_kind() == "large",
         )

@@ -121,6 +121,19 @@ def _fill_notes(weights) -> list[str]:
     ]
 
 
+def _large_notes(params, flags) -> list[str]:
+    """The note on fits whose holes were large (``FitResult.large_holes``) where the preset limits
+    their steps (``DIPParams.iterations_large``)."""
+    n = sum(bool(f) for f in flags)
+    if not n or not 0 < params.iterations_large < params.iterations:
+        return []
+    fits = "one fit" if len(flags) == 1 else f"{n} of {len(flags)} fits"
+    return [
+        f"large holes in {fits}: at most {params.iterations_large} steps (iterations_large), as the "
+        "network's fill of a large hole peaks early"
+    ]
+
+
 class DIPJob:
     """A validated restoration job over one or more 2D planes.
 
@@ -218,6 +231,7 @@ class DIPJob:
         self._tile_stops = [[0] * n_tiles for _ in range(self.n_planes)]
         self._tile_runs = [[0] * n_tiles for _ in range(self.n_planes)]
         self._tile_fill: list[float] = []  # FitResult.fill_weight of every finished tile that blended
+        self._tile_large: list[bool] = []  # FitResult.large_holes of every finished tile
         self._hist_num: np.ndarray | None = None  # (F, P, H, W, C) tiled history
         self._hist_loss_sum: np.ndarray | None = None
         self._hist_loss_n: np.ndarray | None = None
@@ -533,6 +547,7 @@ class DIPJob:
             self._tile_runs[i][k] = int(res.iterations_run)
             if res.fill_weight is not None:
                 self._tile_fill.append(res.fill_weight)
+            self._tile_large.append(res.large_holes)
             if self.warm_start and state is None:
                 state = res.state_dict  # the first fitted tile's, as for planes
             # keep small metadata only: no tile image history or weights stay alive
@@ -630,7 +645,9 @@ class DIPJob:
             planes_done=len(self.results),
             seed=self.seed,
             fits=fit_results,
-            notes=self.notes + _fill_notes([r.fill_weight for r in fit_results if r is not None]),
+            notes=self.notes
+            + _fill_notes([r.fill_weight for r in fit_results if r is not None])
+            + _large_notes(self.fit_params, [r.large_holes for r in fit_results if r is not None]),
             lanes=self.lanes,
         )
 
@@ -693,7 +710,9 @@ class DIPJob:
             planes_done=len(self.results),
             seed=self.seed,
             fits=fit_results,
-            notes=self.notes + _fill_notes(self._tile_fill + ([] if running is None else [running[2].fill_weight])),
+            notes=self.notes
+            + _fill_notes(self._tile_fill + ([] if running is None else [running[2].fill_weight]))
+            + _large_notes(self.fit_params, self._tile_large + ([] if running is None else [running[2].large_holes])),
             tiles=list(self.tiles),
             tile_stop_iterations=stops,
             tile_iterations_run=runs,

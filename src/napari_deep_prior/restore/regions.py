@@ -303,8 +303,9 @@ def large_holes(holes) -> bool:
 
     Holes of (H, W), or of each plane of (P, H, W) that has holes, whose pixels lie on average at
     least :data:`LARGE_MIN_MEAN_DISTANCE` pixels from the nearest known pixel.  The hole-change
-    stop reads such masks with its own ratio (``DIPParams.es_hole_change_large``): the network's
-    fill of a large hole peaks early and then drifts while the known pixels are still being fitted.
+    stop reads such masks with its own ratio (``DIPParams.es_hole_change_large``), and their fits
+    have a step limit of their own (``iterations_large``): the network's fill of a large hole
+    peaks early and then drifts while the known pixels are still being fitted.
 
     Examples
     --------
