@@ -498,14 +498,21 @@ def test_hole_change_stop_reads_its_own_fraction_for_scattered_holes(tiny_params
     assert off.hole_change_ratio is None
 
 
-def test_hole_change_stop_reads_its_own_fraction_for_large_holes(tiny_params, one_torch_thread):
-    """es_hole_change_large: a blotch is read with its own fraction, a scratch with es_hole_change."""
+def _blotch_and_scratch():
+    """A smooth 64 px grey image and two masks of known pixels: all but a 30 px square (large
+    holes), all but a 3 px line (thin holes)."""
     y, x = np.mgrid[0:64, 0:64] / 63.0
     image = (0.5 + 0.4 * np.sin(3 * x) * np.cos(2 * y)).astype(np.float64)
     blotch = np.ones(image.shape, bool)
-    blotch[16:46, 20:50] = False  # known: all but a 30 px square
+    blotch[16:46, 20:50] = False
     scratch = np.ones(image.shape, bool)
     scratch[30:33, 5:60] = False
+    return image, blotch, scratch
+
+
+def test_hole_change_stop_reads_its_own_fraction_for_large_holes(tiny_params, one_torch_thread):
+    """es_hole_change_large: a blotch is read with its own fraction, a scratch with es_hole_change."""
+    image, blotch, scratch = _blotch_and_scratch()
     params = tiny_params.replace(
         iterations=300, es_patience=10**6, es_start=20, es_hole_change=1e-9, yield_every=10, preview_every=10
     )
@@ -557,12 +564,7 @@ def test_inpaint_default_reads_scattered_and_large_holes_with_their_own_fraction
 def test_iterations_large_limits_the_fits_of_large_holes(tiny_params, one_torch_thread):
     """iterations_large: the most steps of a fit whose holes are large, a tile or not; the stops
     still apply; thin holes keep iterations."""
-    y, x = np.mgrid[0:64, 0:64] / 63.0
-    image = (0.5 + 0.4 * np.sin(3 * x) * np.cos(2 * y)).astype(np.float64)
-    blotch = np.ones(image.shape, bool)
-    blotch[16:46, 20:50] = False  # known: all but a 30 px square
-    scratch = np.ones(image.shape, bool)
-    scratch[30:33, 5:60] = False
+    image, blotch, scratch = _blotch_and_scratch()
     # a fraction no fit reaches: every fit runs to its limit
     params = tiny_params.replace(
         iterations_large=12, iterations=150, es_start=10, es_patience=10**6, es_hole_change=1e-9, yield_every=5
