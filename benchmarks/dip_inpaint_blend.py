@@ -279,7 +279,7 @@ def weights(args) -> None:
     from napari_deep_prior.restore.presets import get_preset
 
     base = get_preset(args.preset, task="inpaint")  # as shipped: its stop, steps and cadences
-    keep = ("iterations", "early_stop", "history_every", "preview_every", "yield_every")
+    keep = ("iterations", "iterations_large", "early_stop", "history_every", "preview_every", "yield_every")
     params = _params(args.preset, args.set or [], base.iterations).replace(
         **{k: getattr(base, k) for k in keep}, fill_blend_large_min=0.0
     )

@@ -67,7 +67,11 @@ def run_case(name, clean, holes, args) -> dict:
     # (1) the recording: held-out pixels, no stop
     job = prepare_inpaint(damaged, holes, channel_axis=ca, iterations=args.iterations, history_every=10, seed=0)
     job.fit_params = job.fit_params.replace(
-        es_holdout=args.holdout, es_patience=10**9, es_start=args.start, es_window=min(100, args.start)
+        es_holdout=args.holdout,
+        es_patience=10**9,
+        es_start=args.start,
+        es_window=min(100, args.start),
+        iterations_large=0,  # large holes recorded to the end too
     )
     t0 = time.perf_counter()
     out = drive(job.steps())
