@@ -165,7 +165,6 @@ def _params(preset: str, sets: list[str], steps: int):
     return p.replace(
         net=replace(p.net, **net_kw),
         iterations=steps,
-        iterations_large=0,  # recorded to the end, whatever the holes
         early_stop=False,
         history_every=0,
         preview_every=10,

@@ -559,6 +559,10 @@ def test_inpaint_default_reads_scattered_and_large_holes_with_their_own_fraction
     ]
     _, out = inpaint(img, scratch, params=p.replace(iterations_large=6, iterations=9), seed=0, return_history=True)
     assert [f.iterations_run for f in out.fits] == [9]
+    # early stopping off: every step the user asked for, and no note
+    off = p.replace(iterations_large=6, iterations=9)
+    _, out = inpaint(img, blotch, params=off, early_stop=False, seed=0, return_history=True)
+    assert [f.iterations_run for f in out.fits] == [9] and not any("large holes" in n for n in out.notes)
 
 
 def test_iterations_large_limits_the_fits_of_large_holes(tiny_params, one_torch_thread):
@@ -581,6 +585,8 @@ def test_iterations_large_limits_the_fits_of_large_holes(tiny_params, one_torch_
     assert _fit(image, params).max_iterations == 150  # no mask
     assert _fit(image, params.replace(iterations_large=0), known=blotch).max_iterations == 150
     assert _fit(image, params.replace(iterations_large=500), known=blotch).max_iterations == 150
+    # a stop: with early stopping off the blotch runs its iterations too
+    assert _fit(image, params.replace(early_stop=False), known=blotch).max_iterations == 150
     # the stops still apply: the hole-change stop at a fraction every fit reaches ends it first
     _, early = _drain(_fit(image, params.replace(iterations_large=140, es_hole_change_large=0.99), known=blotch))
     assert early.stop_reason == "holes settled" and early.iterations_run < 140

@@ -220,8 +220,8 @@ class FitResult:
         held out in the shape of the holes (:mod:`.fillblend`; for large holes at least
         ``DIPParams.fill_blend_large_min``); None when there was no blend.
     large_holes : bool
-        The fit's holes were large (:func:`~.regions.large_holes`): it took at most
-        ``DIPParams.iterations_large`` steps, where that is set.
+        The fit's holes were large (:func:`~.regions.large_holes`): with early stopping on it took
+        at most ``DIPParams.iterations_large`` steps, where that is set.
     """
 
     image: np.ndarray
@@ -479,12 +479,14 @@ class DIPFit:
     @property
     def max_iterations(self) -> int:
         """The steps this fit takes at most: ``params.iterations``, or where that is set and
-        smaller ``params.iterations_large`` for large holes and, for one tile of a tiled plane,
+        smaller ``params.iterations_large`` for large holes (with early stopping on) and, for one
+        tile of a tiled plane,
         ``params.tile_iterations`` (thin holes or none) or ``params.tile_iterations_scattered``
         (scattered holes)."""
         p = self.params
         kind = "" if self.known is None else self._hole_kind()
-        caps = (p.tile_step_limit(kind) if self.tile else 0, p.iterations_large if kind == "large" else 0)
+        large = p.iterations_large if kind == "large" and p.early_stop else 0  # a stop: off with the others
+        caps = (p.tile_step_limit(kind) if self.tile else 0, large)
         return min([p.iterations, *(c for c in caps if c)])
 
     def _hole_kind(self) -> str:

@@ -125,7 +125,7 @@ def _large_notes(params, flags) -> list[str]:
     """The note on fits whose holes were large (``FitResult.large_holes``) where the preset limits
     their steps (``DIPParams.iterations_large``)."""
     n = sum(bool(f) for f in flags)
-    if not n or not 0 < params.iterations_large < params.iterations:
+    if not n or not params.early_stop or not 0 < params.iterations_large < params.iterations:
         return []
     fits = "one fit" if len(flags) == 1 else f"{n} of {len(flags)} fits"
     return [

@@ -173,10 +173,11 @@ class DIPParams:
         large hole peaks early and then drifts while the known pixels are fitted to their last
         detail.  0: ``es_hole_change`` for every mask.
     iterations_large : int
-        The most steps a fit whose holes are large (:func:`~.regions.large_holes`) takes, a
-        whole plane, a region or a tile alike (0: ``iterations``); the stops still apply.  The
-        fill of a large hole peaks within a few hundred steps, long before the change of the
-        holes has fallen to ``es_hole_change_large``.
+        The most steps a fit whose holes are large (:func:`~.regions.large_holes`) takes with
+        early stopping on, a whole plane, a region or a tile alike (0: ``iterations``); the
+        other stops still apply.  The fill of a large hole peaks within a few hundred steps,
+        long before the change of the holes has fallen to ``es_hole_change_large``.  With
+        ``early_stop`` off the fit runs ``iterations`` steps, as every fit does.
     fill_blend : float
         Blended fill for masked fits (inpainting): about this fraction of the known pixels,
         in the shape of the holes, is left out of the loss; after the fit the holes' fill is
