@@ -629,8 +629,9 @@ def inpaint(
     ``params=presets.get_preset("inpaint").replace(fill_blend=0)``
     (:mod:`napari_deep_prior.restore.presets`) keeps the network's fill alone.  Large holes
     (:func:`~.regions.large_holes`: blotches, a torn corner) take at most the preset's
-    ``DIPParams.iterations_large`` steps (300 in the default, whatever ``iterations`` is;
-    ``.replace(iterations_large=0)`` lifts it): their fill peaks early.
+    ``DIPParams.iterations_large`` steps with early stopping on (300 in the default, whatever
+    ``iterations`` is; ``.replace(iterations_large=0)`` or ``early_stop=False`` lifts it): their
+    fill peaks early.
 
     Parameters
     ----------

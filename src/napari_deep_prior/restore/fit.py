@@ -478,11 +478,10 @@ class DIPFit:
 
     @property
     def max_iterations(self) -> int:
-        """The steps this fit takes at most: ``params.iterations``, or where that is set and
-        smaller ``params.iterations_large`` for large holes (with early stopping on) and, for one
-        tile of a tiled plane,
-        ``params.tile_iterations`` (thin holes or none) or ``params.tile_iterations_scattered``
-        (scattered holes)."""
+        """The steps this fit takes at most: ``params.iterations``, or the smallest of it and,
+        where they are set, ``params.iterations_large`` for large holes (with early stopping on)
+        and, for one tile of a tiled plane, ``params.tile_iterations`` (thin holes or none) or
+        ``params.tile_iterations_scattered`` (scattered holes)."""
         p = self.params
         kind = "" if self.known is None else self._hole_kind()
         large = p.iterations_large if kind == "large" and p.early_stop else 0  # a stop: off with the others
