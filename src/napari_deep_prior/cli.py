@@ -319,7 +319,7 @@ def _common_args(p: argparse.ArgumentParser, deg) -> None:
         metavar="N",
         help="run the fits (every plane of a stack, tile of a plane, file of a batch) on a dask "
         "LocalCluster of N worker processes sharing this machine's cores; the same results as "
-        'without it (pip install "napari-deep-prior[distributed]")',
+        'without it (needs dask.distributed: pip install "dask[distributed]>=2024.8")',
     )
     cluster.add_argument(
         "--scheduler",

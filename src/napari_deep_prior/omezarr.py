@@ -1,8 +1,9 @@
 """OME-Zarr images (OME-NGFF 0.4): read the full-resolution level, write a multiscale pyramid.
 
-Optional: needs the ``zarr`` extra (``pip install "napari-deep-prior[zarr]"``: zarr-python 2.18
-or 3).  :mod:`.io` hands every path ending in ``.zarr`` to this module, so the command line and
-:func:`~.io.read_image` / :func:`~.io.write_image` take OME-Zarr folders like files.
+Optional: needs the ``zarr`` extra (``pip install ".[zarr]"`` in the project's folder, or
+``pip install "zarr>=2.18"``: zarr-python 2.18 or 3).  :mod:`.io` hands every path ending in
+``.zarr`` to this module, so the command line and :func:`~.io.read_image` /
+:func:`~.io.write_image` take OME-Zarr folders like files.
 
 Written (NGFF 0.4, Zarr format 2, "/" chunk keys, as napari-ome-zarr, Fiji/MoBIE and OMERO
 read it):
@@ -91,7 +92,7 @@ def _zarr():
         import zarr
     except ImportError:
         raise ValueError(
-            'OME-Zarr (.zarr) needs the zarr package: pip install "napari-deep-prior[zarr]" '
+            'OME-Zarr (.zarr) needs the zarr package: pip install "zarr>=2.18" (the project\'s zarr extra) '
             "(or write a .tif / .ome.tif)"
         ) from None
     return zarr

@@ -529,7 +529,7 @@ def denoise(
         from a dark frame, or when the estimate is off (structured images, noise that is not
         white).
     client : distributed.Client, optional
-        Run the fits on this dask cluster (``pip install "napari-deep-prior[distributed]"``):
+        Run the fits on this dask cluster (``pip install "dask[distributed]>=2024.8"``, the ``distributed`` extra):
         every plane of a stack, or tile of a plane, is a task; the output is the one computed
         here for the same seed (bit for bit on CPUs with the same threads per fit). The tiles
         are planned for the smallest worker's memory limit; ``device`` is resolved on each

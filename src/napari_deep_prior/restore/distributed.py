@@ -65,7 +65,7 @@ def _import_distributed():
     except ImportError as exc:  # the optional extra
         raise ImportError(
             "running on a dask cluster needs dask.distributed: "
-            'pip install "napari-deep-prior[distributed]" (or pip install "dask[distributed]")'
+            'pip install "dask[distributed]>=2024.8" (the project\'s distributed extra)'
         ) from exc
     return distributed
 

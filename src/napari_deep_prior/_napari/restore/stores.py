@@ -45,7 +45,7 @@ def _zarr():
     except ImportError:
         raise ValueError(
             "a layer that is not in memory (dask, zarr, multiscale) is restored into a zarr store, which "
-            'needs the zarr package: pip install "napari-deep-prior[zarr]"'
+            'needs the zarr package: pip install "zarr>=2.18" (the project\'s zarr extra)'
         ) from None
     return zarr
 
