@@ -484,8 +484,7 @@ class DIPFit:
         ``params.tile_iterations_scattered`` (scattered holes)."""
         p = self.params
         kind = "" if self.known is None else self._hole_kind()
-        large = p.iterations_large if kind == "large" and p.early_stop else 0  # a stop: off with the others
-        caps = (p.tile_step_limit(kind) if self.tile else 0, large)
+        caps = (p.tile_step_limit(kind) if self.tile else 0, p.large_step_limit() if kind == "large" else 0)
         return min([p.iterations, *(c for c in caps if c)])
 
     def _hole_kind(self) -> str:

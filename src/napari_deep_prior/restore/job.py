@@ -125,11 +125,12 @@ def _large_notes(params, flags) -> list[str]:
     """The note on fits whose holes were large (``FitResult.large_holes``) where the preset limits
     their steps (``DIPParams.iterations_large``)."""
     n = sum(bool(f) for f in flags)
-    if not n or not params.early_stop or not 0 < params.iterations_large < params.iterations:
+    limit = params.large_step_limit()
+    if not n or not limit:
         return []
     fits = "one fit" if len(flags) == 1 else f"{n} of {len(flags)} fits"
     return [
-        f"large holes in {fits}: at most {params.iterations_large} steps (iterations_large), as the "
+        f"large holes in {fits}: at most {limit} steps (iterations_large), as the "
         "network's fill of a large hole peaks early"
     ]
 

@@ -359,6 +359,11 @@ class DIPParams:
         holes or none): ``tile_iterations``, ``tile_iterations_scattered``, none for large holes."""
         return {"": self.tile_iterations, "scattered": self.tile_iterations_scattered}.get(holes_kind, 0)
 
+    def large_step_limit(self) -> int:
+        """The most steps a fit whose holes are large takes where that limit is in force
+        (``iterations_large`` with early stopping on, below ``iterations``); 0: no such limit."""
+        return self.iterations_large if self.early_stop and 0 < self.iterations_large < self.iterations else 0
+
     def replace(self, **changes) -> DIPParams:
         """A copy with some fields changed (``net`` fields may be given by name too)."""
         net_names = {f.name for f in fields(NetParams)}
